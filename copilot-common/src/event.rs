@@ -1,0 +1,110 @@
+//! The one event type the eBPF programs send through the ring buffer, and the
+//! names of the maps and programs userspace looks up.
+
+/// Ring buffer of [`Event`]s.
+pub const EVENTS_MAP: &str = "EVENTS";
+/// Per-CPU `u64`: ring buffer reserves that failed (events lost).
+pub const DROPS_MAP: &str = "DROPS";
+/// Hash `u32 tgid -> u64 container cgroup id`: processes whose exit must wake userspace.
+pub const MAINS_MAP: &str = "MAINS";
+/// Hash `u64 container cgroup id -> u32 tgid`: containers whose first exec was seen
+/// (or that userspace already knows); the first exec in a new one is its main process.
+pub const CONTAINERS_MAP: &str = "CONTAINERS";
+
+pub const EXEC_PROGRAM: &str = "sched_process_exec";
+pub const EXIT_PROGRAM: &str = "sched_process_exit";
+pub const OOM_PROGRAM: &str = "mark_victim";
+
+/// Default ring buffer size in bytes (a power of two, a multiple of the page size).
+pub const DEFAULT_RING_BYTES: u32 = 1 << 20;
+
+pub const COMM_LEN: usize = 16;
+/// Bytes of the exec'd filename kept; longer names are cut and flagged.
+pub const FILENAME_LEN: usize = 256;
+
+/// What an [`Event`] reports.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A successful `execve` (`sched_process_exec`).
+    Exec = 1,
+    /// The last thread of a process died (`sched_process_exit` with the group dead).
+    Exit = 2,
+    /// The OOM killer chose a victim (`oom/mark_victim`); `tgid` is the victim.
+    OomVictim = 3,
+}
+
+impl EventKind {
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Exec),
+            2 => Some(Self::Exit),
+            3 => Some(Self::OomVictim),
+            _ => None,
+        }
+    }
+}
+
+/// The exec was the first one seen in its container cgroup: its main process.
+pub const FLAG_MAIN: u32 = 1 << 0;
+/// The filename was longer than [`FILENAME_LEN`] and was cut.
+pub const FLAG_FILENAME_TRUNCATED: u32 = 1 << 1;
+/// Thread-group death came from the tracepoint's `group_dead` field.
+pub const FLAG_GROUP_DEAD_FIELD: u32 = 1 << 2;
+/// Thread-group death was derived from `signal_struct.live` (kernels before 6.6).
+pub const FLAG_GROUP_DEAD_DERIVED: u32 = 1 << 3;
+/// The submit woke the consumer (the event needs action at once).
+pub const FLAG_WAKEUP: u32 = 1 << 4;
+
+/// One fixed-size record in the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    /// An [`EventKind`] as `u32`.
+    pub kind: u32,
+    /// Process id (thread-group id) as the host's root PID namespace sees it.
+    pub tgid: u32,
+    /// Thread id of the task that fired the tracepoint.
+    pub pid: u32,
+    /// `real_parent->tgid`.
+    pub ppid: u32,
+    /// cgroup v2 id of the task's own cgroup.
+    pub cgroup_id: u64,
+    /// cgroup v2 id of the task's ancestor one level below the pod (its container);
+    /// 0 when the task sits in the pod cgroup itself.
+    pub container_cgroup_id: u64,
+    /// `bpf_ktime_get_boot_ns()`: CLOCK_BOOTTIME, comparable with userspace.
+    pub ktime_ns: u64,
+    /// For [`EventKind::Exit`]: the wait(2) status of the process.
+    pub exit_status: u32,
+    /// `FLAG_*` bits.
+    pub flags: u32,
+    pub comm: [u8; COMM_LEN],
+    /// For [`EventKind::Exec`]: the exec'd path, NUL-terminated unless cut.
+    pub filename: [u8; FILENAME_LEN],
+}
+
+impl Event {
+    pub const fn zeroed() -> Self {
+        Self {
+            kind: 0,
+            tgid: 0,
+            pid: 0,
+            ppid: 0,
+            cgroup_id: 0,
+            container_cgroup_id: 0,
+            ktime_ns: 0,
+            exit_status: 0,
+            flags: 0,
+            comm: [0; COMM_LEN],
+            filename: [0; FILENAME_LEN],
+        }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<Event>() == 320);
+const _: () = assert!(core::mem::size_of::<crate::config::Config>() == 64);
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, only integers and byte arrays, no implicit padding.
+unsafe impl aya::Pod for Event {}

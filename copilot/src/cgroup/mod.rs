@@ -1,0 +1,1 @@
+//! cgroup v2: discovery, ids, container ids, cgroup.events, OOM counters.

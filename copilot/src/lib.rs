@@ -1,0 +1,14 @@
+//! copilot: Flyte CoPilot rebuilt on eBPF.
+//!
+//! Data flows one way: [`cli`] → ([`cgroup`], [`tracer`]) → [`lifecycle`] →
+//! commands ([`trace`], [`download`]) → [`literals`] → [`storage`].
+
+pub mod cgroup;
+pub mod cli;
+pub mod download;
+pub mod lifecycle;
+pub mod literals;
+pub mod proto;
+pub mod storage;
+pub mod trace;
+pub mod tracer;

@@ -1,0 +1,1 @@
+//! The container state machine: created → started(pid) → exited(status).

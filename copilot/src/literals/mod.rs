@@ -1,0 +1,1 @@
+//! FlyteIDL literals ↔ local files, both directions.

@@ -1,0 +1,1 @@
+//! FlyteIDL messages compiled from `proto/` with prost.
