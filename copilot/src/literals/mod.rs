@@ -1,1 +1,3 @@
 //! FlyteIDL literals ↔ local files, both directions.
+pub mod names;
+pub mod values;

@@ -220,6 +220,10 @@ fn value_to_json(v: &prost_types::Value) -> serde_json::Value {
     use serde_json::Value as J;
     match &v.kind {
         None | Some(Kind::NullValue(_)) => J::Null,
+        // Integral doubles print as integers (`1`, not `1.0`), as protobuf's JSON does.
+        Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 => {
+            J::Number(serde_json::Number::from(*n as i64))
+        }
         Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n)
             .map(J::Number)
             // JSON has no NaN/Infinity; protobuf's JSON mapping spells them as strings.
