@@ -29,6 +29,8 @@ fn compile_protos() -> anyhow::Result<()> {
     let descriptors = protox::compile(PROTOS, [&proto_dir])
         .with_context(|| format!("compiling the .proto files under {}", proto_dir.display()))?;
     prost_build::Config::new()
+        // Sorted maps: deterministic bytes, equal to protobuf's deterministic serialization.
+        .btree_map(["."])
         .compile_fds(descriptors)
         .context("generating Rust code for the FlyteIDL messages")?;
     Ok(())

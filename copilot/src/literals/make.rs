@@ -1,5 +1,5 @@
 //! Small constructors for literals and types (upload, tests, the sidecar).
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use crate::proto::core::{
     Binary, Blob, BlobMetadata, BlobType, Literal, LiteralCollection, LiteralMap, LiteralType, Primitive, Scalar,
@@ -60,7 +60,7 @@ pub fn map<K: Into<String>>(items: impl IntoIterator<Item = (K, Literal)>) -> Li
 }
 
 pub fn literal_map<K: Into<String>>(items: impl IntoIterator<Item = (K, Literal)>) -> LiteralMap {
-    LiteralMap { literals: items.into_iter().map(|(k, v)| (k.into(), v)).collect::<HashMap<_, _>>() }
+    LiteralMap { literals: items.into_iter().map(|(k, v)| (k.into(), v)).collect::<BTreeMap<_, _>>() }
 }
 
 pub fn simple_type(t: SimpleType) -> LiteralType {

@@ -1,0 +1,3 @@
+
+.
+InputDownloadFailedboom *─Бо╙2pod-1
