@@ -1,0 +1,109 @@
+//! Test support: a real S3-compatible server (moto) on loopback, started
+//! per test and killed on drop.
+#![allow(dead_code, reason = "each test binary uses a different part")]
+use std::{
+    net::{TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use copilot::storage::{Secret, StorageConfig, Store};
+
+/// A running moto server; killed when dropped.
+pub struct Moto {
+    child: Child,
+    pub port: u16,
+}
+
+impl Moto {
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Storage flags for the copilot binary.
+    pub fn flags(&self) -> Vec<String> {
+        vec![
+            "--storage.type=s3".into(),
+            format!("--storage.connection.endpoint={}", self.endpoint()),
+            "--storage.connection.region=us-east-1".into(),
+            "--storage.connection.auth-type=accesskey".into(),
+            "--storage.connection.access-key=testing".into(),
+            "--storage.connection.secret-key=testing".into(),
+            "--storage.connection.disable-ssl".into(),
+        ]
+    }
+
+    pub fn store(&self) -> Store {
+        Store::new(StorageConfig {
+            kind: "s3".into(),
+            endpoint: Some(self.endpoint()),
+            region: Some("us-east-1".into()),
+            access_key: Some(Secret::new("testing")),
+            secret_key: Some(Secret::new("testing")),
+            disable_ssl: true,
+            retries: 1,
+            retry_timeout: Duration::from_secs(5),
+            ..StorageConfig::default()
+        })
+    }
+
+    /// Creates a bucket (moto accepts the unsigned CreateBucket call).
+    pub async fn create_bucket(&self, name: &str) {
+        let response = reqwest::Client::new()
+            .put(format!("{}/{name}", self.endpoint()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("create bucket {name}: {e}"));
+        assert!(response.status().is_success(), "create bucket {name}: HTTP {}", response.status());
+    }
+
+    /// Kills the server now (for tests of a server dying mid-way).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn moto_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("COPILOT_MOTO_SERVER") {
+        return Some(PathBuf::from(p));
+    }
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let p = workspace.join("target/venv-moto/bin/moto_server");
+    p.exists().then_some(p)
+}
+
+/// Starts moto, or returns None (test skipped) when it is not installed —
+/// except under `CI=true`, where a missing server fails the test.
+pub fn start_moto() -> Option<Moto> {
+    let Some(binary) = moto_binary() else {
+        let msg = "moto_server not found: set COPILOT_MOTO_SERVER or run `cargo xtask setup` (target/venv-moto)";
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{msg}");
+        }
+        eprintln!("SKIPPED: {msg}");
+        return None;
+    };
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
+    let child = Command::new(&binary)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .env_remove("AWS_CA_BUNDLE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+    let moto = Moto { child, port };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto_server did not listen on port {port} within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some(moto)
+}
