@@ -18,7 +18,8 @@ const PROTOS: &[&str] = &[
 ];
 
 fn compile_protos() -> anyhow::Result<()> {
-    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?);
+    let manifest_dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?);
     let proto_dir = manifest_dir
         .parent()
         .ok_or_else(|| anyhow!("no parent for {}", manifest_dir.display()))?

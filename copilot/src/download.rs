@@ -17,7 +17,7 @@ use crate::{
         types::TypeMismatch,
     },
     proto::core::{LiteralMap, VariableMap},
-    storage::{ConfigError, Progress, Store, StorageError},
+    storage::{ConfigError, Progress, StorageError, Store},
 };
 
 /// The largest `inputs.pb` copilot reads.
@@ -36,13 +36,24 @@ pub struct DownloadArgs {
     #[arg(short = 'o', long = "to-local-dir")]
     pub to_local_dir: PathBuf,
     /// Metadata written next to inputs.pb.
-    #[arg(short = 'm', long = "format", value_enum, default_value = "JSON", ignore_case = true)]
+    #[arg(
+        short = 'm',
+        long = "format",
+        value_enum,
+        default_value = "JSON",
+        ignore_case = true
+    )]
     pub format: MetadataFormat,
     /// Accepted for compatibility: inputs are always downloaded eagerly.
     #[arg(short = 'd', long = "download-mode", default_value = "DOWNLOAD_EAGER")]
     pub download_mode: String,
     /// How single-file inputs are laid out.
-    #[arg(long = "file-input-layout", value_enum, default_value = "DIRECT", ignore_case = true)]
+    #[arg(
+        long = "file-input-layout",
+        value_enum,
+        default_value = "DIRECT",
+        ignore_case = true
+    )]
     pub file_input_layout: Layout,
     /// The longest the download may take (Go duration, e.g. 1h, 30m).
     #[arg(short = 't', long = "timeout", default_value = "1h")]
@@ -73,9 +84,11 @@ pub enum Error {
     ReadInputs {
         url: String,
         #[source]
-        source: StorageError,
+        source: Box<StorageError>,
     },
-    #[error("the inputs {url:?} are not a serialized flyteidl.core.LiteralMap (truncated or not protobuf?)")]
+    #[error(
+        "the inputs {url:?} are not a serialized flyteidl.core.LiteralMap (truncated or not protobuf?)"
+    )]
     DecodeInputs {
         url: String,
         #[source]
@@ -94,7 +107,7 @@ pub enum Error {
         cause: String,
         url: String,
         #[source]
-        source: StorageError,
+        source: Box<StorageError>,
     },
     #[error("input download failed (error document written to {url:?}): {cause}")]
     Failed { cause: String, url: String },
@@ -131,15 +144,28 @@ pub async fn run(root: &crate::cli::RootArgs, args: DownloadArgs) -> Result<(), 
         Err(e) => {
             let cause = chain(&e);
             tracing::error!(error = cause, "input download failed");
-            let doc = literals::error_document("InputDownloadFailed", &cause, ErrorKind::Recoverable, ErrorOrigin::System);
-            match literals::write_error_document(&store, &args.to_output_prefix, &root.err_output_name, &doc).await {
+            let doc = literals::error_document(
+                "InputDownloadFailed",
+                &cause,
+                ErrorKind::Recoverable,
+                ErrorOrigin::System,
+            );
+            match literals::write_error_document(
+                &store,
+                &args.to_output_prefix,
+                &root.err_output_name,
+                &doc,
+            )
+            .await
+            {
                 Ok(url) => {
                     tracing::info!(url, "error document written");
                     Err(Error::Failed { cause, url })
                 }
                 Err(source) => {
-                    let url = crate::storage::join_url(&args.to_output_prefix, &root.err_output_name);
-                    Err(Error::ErrorDocument { cause, url, source })
+                    let url =
+                        crate::storage::join_url(&args.to_output_prefix, &root.err_output_name);
+                    Err(Error::ErrorDocument { cause, url, source: Box::new(source) })
                 }
             }
         }
@@ -148,15 +174,20 @@ pub async fn run(root: &crate::cli::RootArgs, args: DownloadArgs) -> Result<(), 
 
 /// The download itself, without the error document.
 pub async fn download(store: &Store, args: &DownloadArgs) -> Result<literals::Materialized, Error> {
-    let timeout = literals::values::parse_std_duration(&args.timeout)
-        .map_err(|source| Error::Timeout { value: args.timeout.clone(), source })?;
+    let timeout =
+        literals::values::parse_std_duration(&args.timeout).map_err(|source| Error::Timeout {
+            value: args.timeout.clone(),
+            source,
+        })?;
     match args.download_mode.as_str() {
         "DOWNLOAD_EAGER" | "DOWNLOAD_STREAM" | "DO_NOT_DOWNLOAD" => {}
         other => return Err(Error::DownloadMode(other.to_owned())),
     }
     let interface = match &args.input_interface {
         Some(b64) if !b64.is_empty() => {
-            let bytes = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(Error::InterfaceBase64)?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(Error::InterfaceBase64)?;
             Some(VariableMap::decode(bytes.as_slice()).map_err(Error::InterfaceDecode)?)
         }
         _ => None,
@@ -166,31 +197,59 @@ pub async fn download(store: &Store, args: &DownloadArgs) -> Result<literals::Ma
         let bytes = store
             .read_bytes(url, MAX_INPUTS_BYTES)
             .await
-            .map_err(|source| Error::ReadInputs { url: url.clone(), source })?;
-        let inputs = LiteralMap::decode(bytes).map_err(|source| Error::DecodeInputs { url: url.clone(), source })?;
+            .map_err(|source| Error::ReadInputs {
+                url: url.clone(),
+                source: Box::new(source),
+            })?;
+        let inputs = LiteralMap::decode(bytes).map_err(|source| Error::DecodeInputs {
+            url: url.clone(),
+            source,
+        })?;
         if let Some(interface) = &interface {
             check_against_interface(&inputs, interface)?;
         }
         tracing::info!(url, inputs = inputs.literals.len(), dir = %args.to_local_dir.display(), "downloading inputs");
         let progress = Arc::new(Progress::default());
         let _reporter = progress.report("download", std::time::Duration::from_secs(5));
-        Ok(literals::download_inputs(store, inputs, &args.to_local_dir, args.file_input_layout, args.format, &progress).await?)
+        Ok(literals::download_inputs(
+            store,
+            inputs,
+            &args.to_local_dir,
+            args.file_input_layout,
+            args.format,
+            &progress,
+        )
+        .await?)
     };
-    tokio::time::timeout(timeout, work).await.map_err(|_| Error::TimedOut(args.timeout.clone()))?
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| Error::TimedOut(args.timeout.clone()))?
 }
 
 /// Checks every input against its declared type; inputs the interface
 /// declares but the map lacks are an error, extra inputs are logged.
 fn check_against_interface(inputs: &LiteralMap, interface: &VariableMap) -> Result<(), Error> {
-    let mut missing: Vec<String> = interface.variables.keys().filter(|k| !inputs.literals.contains_key(*k)).cloned().collect();
+    let mut missing: Vec<String> = interface
+        .variables
+        .keys()
+        .filter(|k| !inputs.literals.contains_key(*k))
+        .cloned()
+        .collect();
     if !missing.is_empty() {
         missing.sort();
         return Err(Error::MissingInputs { missing });
     }
     for (name, lit) in &inputs.literals {
-        match interface.variables.get(name).and_then(|v| v.r#type.as_ref()) {
+        match interface
+            .variables
+            .get(name)
+            .and_then(|v| v.r#type.as_ref())
+        {
             Some(ty) => literals::types::check(lit, ty, name).map_err(Error::Types)?,
-            None => tracing::warn!(input = name, "input not in the input interface; downloading it anyway"),
+            None => tracing::warn!(
+                input = name,
+                "input not in the input interface; downloading it anyway"
+            ),
         }
     }
     Ok(())

@@ -7,7 +7,11 @@
 pub mod flyteidl {
     /// `flyteidl.core`: literals, types, interfaces, error documents.
     pub mod core {
-        #![allow(clippy::doc_lazy_continuation, clippy::large_enum_variant, reason = "generated code")]
+        #![allow(
+            clippy::doc_lazy_continuation,
+            clippy::large_enum_variant,
+            reason = "generated code"
+        )]
         include!(concat!(env!("OUT_DIR"), "/flyteidl.core.rs"));
     }
 }

@@ -28,7 +28,11 @@ fn copilot(moto: &support::Moto, args: &[&str]) -> std::process::Output {
 async fn put_many(store: &Store, prefix: &str, n: usize) {
     futures::stream::iter((0..n).map(|i| {
         let url = format!("{prefix}/d{}/f{i:04}.txt", i % 10);
-        async move { store.put_bytes(&url, Bytes::from(format!("file {i}"))).await }
+        async move {
+            store
+                .put_bytes(&url, Bytes::from(format!("file {i}")))
+                .await
+        }
     }))
     .buffer_unordered(32)
     .try_collect::<Vec<_>>()
@@ -37,20 +41,40 @@ async fn put_many(store: &Store, prefix: &str, n: usize) {
 }
 
 fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir).expect("ls").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     names
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn download_single_multipart_and_1000_objects_from_s3() {
-    let Some(moto) = support::start_moto() else { return };
+    let Some(moto) = support::start_moto() else {
+        return;
+    };
     moto.create_bucket("flyte").await;
     let store = moto.store();
     let big: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
-    store.put_bytes("s3://flyte/raw/big.bin", Bytes::from(big.clone())).await.expect("put big");
-    store.put_bytes("s3://flyte/raw/model/weights/a.bin", Bytes::from_static(b"A")).await.expect("put");
-    store.put_bytes("s3://flyte/raw/model/config.json", Bytes::from_static(b"{}")).await.expect("put");
+    store
+        .put_bytes("s3://flyte/raw/big.bin", Bytes::from(big.clone()))
+        .await
+        .expect("put big");
+    store
+        .put_bytes(
+            "s3://flyte/raw/model/weights/a.bin",
+            Bytes::from_static(b"A"),
+        )
+        .await
+        .expect("put");
+    store
+        .put_bytes(
+            "s3://flyte/raw/model/config.json",
+            Bytes::from_static(b"{}"),
+        )
+        .await
+        .expect("put");
     put_many(&store, "s3://flyte/raw/many", 1000).await;
     let inputs = make::literal_map([
         ("n", make::integer(3)),
@@ -59,110 +83,292 @@ async fn download_single_multipart_and_1000_objects_from_s3() {
         ("model", make::blob("s3://flyte/raw/model", "", true)),
         ("many", make::blob("s3://flyte/raw/many", "", true)),
     ]);
-    store.put_bytes("s3://flyte/run/inputs.pb", Bytes::from(inputs.encode_to_vec())).await.expect("put inputs");
+    store
+        .put_bytes(
+            "s3://flyte/run/inputs.pb",
+            Bytes::from(inputs.encode_to_vec()),
+        )
+        .await
+        .expect("put inputs");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let local = dir.path().join("inputs");
     let started = Instant::now();
-    let out = copilot(&moto, &[
-        "download", "--from-remote", "s3://flyte/run/inputs.pb", "--to-output-prefix", "s3://flyte/run/out",
-        "--to-local-dir", local.to_str().expect("utf-8"), "--format", "JSON",
-    ]);
+    let out = copilot(
+        &moto,
+        &[
+            "download",
+            "--from-remote",
+            "s3://flyte/run/inputs.pb",
+            "--to-output-prefix",
+            "s3://flyte/run/out",
+            "--to-local-dir",
+            local.to_str().expect("utf-8"),
+            "--format",
+            "JSON",
+        ],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "download failed: {stderr}");
-    eprintln!("downloaded 1,003 objects + 4 MiB in {:?}", started.elapsed());
+    eprintln!(
+        "downloaded 1,003 objects + 4 MiB in {:?}",
+        started.elapsed()
+    );
     assert_eq!(std::fs::read(local.join("big")).expect("big"), big);
-    assert_eq!(std::fs::read_to_string(local.join("model/weights/a.bin")).expect("nested"), "A");
+    assert_eq!(
+        std::fs::read_to_string(local.join("model/weights/a.bin")).expect("nested"),
+        "A"
+    );
     assert_eq!(std::fs::read_to_string(local.join("n")).expect("n"), "3");
     let mut count = 0;
     for d in 0..10 {
-        count += std::fs::read_dir(local.join(format!("many/d{d}"))).expect("many dir").count();
+        count += std::fs::read_dir(local.join(format!("many/d{d}")))
+            .expect("many dir")
+            .count();
     }
     assert_eq!(count, 1000);
-    assert_eq!(std::fs::read_to_string(local.join("many/d7/f0997.txt")).expect("one of many"), "file 997");
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(local.join("inputs.json")).expect("json")).expect("parse");
+    assert_eq!(
+        std::fs::read_to_string(local.join("many/d7/f0997.txt")).expect("one of many"),
+        "file 997"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(local.join("inputs.json")).expect("json"))
+            .expect("parse");
     assert_eq!(json["n"], 3);
     let local_canon = local.canonicalize().expect("canonical");
-    assert_eq!(json["many"], serde_json::json!(local_canon.join("many").to_str().expect("utf-8")));
-    let pb = LiteralMap::decode(std::fs::read(local.join("inputs.pb")).expect("pb").as_slice()).expect("decode pb");
+    assert_eq!(
+        json["many"],
+        serde_json::json!(local_canon.join("many").to_str().expect("utf-8"))
+    );
+    let pb = LiteralMap::decode(
+        std::fs::read(local.join("inputs.pb"))
+            .expect("pb")
+            .as_slice(),
+    )
+    .expect("decode pb");
     assert_eq!(pb.literals.len(), 5);
-    assert!(store.read_bytes("s3://flyte/run/out/errors.pb", 1 << 20).await.is_err(), "no error document on success");
+    assert!(
+        store
+            .read_bytes("s3://flyte/run/out/errors.pb", 1 << 20)
+            .await
+            .is_err(),
+        "no error document on success"
+    );
 }
 
 async fn error_document(store: &Store, url: &str) -> ErrorDocument {
-    let bytes = store.read_bytes(url, 1 << 20).await.unwrap_or_else(|e| panic!("error document {url}: {e}"));
+    let bytes = store
+        .read_bytes(url, 1 << 20)
+        .await
+        .unwrap_or_else(|e| panic!("error document {url}: {e}"));
     ErrorDocument::decode(bytes).expect("decode error document")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_object_and_garbage_inputs_write_an_error_document() {
-    let Some(moto) = support::start_moto() else { return };
+    let Some(moto) = support::start_moto() else {
+        return;
+    };
     moto.create_bucket("flyte").await;
     let store = moto.store();
-    store.put_bytes("s3://flyte/raw/present", Bytes::from_static(b"here")).await.expect("put");
+    store
+        .put_bytes("s3://flyte/raw/present", Bytes::from_static(b"here"))
+        .await
+        .expect("put");
     let inputs = make::literal_map([
         ("ok", make::blob("s3://flyte/raw/present", "", false)),
         ("gone", make::blob("s3://flyte/raw/absent", "", false)),
     ]);
-    store.put_bytes("s3://flyte/a/inputs.pb", Bytes::from(inputs.encode_to_vec())).await.expect("put");
+    store
+        .put_bytes(
+            "s3://flyte/a/inputs.pb",
+            Bytes::from(inputs.encode_to_vec()),
+        )
+        .await
+        .expect("put");
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = copilot(&moto, &[
-        "download", "-f", "s3://flyte/a/inputs.pb", "--to-output-prefix", "s3://flyte/a/out",
-        "-o", dir.path().to_str().expect("utf-8"), "--err-output-name", "err.pb",
-    ]);
-    assert!(!out.status.success(), "a missing object must fail the download");
+    let out = copilot(
+        &moto,
+        &[
+            "download",
+            "-f",
+            "s3://flyte/a/inputs.pb",
+            "--to-output-prefix",
+            "s3://flyte/a/out",
+            "-o",
+            dir.path().to_str().expect("utf-8"),
+            "--err-output-name",
+            "err.pb",
+        ],
+    );
+    assert!(
+        !out.status.success(),
+        "a missing object must fail the download"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("s3://flyte/raw/absent"), "the missing object is named: {stderr}");
+    assert!(
+        stderr.contains("s3://flyte/raw/absent"),
+        "the missing object is named: {stderr}"
+    );
     let doc = error_document(&store, "s3://flyte/a/out/err.pb").await;
     let e = doc.error.expect("error");
     assert_eq!(e.code, "InputDownloadFailed");
     assert_eq!(e.kind, container_error::Kind::Recoverable as i32);
-    assert!(e.message.contains("gone") && e.message.contains("does not exist"), "{}", e.message);
-    assert!(entries(dir.path()).is_empty(), "nothing partial on disk: {:?}", entries(dir.path()));
+    assert!(
+        e.message.contains("gone") && e.message.contains("does not exist"),
+        "{}",
+        e.message
+    );
+    assert!(
+        entries(dir.path()).is_empty(),
+        "nothing partial on disk: {:?}",
+        entries(dir.path())
+    );
 
     // Truncated inputs.pb.
     let bytes = inputs.encode_to_vec();
-    store.put_bytes("s3://flyte/b/inputs.pb", Bytes::from(bytes[..bytes.len() / 2].to_vec())).await.expect("put");
-    let out = copilot(&moto, &["download", "-f", "s3://flyte/b/inputs.pb", "--to-output-prefix", "s3://flyte/b/out", "-o", dir.path().to_str().expect("utf-8")]);
+    store
+        .put_bytes(
+            "s3://flyte/b/inputs.pb",
+            Bytes::from(bytes[..bytes.len() / 2].to_vec()),
+        )
+        .await
+        .expect("put");
+    let out = copilot(
+        &moto,
+        &[
+            "download",
+            "-f",
+            "s3://flyte/b/inputs.pb",
+            "--to-output-prefix",
+            "s3://flyte/b/out",
+            "-o",
+            dir.path().to_str().expect("utf-8"),
+        ],
+    );
     assert!(!out.status.success());
-    let e = error_document(&store, "s3://flyte/b/out/errors.pb").await.error.expect("error");
-    assert!(e.message.contains("not a serialized flyteidl.core.LiteralMap"), "{}", e.message);
+    let e = error_document(&store, "s3://flyte/b/out/errors.pb")
+        .await
+        .error
+        .expect("error");
+    assert!(
+        e.message
+            .contains("not a serialized flyteidl.core.LiteralMap"),
+        "{}",
+        e.message
+    );
 
     // Unsupported blob scheme.
     let inputs = make::literal_map([("x", make::blob("ftp://example/x", "", false))]);
-    store.put_bytes("s3://flyte/c/inputs.pb", Bytes::from(inputs.encode_to_vec())).await.expect("put");
-    let out = copilot(&moto, &["download", "-f", "s3://flyte/c/inputs.pb", "--to-output-prefix", "s3://flyte/c/out", "-o", dir.path().to_str().expect("utf-8")]);
+    store
+        .put_bytes(
+            "s3://flyte/c/inputs.pb",
+            Bytes::from(inputs.encode_to_vec()),
+        )
+        .await
+        .expect("put");
+    let out = copilot(
+        &moto,
+        &[
+            "download",
+            "-f",
+            "s3://flyte/c/inputs.pb",
+            "--to-output-prefix",
+            "s3://flyte/c/out",
+            "-o",
+            dir.path().to_str().expect("utf-8"),
+        ],
+    );
     assert!(!out.status.success());
-    let e = error_document(&store, "s3://flyte/c/out/errors.pb").await.error.expect("error");
-    assert!(e.message.contains("unsupported storage URL scheme \"ftp\""), "{}", e.message);
+    let e = error_document(&store, "s3://flyte/c/out/errors.pb")
+        .await
+        .error
+        .expect("error");
+    assert!(
+        e.message.contains("unsupported storage URL scheme \"ftp\""),
+        "{}",
+        e.message
+    );
 
     // Type mismatch against --input-interface.
     use base64::Engine as _;
     let iface = copilot::proto::core::VariableMap {
-        variables: [("ok".to_owned(), copilot::proto::core::Variable { r#type: Some(make::simple_type(copilot::proto::core::SimpleType::Integer)), description: String::new() })].into_iter().collect(),
+        variables: [(
+            "ok".to_owned(),
+            copilot::proto::core::Variable {
+                r#type: Some(make::simple_type(copilot::proto::core::SimpleType::Integer)),
+                description: String::new(),
+            },
+        )]
+        .into_iter()
+        .collect(),
     };
     let b64 = base64::engine::general_purpose::STANDARD.encode(iface.encode_to_vec());
-    let out = copilot(&moto, &["download", "-f", "s3://flyte/a/inputs.pb", "--to-output-prefix", "s3://flyte/d/out", "-o", dir.path().to_str().expect("utf-8"), "-i", &b64]);
+    let out = copilot(
+        &moto,
+        &[
+            "download",
+            "-f",
+            "s3://flyte/a/inputs.pb",
+            "--to-output-prefix",
+            "s3://flyte/d/out",
+            "-o",
+            dir.path().to_str().expect("utf-8"),
+            "-i",
+            &b64,
+        ],
+    );
     assert!(!out.status.success());
-    let e = error_document(&store, "s3://flyte/d/out/errors.pb").await.error.expect("error");
-    assert!(e.message.contains("input ok: expected integer, found a single blob"), "{}", e.message);
+    let e = error_document(&store, "s3://flyte/d/out/errors.pb")
+        .await
+        .error
+        .expect("error");
+    assert!(
+        e.message
+            .contains("input ok: expected integer, found a single blob"),
+        "{}",
+        e.message
+    );
     assert!(entries(dir.path()).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_dying_midway_fails_without_partial_files() {
-    let Some(mut moto) = support::start_moto() else { return };
+    let Some(mut moto) = support::start_moto() else {
+        return;
+    };
     moto.create_bucket("flyte").await;
     let store = moto.store();
     put_many(&store, "s3://flyte/raw/many", 1000).await;
-    let inputs = make::literal_map([("many", make::blob("s3://flyte/raw/many", "", true)), ("x", make::integer(1))]);
-    store.put_bytes("s3://flyte/run/inputs.pb", Bytes::from(inputs.encode_to_vec())).await.expect("put");
+    let inputs = make::literal_map([
+        ("many", make::blob("s3://flyte/raw/many", "", true)),
+        ("x", make::integer(1)),
+    ]);
+    store
+        .put_bytes(
+            "s3://flyte/run/inputs.pb",
+            Bytes::from(inputs.encode_to_vec()),
+        )
+        .await
+        .expect("put");
     let dir = tempfile::tempdir().expect("tempdir");
     let child = Command::new(env!("CARGO_BIN_EXE_copilot"))
         .args(moto.flags())
-        .args(["--storage.retries=1", "--storage.retry-timeout=2s", "--storage.max-concurrency=1"])
-        .args(["download", "-f", "s3://flyte/run/inputs.pb", "--to-output-prefix", "s3://flyte/run/out", "-o", dir.path().to_str().expect("utf-8")])
+        .args([
+            "--storage.retries=1",
+            "--storage.retry-timeout=2s",
+            "--storage.max-concurrency=1",
+        ])
+        .args([
+            "download",
+            "-f",
+            "s3://flyte/run/inputs.pb",
+            "--to-output-prefix",
+            "s3://flyte/run/out",
+            "-o",
+            dir.path().to_str().expect("utf-8"),
+        ])
         .env_remove("AWS_CA_BUNDLE")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .stderr(std::process::Stdio::piped())
@@ -173,7 +379,17 @@ async fn server_dying_midway_fails_without_partial_files() {
     moto.kill();
     let out = child.wait_with_output().expect("wait");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the download cannot succeed without its server: {stderr}");
-    assert!(stderr.contains("error document"), "the failed error-document write is reported: {stderr}");
-    assert!(entries(dir.path()).is_empty(), "nothing partial on disk: {:?}", entries(dir.path()));
+    assert!(
+        !out.status.success(),
+        "the download cannot succeed without its server: {stderr}"
+    );
+    assert!(
+        stderr.contains("error document"),
+        "the failed error-document write is reported: {stderr}"
+    );
+    assert!(
+        entries(dir.path()).is_empty(),
+        "nothing partial on disk: {:?}",
+        entries(dir.path())
+    );
 }

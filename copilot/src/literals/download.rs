@@ -24,10 +24,10 @@ use super::{
 };
 use crate::{
     proto::core::{
-        Blob, BlobMetadata, Literal, LiteralCollection, LiteralMap, Schema, StructuredDataset, blob_type::BlobDimensionality,
-        literal, primitive, scalar,
+        Blob, BlobMetadata, Literal, LiteralCollection, LiteralMap, Schema, StructuredDataset,
+        blob_type::BlobDimensionality, literal, primitive, scalar,
     },
-    storage::{Progress, Store, StorageError},
+    storage::{Progress, StorageError, Store},
 };
 
 /// The metadata file names, as Flyte's pod plugin expects them.
@@ -103,9 +103,11 @@ pub enum DownloadError {
         path: String,
         uri: String,
         #[source]
-        source: StorageError,
+        source: Box<StorageError>,
     },
-    #[error("input {path}: the multipart blob {uri:?} holds an object whose key is not a safe relative path")]
+    #[error(
+        "input {path}: the multipart blob {uri:?} holds an object whose key is not a safe relative path"
+    )]
     ObjectKey {
         path: String,
         uri: String,
@@ -122,7 +124,10 @@ pub enum DownloadError {
         source: std::io::Error,
     },
     #[error("cannot write {file}")]
-    Serialize { file: &'static str, source: Box<dyn std::error::Error + Send + Sync> },
+    Serialize {
+        file: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// What was written: the rewritten literal map (as in `inputs.pb`) and the
@@ -141,11 +146,23 @@ pub enum Action {
     Mkdir(PathBuf),
     Write(PathBuf, Vec<u8>),
     /// One object → one file.
-    Single { input: String, uri: String, rel: PathBuf },
+    Single {
+        input: String,
+        uri: String,
+        rel: PathBuf,
+    },
     /// Every object under a prefix → a directory (nested keys kept).
-    Multipart { input: String, uri: String, rel: PathBuf },
+    Multipart {
+        input: String,
+        uri: String,
+        rel: PathBuf,
+    },
     /// A structured dataset: a directory of objects, or else one object.
-    Dataset { input: String, uri: String, rel: PathBuf },
+    Dataset {
+        input: String,
+        uri: String,
+        rel: PathBuf,
+    },
 }
 
 /// The result of [`plan`].
@@ -166,7 +183,12 @@ struct Planner<'a> {
 /// Turns `inputs` (offloaded literals already resolved) into actions under
 /// `root`: pure, no I/O. Rewritten blob URIs are paths below `root`.
 pub fn plan(inputs: &LiteralMap, root: &Path, layout: Layout) -> Result<Plan, DownloadError> {
-    let mut planner = Planner { root, layout, actions: Vec::new(), claimed: HashSet::new() };
+    let mut planner = Planner {
+        root,
+        layout,
+        actions: Vec::new(),
+        claimed: HashSet::new(),
+    };
     for reserved in [INPUTS_PB, INPUTS_JSON, INPUTS_YAML] {
         planner.claimed.insert(PathBuf::from(reserved));
     }
@@ -175,14 +197,22 @@ pub fn plan(inputs: &LiteralMap, root: &Path, layout: Layout) -> Result<Plan, Do
     // Sorted, so that plans (and collisions) are deterministic.
     let sorted: BTreeMap<&String, &Literal> = inputs.literals.iter().collect();
     for (name, lit) in sorted {
-        let rel = PathBuf::from(
-            names::check_component(name).map_err(|source| DownloadError::Name { path: name.clone(), source })?,
-        );
+        let rel =
+            PathBuf::from(
+                names::check_component(name).map_err(|source| DownloadError::Name {
+                    path: name.clone(),
+                    source,
+                })?,
+            );
         let (lit2, value) = planner.literal(lit, rel, name, true)?;
         literals.literals.insert(name.clone(), lit2);
         values.insert(name.clone(), value);
     }
-    Ok(Plan { actions: planner.actions, literals, values })
+    Ok(Plan {
+        actions: planner.actions,
+        literals,
+        values,
+    })
 }
 
 fn single_blob(lit: &Literal) -> Option<&Blob> {
@@ -196,7 +226,10 @@ fn single_blob(lit: &Literal) -> Option<&Blob> {
 }
 
 fn is_multipart(b: &Blob) -> bool {
-    b.metadata.as_ref().and_then(|m| m.r#type.as_ref()).is_some_and(|t| t.dimensionality == BlobDimensionality::Multipart as i32)
+    b.metadata
+        .as_ref()
+        .and_then(|m| m.r#type.as_ref())
+        .is_some_and(|t| t.dimensionality == BlobDimensionality::Multipart as i32)
 }
 
 /// The last path segment of a URI, if it is a usable file name.
@@ -211,7 +244,10 @@ impl Planner<'_> {
         if self.claimed.insert(rel.to_path_buf()) {
             Ok(())
         } else {
-            Err(DownloadError::Collision { path: path.to_owned(), file: self.root.join(rel) })
+            Err(DownloadError::Collision {
+                path: path.to_owned(),
+                file: self.root.join(rel),
+            })
         }
     }
 
@@ -220,11 +256,24 @@ impl Planner<'_> {
     }
 
     /// `top` is true for the map's own variables (NAMED_DIR's per-input dir).
-    fn literal(&mut self, lit: &Literal, rel: PathBuf, path: &str, top: bool) -> Result<(Literal, serde_json::Value), DownloadError> {
-        let unsupported = |what: &str| DownloadError::Unsupported { path: path.to_owned(), what: what.to_owned() };
+    fn literal(
+        &mut self,
+        lit: &Literal,
+        rel: PathBuf,
+        path: &str,
+        top: bool,
+    ) -> Result<(Literal, serde_json::Value), DownloadError> {
+        let unsupported = |what: &str| DownloadError::Unsupported {
+            path: path.to_owned(),
+            what: what.to_owned(),
+        };
         match &lit.value {
-            None => Err(unsupported("a literal with no value (unknown literal kind?)")),
-            Some(literal::Value::OffloadedMetadata(_)) => Err(unsupported("an offloaded literal that was not resolved")),
+            None => Err(unsupported(
+                "a literal with no value (unknown literal kind?)",
+            )),
+            Some(literal::Value::OffloadedMetadata(_)) => {
+                Err(unsupported("an offloaded literal that was not resolved"))
+            }
             Some(literal::Value::Scalar(s)) => {
                 let rel = match (self.layout, top, single_blob(lit)) {
                     (Layout::NamedDir, true, Some(b)) => {
@@ -234,10 +283,17 @@ impl Planner<'_> {
                     }
                     _ => rel,
                 };
-                let scalar = s.value.as_ref().ok_or_else(|| unsupported("a scalar with no value (unknown scalar kind?)"))?;
+                let scalar = s
+                    .value
+                    .as_ref()
+                    .ok_or_else(|| unsupported("a scalar with no value (unknown scalar kind?)"))?;
                 let (new_scalar, value) = self.scalar(scalar, &rel, path)?;
                 let out = Literal {
-                    value: Some(literal::Value::Scalar(Box::new(crate::proto::core::Scalar { value: Some(new_scalar) }))),
+                    value: Some(literal::Value::Scalar(Box::new(
+                        crate::proto::core::Scalar {
+                            value: Some(new_scalar),
+                        },
+                    ))),
                     hash: lit.hash.clone(),
                     metadata: lit.metadata.clone(),
                 };
@@ -261,12 +317,15 @@ impl Planner<'_> {
                             seen.insert(name.clone());
                         }
                     }
-                    let (l, v) = self.literal(item, rel.join(&name), &format!("{path}[{i}]"), false)?;
+                    let (l, v) =
+                        self.literal(item, rel.join(&name), &format!("{path}[{i}]"), false)?;
                     items.push(l);
                     values.push(v);
                 }
                 let out = Literal {
-                    value: Some(literal::Value::Collection(LiteralCollection { literals: items })),
+                    value: Some(literal::Value::Collection(LiteralCollection {
+                        literals: items,
+                    })),
                     hash: lit.hash.clone(),
                     metadata: lit.metadata.clone(),
                 };
@@ -280,13 +339,20 @@ impl Planner<'_> {
                 let sorted: BTreeMap<&String, &Literal> = m.literals.iter().collect();
                 for (key, item) in sorted {
                     let item_path = format!("{path}[{key:?}]");
-                    let key_rel = names::join_component(&rel, key)
-                        .map_err(|source| DownloadError::Name { path: item_path.clone(), source })?;
+                    let key_rel =
+                        names::join_component(&rel, key).map_err(|source| DownloadError::Name {
+                            path: item_path.clone(),
+                            source,
+                        })?;
                     let (l, v) = self.literal(item, key_rel, &item_path, false)?;
                     out_map.literals.insert(key.clone(), l);
                     values.insert(key.clone(), v);
                 }
-                let out = Literal { value: Some(literal::Value::Map(out_map)), hash: lit.hash.clone(), metadata: lit.metadata.clone() };
+                let out = Literal {
+                    value: Some(literal::Value::Map(out_map)),
+                    hash: lit.hash.clone(),
+                    metadata: lit.metadata.clone(),
+                };
                 Ok((out, serde_json::Value::Object(values)))
             }
         }
@@ -298,9 +364,17 @@ impl Planner<'_> {
         Ok(())
     }
 
-    fn scalar(&mut self, s: &scalar::Value, rel: &Path, path: &str) -> Result<(scalar::Value, serde_json::Value), DownloadError> {
+    fn scalar(
+        &mut self,
+        s: &scalar::Value,
+        rel: &Path,
+        path: &str,
+    ) -> Result<(scalar::Value, serde_json::Value), DownloadError> {
         use serde_json::Value as J;
-        let value_err = |source| DownloadError::Value { path: path.to_owned(), source };
+        let value_err = |source| DownloadError::Value {
+            path: path.to_owned(),
+            source,
+        };
         Ok(match s {
             scalar::Value::Primitive(p) => {
                 let (text, value) = match &p.value {
@@ -308,7 +382,9 @@ impl Planner<'_> {
                     Some(primitive::Value::Integer(i)) => (i.to_string(), J::from(*i)),
                     Some(primitive::Value::FloatValue(f)) => (
                         values::format_float(*f),
-                        serde_json::Number::from_f64(*f).map(J::Number).unwrap_or_else(|| J::String(values::format_float(*f))),
+                        serde_json::Number::from_f64(*f)
+                            .map(J::Number)
+                            .unwrap_or_else(|| J::String(values::format_float(*f))),
                     ),
                     Some(primitive::Value::StringValue(v)) => (v.clone(), J::String(v.clone())),
                     Some(primitive::Value::Boolean(b)) => (b.to_string(), J::Bool(*b)),
@@ -330,7 +406,10 @@ impl Planner<'_> {
             }
             scalar::Value::Binary(b) => {
                 self.write(rel, path, b.value.clone())?;
-                (s.clone(), J::String(base64::engine::general_purpose::STANDARD.encode(&b.value)))
+                (
+                    s.clone(),
+                    J::String(base64::engine::general_purpose::STANDARD.encode(&b.value)),
+                )
             }
             scalar::Value::Error(e) => {
                 self.write(rel, path, e.message.clone().into_bytes())?;
@@ -338,15 +417,21 @@ impl Planner<'_> {
             }
             scalar::Value::Generic(st) => {
                 let json = values::struct_to_json(st);
-                let text = serde_json::to_vec(&json).map_err(|e| DownloadError::Serialize { file: "a generic value", source: Box::new(e) })?;
+                let text = serde_json::to_vec(&json).map_err(|e| DownloadError::Serialize {
+                    file: "a generic value",
+                    source: Box::new(e),
+                })?;
                 self.write(rel, path, text)?;
                 (s.clone(), json)
             }
             scalar::Value::Union(u) => {
-                let inner = u.value.as_deref().ok_or_else(|| DownloadError::Unsupported {
-                    path: path.to_owned(),
-                    what: "a union with no value".into(),
-                })?;
+                let inner = u
+                    .value
+                    .as_deref()
+                    .ok_or_else(|| DownloadError::Unsupported {
+                        path: path.to_owned(),
+                        what: "a union with no value".into(),
+                    })?;
                 let (lit, value) = self.literal(inner, rel.to_path_buf(), path, false)?;
                 let mut union = (**u).clone();
                 union.value = Some(Box::new(lit));
@@ -356,19 +441,43 @@ impl Planner<'_> {
                 self.claim(rel, path)?;
                 let (input, uri, rel2) = (path.to_owned(), b.uri.clone(), rel.to_path_buf());
                 self.actions.push(if is_multipart(b) {
-                    Action::Multipart { input, uri, rel: rel2 }
+                    Action::Multipart {
+                        input,
+                        uri,
+                        rel: rel2,
+                    }
                 } else {
-                    Action::Single { input, uri, rel: rel2 }
+                    Action::Single {
+                        input,
+                        uri,
+                        rel: rel2,
+                    }
                 });
                 let local = self.local_uri(rel);
                 let metadata = b.metadata.clone().or_else(|| Some(BlobMetadata::default()));
-                (scalar::Value::Blob(Blob { metadata, uri: local.clone() }), J::String(local))
+                (
+                    scalar::Value::Blob(Blob {
+                        metadata,
+                        uri: local.clone(),
+                    }),
+                    J::String(local),
+                )
             }
             scalar::Value::Schema(sc) => {
                 self.claim(rel, path)?;
-                self.actions.push(Action::Multipart { input: path.to_owned(), uri: sc.uri.clone(), rel: rel.to_path_buf() });
+                self.actions.push(Action::Multipart {
+                    input: path.to_owned(),
+                    uri: sc.uri.clone(),
+                    rel: rel.to_path_buf(),
+                });
                 let local = self.local_uri(rel);
-                (scalar::Value::Schema(Schema { uri: local.clone(), r#type: sc.r#type.clone() }), J::String(local))
+                (
+                    scalar::Value::Schema(Schema {
+                        uri: local.clone(),
+                        r#type: sc.r#type.clone(),
+                    }),
+                    J::String(local),
+                )
             }
             scalar::Value::StructuredDataset(sd) => {
                 if sd.uri.is_empty() {
@@ -378,10 +487,17 @@ impl Planner<'_> {
                     });
                 }
                 self.claim(rel, path)?;
-                self.actions.push(Action::Dataset { input: path.to_owned(), uri: sd.uri.clone(), rel: rel.to_path_buf() });
+                self.actions.push(Action::Dataset {
+                    input: path.to_owned(),
+                    uri: sd.uri.clone(),
+                    rel: rel.to_path_buf(),
+                });
                 let local = self.local_uri(rel);
                 (
-                    scalar::Value::StructuredDataset(StructuredDataset { uri: local.clone(), metadata: sd.metadata.clone() }),
+                    scalar::Value::StructuredDataset(StructuredDataset {
+                        uri: local.clone(),
+                        metadata: sd.metadata.clone(),
+                    }),
                     J::String(local),
                 )
             }
@@ -391,7 +507,10 @@ impl Planner<'_> {
 
 /// Replaces offloaded literals (anywhere in the tree) by the Literal they
 /// point at, fetched from storage.
-pub async fn resolve_offloaded(store: &Store, inputs: &mut LiteralMap) -> Result<(), DownloadError> {
+pub async fn resolve_offloaded(
+    store: &Store,
+    inputs: &mut LiteralMap,
+) -> Result<(), DownloadError> {
     for (name, lit) in inputs.literals.iter_mut() {
         resolve_literal(store, lit, name, 0).await?;
     }
@@ -408,16 +527,34 @@ fn resolve_literal<'a>(
         match &mut lit.value {
             Some(literal::Value::OffloadedMetadata(meta)) => {
                 if depth >= MAX_OFFLOAD_DEPTH {
-                    return Err(DownloadError::OffloadDepth { path: path.to_owned() });
+                    return Err(DownloadError::OffloadDepth {
+                        path: path.to_owned(),
+                    });
                 }
                 let uri = meta.uri.clone();
-                let wrap = |source| DownloadError::Offloaded { path: path.to_owned(), uri: uri.clone(), source: Box::new(source) };
-                let bytes = store
-                    .read_bytes(&uri, MAX_OFFLOADED_BYTES)
-                    .await
-                    .map_err(|source| wrap(DownloadError::Storage { path: path.to_owned(), uri: uri.clone(), source }))?;
-                let mut inner = Literal::decode(bytes)
-                    .map_err(|source| wrap(DownloadError::Decode { uri: uri.clone(), message: "flyteidl.core.Literal", source }))?;
+                let wrap = |source| DownloadError::Offloaded {
+                    path: path.to_owned(),
+                    uri: uri.clone(),
+                    source: Box::new(source),
+                };
+                let bytes =
+                    store
+                        .read_bytes(&uri, MAX_OFFLOADED_BYTES)
+                        .await
+                        .map_err(|source| {
+                            wrap(DownloadError::Storage {
+                                path: path.to_owned(),
+                                uri: uri.clone(),
+                                source: Box::new(source),
+                            })
+                        })?;
+                let mut inner = Literal::decode(bytes).map_err(|source| {
+                    wrap(DownloadError::Decode {
+                        uri: uri.clone(),
+                        message: "flyteidl.core.Literal",
+                        source,
+                    })
+                })?;
                 tracing::info!(input = path, uri, "read offloaded literal");
                 resolve_literal(store, &mut inner, path, depth + 1).await?;
                 *lit = inner;
@@ -452,58 +589,103 @@ struct Fetch {
     dest: PathBuf,
 }
 
-fn local_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DownloadError + 'a {
-    move |source| DownloadError::Local { op, path: path.to_path_buf(), source }
+fn local_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> DownloadError + 'a {
+    move |source| DownloadError::Local {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Runs `plan` inside `staging` (a directory on the same filesystem as the
 /// final target). Returns (files, bytes) transferred.
-pub async fn execute(store: &Store, plan: &Plan, staging: &Path, progress: &Arc<Progress>) -> Result<(u64, u64), DownloadError> {
+pub async fn execute(
+    store: &Store,
+    plan: &Plan,
+    staging: &Path,
+    progress: &Arc<Progress>,
+) -> Result<(u64, u64), DownloadError> {
     let mut fetches = Vec::new();
     let mut files = 0u64;
     for action in &plan.actions {
         match action {
             Action::Mkdir(rel) => {
                 let p = staging.join(rel);
-                tokio::fs::create_dir_all(&p).await.map_err(local_err("create directory", &p))?;
+                tokio::fs::create_dir_all(&p)
+                    .await
+                    .map_err(local_err("create directory", &p))?;
             }
             Action::Write(rel, data) => {
                 let p = staging.join(rel);
-                tokio::fs::write(&p, data).await.map_err(local_err("write", &p))?;
+                tokio::fs::write(&p, data)
+                    .await
+                    .map_err(local_err("write", &p))?;
                 files += 1;
             }
             Action::Single { input, uri, rel } => {
-                let object = store.resolve(uri).map_err(|source| storage_err(input, uri, source))?;
-                fetches.push(Fetch { input: input.clone(), object, dest: staging.join(rel) });
+                let object = store
+                    .resolve(uri)
+                    .map_err(|source| storage_err(input, uri, source))?;
+                fetches.push(Fetch {
+                    input: input.clone(),
+                    object,
+                    dest: staging.join(rel),
+                });
             }
             Action::Multipart { input, uri, rel } | Action::Dataset { input, uri, rel } => {
-                let listed = store.list(uri).await.map_err(|source| storage_err(input, uri, source))?;
+                let listed = store
+                    .list(uri)
+                    .await
+                    .map_err(|source| storage_err(input, uri, source))?;
                 let dir = staging.join(rel);
                 if listed.is_empty() && matches!(action, Action::Dataset { .. }) {
                     // A dataset written as one file rather than a directory.
-                    let object = store.resolve(uri).map_err(|source| storage_err(input, uri, source))?;
-                    fetches.push(Fetch { input: input.clone(), object, dest: dir });
+                    let object = store
+                        .resolve(uri)
+                        .map_err(|source| storage_err(input, uri, source))?;
+                    fetches.push(Fetch {
+                        input: input.clone(),
+                        object,
+                        dest: dir,
+                    });
                     continue;
                 }
                 if listed.is_empty() {
-                    tracing::warn!(input, uri, "multipart blob has no objects; creating an empty directory");
+                    tracing::warn!(
+                        input,
+                        uri,
+                        "multipart blob has no objects; creating an empty directory"
+                    );
                 }
-                tokio::fs::create_dir_all(&dir).await.map_err(local_err("create directory", &dir))?;
+                tokio::fs::create_dir_all(&dir)
+                    .await
+                    .map_err(local_err("create directory", &dir))?;
                 let mut made = HashSet::new();
                 for item in listed {
-                    let key = names::check_relative_key(&item.relative).map_err(|source| DownloadError::ObjectKey {
-                        path: input.clone(),
-                        uri: uri.clone(),
-                        source,
+                    let key = names::check_relative_key(&item.relative).map_err(|source| {
+                        DownloadError::ObjectKey {
+                            path: input.clone(),
+                            uri: uri.clone(),
+                            source,
+                        }
                     })?;
                     let dest = dir.join(&key);
                     if let Some(parent) = dest.parent() {
                         if made.insert(parent.to_path_buf()) {
-                            tokio::fs::create_dir_all(parent).await.map_err(local_err("create directory", parent))?;
+                            tokio::fs::create_dir_all(parent)
+                                .await
+                                .map_err(local_err("create directory", parent))?;
                         }
                     }
                     progress.expect(1, item.size);
-                    fetches.push(Fetch { input: input.clone(), object: item.object, dest });
+                    fetches.push(Fetch {
+                        input: input.clone(),
+                        object: item.object,
+                        dest,
+                    });
                 }
             }
         }
@@ -519,29 +701,40 @@ pub async fn execute(store: &Store, plan: &Plan, staging: &Path, progress: &Arc<
         }
     }))
     .buffer_unordered(concurrency)
-    .try_fold(0u64, |acc, n| async move {
-        Ok(acc + n)
-    })
+    .try_fold(0u64, |acc, n| async move { Ok(acc + n) })
     .await?;
     Ok((files + progress.snapshot().files, bytes))
 }
 
 fn storage_err(input: &str, uri: &str, source: StorageError) -> DownloadError {
-    DownloadError::Storage { path: input.to_owned(), uri: uri.to_owned(), source }
+    DownloadError::Storage {
+        path: input.to_owned(),
+        uri: uri.to_owned(),
+        source: Box::new(source),
+    }
 }
 
 /// The metadata files for `format`: always `inputs.pb`, plus JSON or YAML.
-pub fn metadata_files(plan: &Plan, format: MetadataFormat) -> Result<Vec<(&'static str, Vec<u8>)>, DownloadError> {
+pub fn metadata_files(
+    plan: &Plan,
+    format: MetadataFormat,
+) -> Result<Vec<(&'static str, Vec<u8>)>, DownloadError> {
     let mut out = vec![(INPUTS_PB, plan.literals.encode_to_vec())];
     match format {
         MetadataFormat::Json => out.push((
             INPUTS_JSON,
-            serde_json::to_vec(&plan.values).map_err(|e| DownloadError::Serialize { file: INPUTS_JSON, source: Box::new(e) })?,
+            serde_json::to_vec(&plan.values).map_err(|e| DownloadError::Serialize {
+                file: INPUTS_JSON,
+                source: Box::new(e),
+            })?,
         )),
         MetadataFormat::Yaml => out.push((
             INPUTS_YAML,
             serde_yaml_ng::to_string(&plan.values)
-                .map_err(|e| DownloadError::Serialize { file: INPUTS_YAML, source: Box::new(e) })?
+                .map_err(|e| DownloadError::Serialize {
+                    file: INPUTS_YAML,
+                    source: Box::new(e),
+                })?
                 .into_bytes(),
         )),
         MetadataFormat::Proto => {}
@@ -560,8 +753,12 @@ pub async fn download_inputs(
     format: MetadataFormat,
     progress: &Arc<Progress>,
 ) -> Result<Materialized, DownloadError> {
-    tokio::fs::create_dir_all(dir).await.map_err(local_err("create directory", dir))?;
-    let dir = tokio::fs::canonicalize(dir).await.map_err(local_err("resolve", dir))?;
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(local_err("create directory", dir))?;
+    let dir = tokio::fs::canonicalize(dir)
+        .await
+        .map_err(local_err("resolve", dir))?;
     resolve_offloaded(store, &mut inputs).await?;
     let plan = plan(&inputs, &dir, layout)?;
     let staging = tempfile::Builder::new()
@@ -572,13 +769,21 @@ pub async fn download_inputs(
     let metadata = metadata_files(&plan, format)?;
     for (name, data) in &metadata {
         let p = staging.path().join(name);
-        tokio::fs::write(&p, data).await.map_err(local_err("write", &p))?;
+        tokio::fs::write(&p, data)
+            .await
+            .map_err(local_err("write", &p))?;
     }
     // Everything is complete: move the inputs into place, then the metadata.
     let metadata_names: HashSet<&str> = metadata.iter().map(|(n, _)| *n).collect();
     let mut entries = Vec::new();
-    let mut read_dir = tokio::fs::read_dir(staging.path()).await.map_err(local_err("list", staging.path()))?;
-    while let Some(entry) = read_dir.next_entry().await.map_err(local_err("list", staging.path()))? {
+    let mut read_dir = tokio::fs::read_dir(staging.path())
+        .await
+        .map_err(local_err("list", staging.path()))?;
+    while let Some(entry) = read_dir
+        .next_entry()
+        .await
+        .map_err(local_err("list", staging.path()))?
+    {
         entries.push(entry.file_name());
     }
     entries.sort_by_key(|n| metadata_names.contains(n.to_str().unwrap_or_default()));
@@ -586,10 +791,21 @@ pub async fn download_inputs(
         let from = staging.path().join(&name);
         let to = dir.join(&name);
         if let Ok(meta) = tokio::fs::symlink_metadata(&to).await {
-            let removed = if meta.is_dir() { tokio::fs::remove_dir_all(&to).await } else { tokio::fs::remove_file(&to).await };
+            let removed = if meta.is_dir() {
+                tokio::fs::remove_dir_all(&to).await
+            } else {
+                tokio::fs::remove_file(&to).await
+            };
             removed.map_err(local_err("replace", &to))?;
         }
-        tokio::fs::rename(&from, &to).await.map_err(local_err("move into place", &to))?;
+        tokio::fs::rename(&from, &to)
+            .await
+            .map_err(local_err("move into place", &to))?;
     }
-    Ok(Materialized { literals: plan.literals, values: plan.values, files, bytes })
+    Ok(Materialized {
+        literals: plan.literals,
+        values: plan.values,
+        files,
+        bytes,
+    })
 }

@@ -5,7 +5,7 @@ use prost::Message as _;
 
 use crate::{
     proto::core::{ContainerError, ErrorDocument, container_error, execution_error},
-    storage::{Store, StorageError, join_url},
+    storage::{StorageError, Store, join_url},
 };
 
 /// Whether Flyte may retry (`ContainerError.Kind`).
@@ -25,7 +25,12 @@ pub enum ErrorOrigin {
 
 /// Builds an error document. `code` is a short tag such as
 /// `InputDownloadFailed`, `OutputUploadFailed` or `UserError`.
-pub fn error_document(code: &str, message: &str, kind: ErrorKind, origin: ErrorOrigin) -> ErrorDocument {
+pub fn error_document(
+    code: &str,
+    message: &str,
+    kind: ErrorKind,
+    origin: ErrorOrigin,
+) -> ErrorDocument {
     let kind = match kind {
         ErrorKind::Recoverable => container_error::Kind::Recoverable,
         ErrorKind::NonRecoverable => container_error::Kind::NonRecoverable,
@@ -49,7 +54,12 @@ pub fn error_document(code: &str, message: &str, kind: ErrorKind, origin: ErrorO
 }
 
 /// Writes `doc` to `<prefix>/<name>`; returns the URL written.
-pub async fn write_error_document(store: &Store, prefix: &str, name: &str, doc: &ErrorDocument) -> Result<String, StorageError> {
+pub async fn write_error_document(
+    store: &Store,
+    prefix: &str,
+    name: &str,
+    doc: &ErrorDocument,
+) -> Result<String, StorageError> {
     let url = join_url(prefix, name);
     store.put_bytes(&url, doc.encode_to_vec().into()).await?;
     Ok(url)
@@ -63,8 +73,15 @@ mod tests {
     #[tokio::test]
     async fn written_document_decodes_with_kind_and_origin() {
         let store = Store::new(StorageConfig::default());
-        let doc = error_document("InputDownloadFailed", "boom", ErrorKind::Recoverable, ErrorOrigin::System);
-        let url = write_error_document(&store, "mem://b/out/", "errors.pb", &doc).await.expect("write");
+        let doc = error_document(
+            "InputDownloadFailed",
+            "boom",
+            ErrorKind::Recoverable,
+            ErrorOrigin::System,
+        );
+        let url = write_error_document(&store, "mem://b/out/", "errors.pb", &doc)
+            .await
+            .expect("write");
         assert_eq!(url, "mem://b/out/errors.pb");
         let bytes = store.read_bytes(&url, 1 << 20).await.expect("read");
         let back = ErrorDocument::decode(bytes).expect("decode");

@@ -20,7 +20,9 @@ pub enum NameError {
     Separator { name: String },
     #[error("name {name:?} contains a NUL byte")]
     Nul { name: String },
-    #[error("name {name:?} is {len} bytes long, more than the {MAX_NAME_BYTES} a file name may have")]
+    #[error(
+        "name {name:?} is {len} bytes long, more than the {MAX_NAME_BYTES} a file name may have"
+    )]
     TooLong { name: String, len: usize },
     #[error("key {key:?} is absolute; it must be relative to its prefix")]
     Absolute { key: String },
@@ -46,7 +48,10 @@ pub fn check_component(name: &str) -> Result<&str, NameError> {
         return Err(NameError::Separator { name: owned() });
     }
     if name.len() > MAX_NAME_BYTES {
-        return Err(NameError::TooLong { name: owned(), len: name.len() });
+        return Err(NameError::TooLong {
+            name: owned(),
+            len: name.len(),
+        });
     }
     Ok(name)
 }
@@ -61,11 +66,16 @@ pub fn join_component(dir: &Path, name: &str) -> Result<PathBuf, NameError> {
 /// [`check_component`].
 pub fn check_relative_key(key: &str) -> Result<PathBuf, NameError> {
     if key.starts_with('/') {
-        return Err(NameError::Absolute { key: key.to_owned() });
+        return Err(NameError::Absolute {
+            key: key.to_owned(),
+        });
     }
     let parts: Vec<&str> = key.split('/').collect();
     if parts.len() > MAX_DEPTH {
-        return Err(NameError::TooDeep { key: key.to_owned(), depth: parts.len() });
+        return Err(NameError::TooDeep {
+            key: key.to_owned(),
+            depth: parts.len(),
+        });
     }
     let mut path = PathBuf::new();
     for part in parts {
@@ -88,23 +98,59 @@ mod tests {
     #[test]
     fn escaping_names_are_refused() {
         assert!(matches!(check_component(""), Err(NameError::Empty { .. })));
-        assert!(matches!(check_component(".."), Err(NameError::DotName { .. })));
-        assert!(matches!(check_component("."), Err(NameError::DotName { .. })));
-        assert!(matches!(check_component("../etc"), Err(NameError::Separator { .. })));
-        assert!(matches!(check_component("/etc"), Err(NameError::Separator { .. })));
-        assert!(matches!(check_component("a\\b"), Err(NameError::Separator { .. })));
-        assert!(matches!(check_component("a\0b"), Err(NameError::Nul { .. })));
+        assert!(matches!(
+            check_component(".."),
+            Err(NameError::DotName { .. })
+        ));
+        assert!(matches!(
+            check_component("."),
+            Err(NameError::DotName { .. })
+        ));
+        assert!(matches!(
+            check_component("../etc"),
+            Err(NameError::Separator { .. })
+        ));
+        assert!(matches!(
+            check_component("/etc"),
+            Err(NameError::Separator { .. })
+        ));
+        assert!(matches!(
+            check_component("a\\b"),
+            Err(NameError::Separator { .. })
+        ));
+        assert!(matches!(
+            check_component("a\0b"),
+            Err(NameError::Nul { .. })
+        ));
         let long = "a".repeat(256);
-        assert!(matches!(check_component(&long), Err(NameError::TooLong { len: 256, .. })));
+        assert!(matches!(
+            check_component(&long),
+            Err(NameError::TooLong { len: 256, .. })
+        ));
     }
 
     #[test]
     fn relative_keys_keep_nesting_and_refuse_escapes() {
-        assert_eq!(check_relative_key("a/b/c.txt"), Ok(PathBuf::from("a/b/c.txt")));
-        assert!(matches!(check_relative_key("/abs"), Err(NameError::Absolute { .. })));
-        assert!(matches!(check_relative_key("a/../../x"), Err(NameError::DotName { .. })));
-        assert!(matches!(check_relative_key("a//b"), Err(NameError::Empty { .. })));
+        assert_eq!(
+            check_relative_key("a/b/c.txt"),
+            Ok(PathBuf::from("a/b/c.txt"))
+        );
+        assert!(matches!(
+            check_relative_key("/abs"),
+            Err(NameError::Absolute { .. })
+        ));
+        assert!(matches!(
+            check_relative_key("a/../../x"),
+            Err(NameError::DotName { .. })
+        ));
+        assert!(matches!(
+            check_relative_key("a//b"),
+            Err(NameError::Empty { .. })
+        ));
         let deep = vec!["d"; 65].join("/");
-        assert!(matches!(check_relative_key(&deep), Err(NameError::TooDeep { .. })));
+        assert!(matches!(
+            check_relative_key(&deep),
+            Err(NameError::TooDeep { .. })
+        ));
     }
 }

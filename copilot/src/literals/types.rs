@@ -1,7 +1,8 @@
 //! Does a literal fit a `LiteralType`? Used to check downloaded inputs
 //! against the task's input interface before anything is written.
 use crate::proto::core::{
-    Literal, LiteralType, SimpleType, blob_type::BlobDimensionality, literal, literal_type, primitive, scalar,
+    Literal, LiteralType, SimpleType, blob_type::BlobDimensionality, literal, literal_type,
+    primitive, scalar,
 };
 
 /// A literal that does not fit its declared type.
@@ -33,8 +34,16 @@ pub fn describe_literal(lit: &Literal) -> String {
                 Some(primitive::Value::Duration(_)) => "a duration".into(),
             },
             Some(scalar::Value::Blob(b)) => {
-                let multipart = b.metadata.as_ref().and_then(|m| m.r#type.as_ref()).is_some_and(|t| t.dimensionality == BlobDimensionality::Multipart as i32);
-                if multipart { "a multipart blob".into() } else { "a single blob".into() }
+                let multipart = b
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.r#type.as_ref())
+                    .is_some_and(|t| t.dimensionality == BlobDimensionality::Multipart as i32);
+                if multipart {
+                    "a multipart blob".into()
+                } else {
+                    "a single blob".into()
+                }
             }
             Some(scalar::Value::Binary(_)) => "binary".into(),
             Some(scalar::Value::Schema(_)) => "a schema".into(),
@@ -51,19 +60,34 @@ pub fn describe_literal(lit: &Literal) -> String {
 pub fn describe_type(t: &LiteralType) -> String {
     match &t.r#type {
         None => "any".into(),
-        Some(literal_type::Type::Simple(s)) => {
-            SimpleType::try_from(*s).map(|s| s.as_str_name().to_ascii_lowercase()).unwrap_or_else(|_| format!("simple type {s}"))
-        }
+        Some(literal_type::Type::Simple(s)) => SimpleType::try_from(*s)
+            .map(|s| s.as_str_name().to_ascii_lowercase())
+            .unwrap_or_else(|_| format!("simple type {s}")),
         Some(literal_type::Type::Schema(_)) => "a schema".into(),
-        Some(literal_type::Type::CollectionType(inner)) => format!("a collection of {}", describe_type(inner)),
-        Some(literal_type::Type::MapValueType(inner)) => format!("a map of {}", describe_type(inner)),
+        Some(literal_type::Type::CollectionType(inner)) => {
+            format!("a collection of {}", describe_type(inner))
+        }
+        Some(literal_type::Type::MapValueType(inner)) => {
+            format!("a map of {}", describe_type(inner))
+        }
         Some(literal_type::Type::Blob(b)) => {
-            if b.dimensionality == BlobDimensionality::Multipart as i32 { "a multipart blob".into() } else { "a single blob".into() }
+            if b.dimensionality == BlobDimensionality::Multipart as i32 {
+                "a multipart blob".into()
+            } else {
+                "a single blob".into()
+            }
         }
         Some(literal_type::Type::EnumType(e)) => format!("one of {:?}", e.values),
         Some(literal_type::Type::StructuredDatasetType(_)) => "a structured dataset".into(),
         Some(literal_type::Type::UnionType(u)) => {
-            format!("a union of ({})", u.variants.iter().map(describe_type).collect::<Vec<_>>().join(", "))
+            format!(
+                "a union of ({})",
+                u.variants
+                    .iter()
+                    .map(describe_type)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         }
     }
 }
@@ -71,26 +95,42 @@ pub fn describe_type(t: &LiteralType) -> String {
 /// Checks `lit` against `ty`; `path` names the input in the error.
 pub fn check(lit: &Literal, ty: &LiteralType, path: &str) -> Result<(), TypeMismatch> {
     use literal_type::Type as T;
-    let mismatch = || TypeMismatch { path: path.to_owned(), expected: describe_type(ty), found: describe_literal(lit) };
+    let mismatch = || TypeMismatch {
+        path: path.to_owned(),
+        expected: describe_type(ty),
+        found: describe_literal(lit),
+    };
     let scalar = match &lit.value {
         Some(literal::Value::Scalar(s)) => s.value.as_ref(),
         _ => None,
     };
     // None fits any optional (union with none) and the none type; a union literal is checked by its value.
     if let Some(scalar::Value::Union(u)) = scalar {
-        let Some(inner) = u.value.as_deref() else { return Err(mismatch()) };
+        let Some(inner) = u.value.as_deref() else {
+            return Err(mismatch());
+        };
         return match &ty.r#type {
             Some(T::UnionType(union)) => {
-                if union.variants.iter().any(|v| check(inner, v, path).is_ok()) { Ok(()) } else { Err(mismatch()) }
+                if union.variants.iter().any(|v| check(inner, v, path).is_ok()) {
+                    Ok(())
+                } else {
+                    Err(mismatch())
+                }
             }
             _ => check(inner, ty, path),
         };
     }
-    let Some(kind) = &ty.r#type else { return Ok(()) };
+    let Some(kind) = &ty.r#type else {
+        return Ok(());
+    };
     match (kind, &lit.value) {
         (_, Some(literal::Value::OffloadedMetadata(_))) => Ok(()),
         (T::UnionType(union), _) => {
-            if union.variants.iter().any(|v| check(lit, v, path).is_ok()) { Ok(()) } else { Err(mismatch()) }
+            if union.variants.iter().any(|v| check(lit, v, path).is_ok()) {
+                Ok(())
+            } else {
+                Err(mismatch())
+            }
         }
         (T::CollectionType(inner), Some(literal::Value::Collection(c))) => {
             for (i, item) in c.literals.iter().enumerate() {
@@ -108,7 +148,10 @@ pub fn check(lit: &Literal, ty: &LiteralType, path: &str) -> Result<(), TypeMism
             let simple = SimpleType::try_from(*simple).map_err(|_| mismatch())?;
             let ok = match (simple, scalar) {
                 (SimpleType::None, Some(scalar::Value::NoneType(_))) => true,
-                (SimpleType::Struct, Some(scalar::Value::Generic(_) | scalar::Value::Binary(_))) => true,
+                (
+                    SimpleType::Struct,
+                    Some(scalar::Value::Generic(_) | scalar::Value::Binary(_)),
+                ) => true,
                 (SimpleType::Binary, Some(scalar::Value::Binary(_))) => true,
                 (SimpleType::Error, Some(scalar::Value::Error(_))) => true,
                 (s, Some(scalar::Value::Primitive(p))) => matches!(
@@ -126,10 +169,18 @@ pub fn check(lit: &Literal, ty: &LiteralType, path: &str) -> Result<(), TypeMism
         }
         (T::Blob(_), _) if matches!(scalar, Some(scalar::Value::Blob(_))) => Ok(()),
         (T::Schema(_), _) if matches!(scalar, Some(scalar::Value::Schema(_))) => Ok(()),
-        (T::StructuredDatasetType(_), _) if matches!(scalar, Some(scalar::Value::StructuredDataset(_))) => Ok(()),
+        (T::StructuredDatasetType(_), _)
+            if matches!(scalar, Some(scalar::Value::StructuredDataset(_))) =>
+        {
+            Ok(())
+        }
         (T::EnumType(e), _) => match scalar {
             Some(scalar::Value::Primitive(p)) => match &p.value {
-                Some(primitive::Value::StringValue(s)) if e.values.is_empty() || e.values.contains(s) => Ok(()),
+                Some(primitive::Value::StringValue(s))
+                    if e.values.is_empty() || e.values.contains(s) =>
+                {
+                    Ok(())
+                }
                 _ => Err(mismatch()),
             },
             _ => Err(mismatch()),

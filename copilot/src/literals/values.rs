@@ -43,7 +43,9 @@ pub fn format_float(value: f64) -> String {
 
 /// Parses an integer (surrounding whitespace must already be trimmed).
 pub fn parse_integer(text: &str) -> Result<i64, ValueError> {
-    text.parse().map_err(|_| ValueError::Integer { text: text.to_owned() })
+    text.parse().map_err(|_| ValueError::Integer {
+        text: text.to_owned(),
+    })
 }
 
 /// Parses a float, accepting what Go's `ParseFloat` does (`1e3`, `inf`, `NaN`).
@@ -54,7 +56,9 @@ pub fn parse_float(text: &str) -> Result<f64, ValueError> {
         "inf" | "infinity" => return Ok(f64::INFINITY),
         _ => {}
     }
-    text.parse().map_err(|_| ValueError::Float { text: text.to_owned() })
+    text.parse().map_err(|_| ValueError::Float {
+        text: text.to_owned(),
+    })
 }
 
 /// Parses a boolean the way Go's `strconv.ParseBool` does.
@@ -62,14 +66,19 @@ pub fn parse_boolean(text: &str) -> Result<bool, ValueError> {
     match text {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(ValueError::Boolean { text: text.to_owned() }),
+        _ => Err(ValueError::Boolean {
+            text: text.to_owned(),
+        }),
     }
 }
 
 /// A timestamp as RFC 3339 in UTC with as many fraction digits as needed
 /// (Go's `time.RFC3339Nano`): `2024-01-02T03:04:05.5Z`.
 pub fn format_datetime(ts: &prost_types::Timestamp) -> Result<String, ValueError> {
-    let out_of_range = || ValueError::DatetimeRange { seconds: ts.seconds, nanos: ts.nanos };
+    let out_of_range = || ValueError::DatetimeRange {
+        seconds: ts.seconds,
+        nanos: ts.nanos,
+    };
     let nanos = u32::try_from(ts.nanos).map_err(|_| out_of_range())?;
     let dt = DateTime::<Utc>::from_timestamp(ts.seconds, nanos).ok_or_else(out_of_range)?;
     let mut text = dt.to_rfc3339_opts(SecondsFormat::Nanos, true);
@@ -85,8 +94,10 @@ pub fn format_datetime(ts: &prost_types::Timestamp) -> Result<String, ValueError
 
 /// Parses an RFC 3339 datetime with any offset into a UTC timestamp.
 pub fn parse_datetime(text: &str) -> Result<prost_types::Timestamp, ValueError> {
-    let dt = DateTime::parse_from_rfc3339(text)
-        .map_err(|e| ValueError::Datetime { text: text.to_owned(), reason: e.to_string() })?;
+    let dt = DateTime::parse_from_rfc3339(text).map_err(|e| ValueError::Datetime {
+        text: text.to_owned(),
+        reason: e.to_string(),
+    })?;
     let utc = dt.with_timezone(&Utc);
     Ok(prost_types::Timestamp {
         seconds: utc.timestamp(),
@@ -141,7 +152,10 @@ fn fraction(value: u128, unit: u128) -> String {
 
 /// Parses a Go duration (`300ms`, `-1.5h`, `2h45m`, `1h0m0s`, `0`).
 pub fn parse_duration(text: &str) -> Result<prost_types::Duration, ValueError> {
-    let err = |reason| ValueError::Duration { text: text.to_owned(), reason };
+    let err = |reason| ValueError::Duration {
+        text: text.to_owned(),
+        reason,
+    };
     let (negative, mut rest) = match text.as_bytes().first() {
         Some(b'-') => (true, &text[1..]),
         Some(b'+') => (false, &text[1..]),
@@ -167,7 +181,9 @@ pub fn parse_duration(text: &str) -> Result<prost_types::Duration, ValueError> {
         if int_part.is_empty() && frac_part.is_empty() {
             return Err(err("expected a number"));
         }
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit: i128 = match &rest[..unit_len] {
             "ns" => 1,
             "us" | "µs" | "μs" => 1_000,
@@ -206,14 +222,22 @@ pub fn parse_duration(text: &str) -> Result<prost_types::Duration, ValueError> {
 pub fn parse_std_duration(text: &str) -> Result<std::time::Duration, ValueError> {
     let d = parse_duration(text)?;
     let (Ok(seconds), Ok(nanos)) = (u64::try_from(d.seconds), u32::try_from(d.nanos)) else {
-        return Err(ValueError::Duration { text: text.to_owned(), reason: "negative" });
+        return Err(ValueError::Duration {
+            text: text.to_owned(),
+            reason: "negative",
+        });
     };
     Ok(std::time::Duration::new(seconds, nanos))
 }
 
 /// A `google.protobuf.Struct` as the JSON object it stands for.
 pub fn struct_to_json(s: &prost_types::Struct) -> serde_json::Value {
-    serde_json::Value::Object(s.fields.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect())
+    serde_json::Value::Object(
+        s.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), value_to_json(v)))
+            .collect(),
+    )
 }
 
 fn value_to_json(v: &prost_types::Value) -> serde_json::Value {
@@ -227,7 +251,13 @@ fn value_to_json(v: &prost_types::Value) -> serde_json::Value {
         Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n)
             .map(J::Number)
             // JSON has no NaN/Infinity; protobuf's JSON mapping spells them as strings.
-            .unwrap_or_else(|| J::String(format_float(*n).replace("+Inf", "Infinity").replace("-Inf", "-Infinity"))),
+            .unwrap_or_else(|| {
+                J::String(
+                    format_float(*n)
+                        .replace("+Inf", "Infinity")
+                        .replace("-Inf", "-Infinity"),
+                )
+            }),
         Some(Kind::StringValue(s)) => J::String(s.clone()),
         Some(Kind::BoolValue(b)) => J::Bool(*b),
         Some(Kind::StructValue(s)) => struct_to_json(s),
@@ -237,11 +267,14 @@ fn value_to_json(v: &prost_types::Value) -> serde_json::Value {
 
 /// Parses a JSON object into a `google.protobuf.Struct`.
 pub fn json_to_struct(text: &str) -> Result<prost_types::Struct, ValueError> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| ValueError::Json { reason: e.to_string() })?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ValueError::Json {
+        reason: e.to_string(),
+    })?;
     match value {
         serde_json::Value::Object(map) => object_to_struct(map),
-        other => Err(ValueError::Json { reason: format!("found {}", json_kind(&other)) }),
+        other => Err(ValueError::Json {
+            reason: format!("found {}", json_kind(&other)),
+        }),
     }
 }
 
@@ -256,7 +289,9 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
     }
 }
 
-fn object_to_struct(map: serde_json::Map<String, serde_json::Value>) -> Result<prost_types::Struct, ValueError> {
+fn object_to_struct(
+    map: serde_json::Map<String, serde_json::Value>,
+) -> Result<prost_types::Struct, ValueError> {
     let fields = map
         .into_iter()
         .map(|(k, v)| Ok((k, json_to_value(v)?)))
@@ -269,10 +304,15 @@ fn json_to_value(v: serde_json::Value) -> Result<prost_types::Value, ValueError>
     let kind = match v {
         J::Null => Kind::NullValue(0),
         J::Bool(b) => Kind::BoolValue(b),
-        J::Number(n) => Kind::NumberValue(n.as_f64().ok_or_else(|| ValueError::JsonNumber { number: n.to_string() })?),
+        J::Number(n) => Kind::NumberValue(n.as_f64().ok_or_else(|| ValueError::JsonNumber {
+            number: n.to_string(),
+        })?),
         J::String(s) => Kind::StringValue(s),
         J::Array(items) => Kind::ListValue(prost_types::ListValue {
-            values: items.into_iter().map(json_to_value).collect::<Result<_, _>>()?,
+            values: items
+                .into_iter()
+                .map(json_to_value)
+                .collect::<Result<_, _>>()?,
         }),
         J::Object(map) => Kind::StructValue(object_to_struct(map)?),
     };
@@ -304,7 +344,10 @@ mod tests {
     fn booleans_follow_go_parse_bool() {
         assert_eq!(parse_boolean("True"), Ok(true));
         assert_eq!(parse_boolean("0"), Ok(false));
-        assert!(matches!(parse_boolean("yes"), Err(ValueError::Boolean { .. })));
+        assert!(matches!(
+            parse_boolean("yes"),
+            Err(ValueError::Boolean { .. })
+        ));
     }
 
     #[test]
@@ -330,22 +373,48 @@ mod tests {
         for bad in ["", "5", "1x", "h", "1.h2", "--1s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
         }
-        for d in [dur(3723, 500_000_000), dur(0, 7), dur(-90, 0), dur(86_400 * 400, 1)] {
+        for d in [
+            dur(3723, 500_000_000),
+            dur(0, 7),
+            dur(-90, 0),
+            dur(86_400 * 400, 1),
+        ] {
             assert_eq!(parse_duration(&format_duration(&d)), Ok(d));
         }
-        assert_eq!(parse_std_duration("1h"), Ok(std::time::Duration::from_secs(3600)));
+        assert_eq!(
+            parse_std_duration("1h"),
+            Ok(std::time::Duration::from_secs(3600))
+        );
         assert!(parse_std_duration("-1s").is_err());
     }
 
     #[test]
     fn datetimes_are_rfc3339_utc_with_trimmed_fraction() {
-        let ts = prost_types::Timestamp { seconds: 1_704_164_645, nanos: 500_000_000 };
-        assert_eq!(format_datetime(&ts).as_deref(), Ok("2024-01-02T03:04:05.5Z"));
-        let whole = prost_types::Timestamp { seconds: 1_704_164_645, nanos: 0 };
-        assert_eq!(format_datetime(&whole).as_deref(), Ok("2024-01-02T03:04:05Z"));
+        let ts = prost_types::Timestamp {
+            seconds: 1_704_164_645,
+            nanos: 500_000_000,
+        };
+        assert_eq!(
+            format_datetime(&ts).as_deref(),
+            Ok("2024-01-02T03:04:05.5Z")
+        );
+        let whole = prost_types::Timestamp {
+            seconds: 1_704_164_645,
+            nanos: 0,
+        };
+        assert_eq!(
+            format_datetime(&whole).as_deref(),
+            Ok("2024-01-02T03:04:05Z")
+        );
         assert_eq!(parse_datetime("2024-01-02T05:04:05.5+02:00"), Ok(ts));
-        assert!(matches!(parse_datetime("yesterday"), Err(ValueError::Datetime { .. })));
-        let bad = prost_types::Timestamp { seconds: i64::MAX, nanos: 0 };
+        assert!(matches!(
+            parse_datetime("yesterday"),
+            Err(ValueError::Datetime { .. })
+        ));
+        let bad = prost_types::Timestamp {
+            seconds: i64::MAX,
+            nanos: 0,
+        };
         assert!(format_datetime(&bad).is_err());
     }
 
@@ -354,8 +423,14 @@ mod tests {
         let text = r#"{"a": 1, "b": [true, null, "x"], "c": {"d": 2.5}}"#;
         let s = json_to_struct(text).expect("valid JSON object");
         let back = struct_to_json(&s);
-        assert_eq!(back, serde_json::from_str::<serde_json::Value>(text).expect("json"));
-        assert!(matches!(json_to_struct("[1]"), Err(ValueError::Json { .. })));
+        assert_eq!(
+            back,
+            serde_json::from_str::<serde_json::Value>(text).expect("json")
+        );
+        assert!(matches!(
+            json_to_struct("[1]"),
+            Err(ValueError::Json { .. })
+        ));
         assert!(matches!(json_to_struct("{"), Err(ValueError::Json { .. })));
     }
 }

@@ -48,7 +48,11 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "<redacted>" })
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "<redacted>"
+        })
     }
 }
 
@@ -194,7 +198,10 @@ struct FileStow {
     config: BTreeMap<String, Secret>,
 }
 
-fn parse_stow_pairs(args: &[Secret], into: &mut BTreeMap<String, Secret>) -> Result<(), ConfigError> {
+fn parse_stow_pairs(
+    args: &[Secret],
+    into: &mut BTreeMap<String, Secret>,
+) -> Result<(), ConfigError> {
     for arg in args {
         let text = arg.expose();
         // "k=v" or "k1=v1,k2=v2" (pflag's StringToString form).
@@ -204,10 +211,12 @@ fn parse_stow_pairs(args: &[Secret], into: &mut BTreeMap<String, Secret>) -> Res
             vec![text]
         };
         for piece in pieces {
-            let (k, v) = piece.split_once('=').ok_or_else(|| ConfigError::StowConfig {
-                // Only the key side can be shown: the value may be a secret.
-                arg: piece.split('=').next().unwrap_or_default().to_owned(),
-            })?;
+            let (k, v) = piece
+                .split_once('=')
+                .ok_or_else(|| ConfigError::StowConfig {
+                    // Only the key side can be shown: the value may be a secret.
+                    arg: piece.split('=').next().unwrap_or_default().to_owned(),
+                })?;
             into.insert(k.trim().to_owned(), Secret::new(v));
         }
     }
@@ -219,10 +228,16 @@ impl StorageArgs {
     pub fn to_config(&self) -> Result<StorageConfig, ConfigError> {
         let file = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::ReadFile { path: path.clone(), source })?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+                        path: path.clone(),
+                        source,
+                    })?;
                 serde_yaml_ng::from_str::<FileRoot>(&text)
-                    .map_err(|source| ConfigError::ParseFile { path: path.clone(), source })?
+                    .map_err(|source| ConfigError::ParseFile {
+                        path: path.clone(),
+                        source,
+                    })?
                     .storage
             }
             None => FileStorage::default(),
@@ -230,17 +245,47 @@ impl StorageArgs {
         let mut stow_config = file.stow.config;
         parse_stow_pairs(&self.stow_config, &mut stow_config)?;
         let retry_timeout = crate::literals::values::parse_std_duration(&self.retry_timeout)
-            .map_err(|source| ConfigError::Duration { flag: "--storage.retry-timeout", source })?;
+            .map_err(|source| ConfigError::Duration {
+                flag: "--storage.retry-timeout",
+                source,
+            })?;
         Ok(StorageConfig {
             kind: self.kind.clone().or(file.kind).unwrap_or_default(),
             container: self.container.clone().or(file.container),
-            endpoint: self.endpoint.clone().or(file.connection.endpoint).filter(|e| !e.is_empty()),
-            region: self.region.clone().or(file.connection.region).filter(|r| !r.is_empty()),
-            auth_type: self.auth_type.clone().or(file.connection.auth_type).filter(|a| !a.is_empty()),
-            access_key: self.access_key.clone().or(file.connection.access_key).filter(|k| !k.is_empty()),
-            secret_key: self.secret_key.clone().or(file.connection.secret_key).filter(|k| !k.is_empty()),
-            disable_ssl: self.disable_ssl.or(file.connection.disable_ssl).unwrap_or(false),
-            stow_kind: self.stow_kind.clone().or(file.stow.kind).filter(|k| !k.is_empty()),
+            endpoint: self
+                .endpoint
+                .clone()
+                .or(file.connection.endpoint)
+                .filter(|e| !e.is_empty()),
+            region: self
+                .region
+                .clone()
+                .or(file.connection.region)
+                .filter(|r| !r.is_empty()),
+            auth_type: self
+                .auth_type
+                .clone()
+                .or(file.connection.auth_type)
+                .filter(|a| !a.is_empty()),
+            access_key: self
+                .access_key
+                .clone()
+                .or(file.connection.access_key)
+                .filter(|k| !k.is_empty()),
+            secret_key: self
+                .secret_key
+                .clone()
+                .or(file.connection.secret_key)
+                .filter(|k| !k.is_empty()),
+            disable_ssl: self
+                .disable_ssl
+                .or(file.connection.disable_ssl)
+                .unwrap_or(false),
+            stow_kind: self
+                .stow_kind
+                .clone()
+                .or(file.stow.kind)
+                .filter(|k| !k.is_empty()),
             stow_config,
             max_concurrency: self.max_concurrency.max(1),
             retries: self.retries,
@@ -279,7 +324,10 @@ mod tests {
         assert_eq!(config.kind, "s3");
         assert_eq!(config.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
         assert!(config.disable_ssl);
-        assert_eq!(config.secret_key.as_ref().map(Secret::expose), Some("SUPERSECRET"));
+        assert_eq!(
+            config.secret_key.as_ref().map(Secret::expose),
+            Some("SUPERSECRET")
+        );
         let debug = format!("{:?} {:?}", cli.storage, config);
         assert!(!debug.contains("SUPERSECRET"), "secret leaked: {debug}");
         assert!(!debug.contains("AKIAEXAMPLE"), "access key leaked: {debug}");
@@ -308,7 +356,11 @@ mod tests {
         let config = cli.storage.to_config().expect("valid config");
         assert_eq!(config.kind, "minio");
         assert_eq!(config.container.as_deref(), Some("bucket"));
-        assert_eq!(config.endpoint.as_deref(), Some("http://override:1"), "flags win over the file");
+        assert_eq!(
+            config.endpoint.as_deref(),
+            Some("http://override:1"),
+            "flags win over the file"
+        );
         assert!(config.disable_ssl);
         assert_eq!(config.stow_kind.as_deref(), Some("s3"));
         let keys: Vec<&str> = config.stow_config.keys().map(String::as_str).collect();
@@ -317,7 +369,8 @@ mod tests {
 
     #[test]
     fn bad_stow_pair_names_the_key_only() {
-        let cli = Cli::try_parse_from(["copilot", "--storage.stow.config", "novalue"]).expect("parse");
+        let cli =
+            Cli::try_parse_from(["copilot", "--storage.stow.config", "novalue"]).expect("parse");
         let err = cli.storage.to_config().expect_err("must fail");
         assert!(err.to_string().contains("key=value"), "{err}");
     }

@@ -17,4 +17,6 @@ mod store;
 
 pub use config::{ConfigError, Secret, StorageArgs, StorageConfig};
 pub use progress::{Progress, ProgressSnapshot, ReporterGuard};
-pub use store::{ListedObject, ObjectRef, PART_SIZE, SINGLE_PUT_MAX, Store, StorageError, join_url};
+pub use store::{
+    ListedObject, ObjectRef, PART_SIZE, SINGLE_PUT_MAX, StorageError, Store, join_url,
+};

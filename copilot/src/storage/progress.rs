@@ -33,7 +33,8 @@ impl Progress {
     }
     /// Takes back bytes counted by an attempt that is being retried.
     pub fn unadd_bytes(&self, n: u64) {
-        self.bytes.fetch_sub(n.min(self.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+        self.bytes
+            .fetch_sub(n.min(self.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
     }
     pub fn add_file(&self) {
         self.files.fetch_add(1, Ordering::Relaxed);
@@ -59,7 +60,11 @@ impl Progress {
         let tty = std::io::stderr().is_terminal();
         let started = Instant::now();
         let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(if tty { Duration::from_millis(250) } else { every });
+            let mut tick = tokio::time::interval(if tty {
+                Duration::from_millis(250)
+            } else {
+                every
+            });
             tick.tick().await;
             let mut last_log = Instant::now();
             loop {

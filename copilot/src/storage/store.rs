@@ -39,7 +39,9 @@ pub enum StorageError {
         #[source]
         source: url::ParseError,
     },
-    #[error("unsupported storage URL scheme {scheme:?} in {url:?} (use s3, gs, abfs/az, file, mem, http(s))")]
+    #[error(
+        "unsupported storage URL scheme {scheme:?} in {url:?} (use s3, gs, abfs/az, file, mem, http(s))"
+    )]
     UnsupportedScheme { url: String, scheme: String },
     #[error("{url:?}: {what} is not possible over http(s) (read-only, no listing)")]
     HttpReadOnly { url: String, what: &'static str },
@@ -47,7 +49,7 @@ pub enum StorageError {
     Client {
         url: String,
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     #[error("object {url:?} does not exist")]
     NotFound {
@@ -60,7 +62,7 @@ pub enum StorageError {
         op: &'static str,
         url: String,
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     #[error("GET {url:?} answered HTTP {status}")]
     HttpStatus { url: String, status: u16 },
@@ -88,7 +90,7 @@ impl StorageError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Object { source, .. } => !matches!(
-                source,
+                **source,
                 object_store::Error::NotFound { .. }
                     | object_store::Error::InvalidPath { .. }
                     | object_store::Error::NotSupported { .. }
@@ -136,7 +138,10 @@ impl ObjectRef {
 
 #[derive(Clone)]
 enum Target {
-    Object { store: Arc<dyn ObjectStore>, path: ObjectPath },
+    Object {
+        store: Arc<dyn ObjectStore>,
+        path: ObjectPath,
+    },
     Http(Url),
 }
 
@@ -157,7 +162,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("config", &self.inner.config).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -168,7 +175,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Joins `key` (`/`-separated, relative) to a storage URL or path.
 pub fn join_url(base: &str, key: &str) -> String {
     let key = key.trim_start_matches('/');
-    if base.ends_with('/') { format!("{base}{key}") } else { format!("{base}/{key}") }
+    if base.ends_with('/') {
+        format!("{base}{key}")
+    } else {
+        format!("{base}/{key}")
+    }
 }
 
 impl Store {
@@ -215,40 +226,60 @@ impl Store {
             }
             _ => self.object_target(url, &parsed)?,
         };
-        Ok(ObjectRef { url: url.to_owned(), target })
+        Ok(ObjectRef {
+            url: url.to_owned(),
+            target,
+        })
     }
 
     fn object_target(&self, url: &str, parsed: &Url) -> Result<Target, StorageError> {
         let scheme = parsed.scheme();
         if scheme == "mem" || scheme == "memory" {
             let key = format!("{}{}", parsed.host_str().unwrap_or_default(), parsed.path());
-            let path = ObjectPath::from_url_path(key.trim_start_matches('/'))
-                .map_err(|source| StorageError::Client { url: url.to_owned(), source: source.into() })?;
-            return Ok(Target::Object { store: self.inner.memory.clone(), path });
+            let path =
+                ObjectPath::from_url_path(key.trim_start_matches('/')).map_err(|source| {
+                    StorageError::Client {
+                        url: url.to_owned(),
+                        source: Box::new(source.into()),
+                    }
+                })?;
+            return Ok(Target::Object {
+                store: self.inner.memory.clone(),
+                path,
+            });
         }
-        let (kind, path) = ObjectStoreScheme::parse(parsed).map_err(|_| StorageError::UnsupportedScheme {
-            url: url.to_owned(),
-            scheme: scheme.to_owned(),
-        })?;
+        let (kind, path) =
+            ObjectStoreScheme::parse(parsed).map_err(|_| StorageError::UnsupportedScheme {
+                url: url.to_owned(),
+                scheme: scheme.to_owned(),
+            })?;
         let store: Arc<dyn ObjectStore> = match kind {
             ObjectStoreScheme::Local => self.inner.local.clone(),
             ObjectStoreScheme::Memory => self.inner.memory.clone(),
-            ObjectStoreScheme::AmazonS3 | ObjectStoreScheme::GoogleCloudStorage | ObjectStoreScheme::MicrosoftAzure => {
+            ObjectStoreScheme::AmazonS3
+            | ObjectStoreScheme::GoogleCloudStorage
+            | ObjectStoreScheme::MicrosoftAzure => {
                 let bucket_key = bucket_key(parsed);
                 let mut clients = lock(&self.inner.clients);
                 match clients.get(&bucket_key) {
                     Some(client) => client.clone(),
                     None => {
-                        let client = self
-                            .build_client(&kind, parsed)
-                            .map_err(|source| StorageError::Client { url: url.to_owned(), source })?;
+                        let client = self.build_client(&kind, parsed).map_err(|source| {
+                            StorageError::Client {
+                                url: url.to_owned(),
+                                source: Box::new(source),
+                            }
+                        })?;
                         clients.insert(bucket_key, client.clone());
                         client
                     }
                 }
             }
             _ => {
-                return Err(StorageError::UnsupportedScheme { url: url.to_owned(), scheme: scheme.to_owned() });
+                return Err(StorageError::UnsupportedScheme {
+                    url: url.to_owned(),
+                    scheme: scheme.to_owned(),
+                });
             }
         };
         Ok(Target::Object { store, path })
@@ -266,9 +297,18 @@ impl Store {
         }
     }
 
-    fn build_client(&self, kind: &ObjectStoreScheme, url: &Url) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+    fn build_client(
+        &self,
+        kind: &ObjectStoreScheme,
+        url: &Url,
+    ) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
         let cfg = &self.inner.config;
-        let stow = |k: &str| cfg.stow_config.get(k).map(|s| s.expose().to_owned()).filter(|v| !v.is_empty());
+        let stow = |k: &str| {
+            cfg.stow_config
+                .get(k)
+                .map(|s| s.expose().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let mut options = ClientOptions::new()
             .with_connect_timeout(Duration::from_secs(30))
             .with_timeout(Duration::from_secs(300));
@@ -278,21 +318,37 @@ impl Store {
                 let endpoint = cfg.endpoint.clone().or_else(|| stow("endpoint"));
                 let allow_http = cfg.disable_ssl
                     || stow("disable_ssl").is_some_and(|v| v == "true")
-                    || endpoint.as_deref().is_some_and(|e| e.starts_with("http://"));
+                    || endpoint
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("http://"));
                 options = options.with_allow_http(allow_http);
                 let mut b = AmazonS3Builder::from_env()
                     .with_url(base)
                     .with_retry(self.retry())
                     .with_client_options(options);
                 if let Some(endpoint) = endpoint {
-                    b = b.with_endpoint(endpoint).with_virtual_hosted_style_request(false);
+                    b = b
+                        .with_endpoint(endpoint)
+                        .with_virtual_hosted_style_request(false);
                 }
                 if let Some(region) = cfg.region.clone().or_else(|| stow("region")) {
                     b = b.with_region(region);
                 }
-                let auth = cfg.auth_type.clone().or_else(|| stow("auth_type")).unwrap_or_default();
-                let access = cfg.access_key.as_ref().map(|s| s.expose().to_owned()).or_else(|| stow("access_key_id"));
-                let secret = cfg.secret_key.as_ref().map(|s| s.expose().to_owned()).or_else(|| stow("secret_key"));
+                let auth = cfg
+                    .auth_type
+                    .clone()
+                    .or_else(|| stow("auth_type"))
+                    .unwrap_or_default();
+                let access = cfg
+                    .access_key
+                    .as_ref()
+                    .map(|s| s.expose().to_owned())
+                    .or_else(|| stow("access_key_id"));
+                let secret = cfg
+                    .secret_key
+                    .as_ref()
+                    .map(|s| s.expose().to_owned())
+                    .or_else(|| stow("secret_key"));
                 if auth != "iam" {
                     if let (Some(access), Some(secret)) = (access, secret) {
                         b = b.with_access_key_id(access).with_secret_access_key(secret);
@@ -355,7 +411,11 @@ impl Store {
 
     async fn read_bytes_once(&self, object: &ObjectRef, limit: u64) -> Result<Bytes, StorageError> {
         let url = &object.url;
-        let too_large = |size| StorageError::TooLarge { url: url.clone(), size, limit };
+        let too_large = |size| StorageError::TooLarge {
+            url: url.clone(),
+            size,
+            limit,
+        };
         let mut buf = Vec::new();
         let mut stream = self.open(object).await?;
         if let Some(size) = stream.size {
@@ -377,33 +437,51 @@ impl Store {
         let url = object.url.clone();
         match &object.target {
             Target::Object { store, path } => {
-                let result = store.get(path).await.map_err(|source| object_error("GET", &url, source))?;
+                let result = store
+                    .get(path)
+                    .await
+                    .map_err(|source| object_error("GET", &url, source))?;
                 let size = result.meta.size;
                 let body = result
                     .into_stream()
                     .map_err(move |source| object_error("GET", &url, source))
                     .boxed();
-                Ok(Opened { size: Some(size), body })
+                Ok(Opened {
+                    size: Some(size),
+                    body,
+                })
             }
             Target::Http(parsed) => {
-                let response = self
-                    .inner
-                    .http
-                    .get(parsed.clone())
-                    .send()
-                    .await
-                    .map_err(|source| StorageError::Http { url: url.clone(), source })?;
+                let response =
+                    self.inner
+                        .http
+                        .get(parsed.clone())
+                        .send()
+                        .await
+                        .map_err(|source| StorageError::Http {
+                            url: url.clone(),
+                            source,
+                        })?;
                 let status = response.status();
                 if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
-                    return Err(StorageError::NotFound { url: url.clone(), source: format!("HTTP {status}").into() });
+                    return Err(StorageError::NotFound {
+                        url: url.clone(),
+                        source: format!("HTTP {status}").into(),
+                    });
                 }
                 if !status.is_success() {
-                    return Err(StorageError::HttpStatus { url: url.clone(), status: status.as_u16() });
+                    return Err(StorageError::HttpStatus {
+                        url: url.clone(),
+                        status: status.as_u16(),
+                    });
                 }
                 let size = response.content_length();
                 let body = response
                     .bytes_stream()
-                    .map_err(move |source| StorageError::Http { url: url.clone(), source })
+                    .map_err(move |source| StorageError::Http {
+                        url: url.clone(),
+                        source,
+                    })
                     .boxed();
                 Ok(Opened { size, body })
             }
@@ -413,18 +491,30 @@ impl Store {
     /// Downloads `url` to the file `dest`: streamed to a temporary file next
     /// to it, renamed into place once complete (never a partial `dest`);
     /// retried from the start on a transient failure. Returns the size.
-    pub async fn download_file(&self, url: &str, dest: &Path, progress: &Progress) -> Result<u64, StorageError> {
+    pub async fn download_file(
+        &self,
+        url: &str,
+        dest: &Path,
+        progress: &Progress,
+    ) -> Result<u64, StorageError> {
         let object = self.resolve(url)?;
         self.download_object(&object, dest, progress).await
     }
 
     /// [`Store::download_file`] for an object already resolved (e.g. listed).
-    pub async fn download_object(&self, object: &ObjectRef, dest: &Path, progress: &Progress) -> Result<u64, StorageError> {
+    pub async fn download_object(
+        &self,
+        object: &ObjectRef,
+        dest: &Path,
+        progress: &Progress,
+    ) -> Result<u64, StorageError> {
         let _permit = self.permit().await;
         let mut attempt = 0;
         loop {
             let mut counted = 0;
-            let result = self.download_once(object, dest, progress, &mut counted).await;
+            let result = self
+                .download_once(object, dest, progress, &mut counted)
+                .await;
             match result {
                 Err(e) if e.is_transient() && attempt < self.inner.config.retries => {
                     attempt += 1;
@@ -444,7 +534,11 @@ impl Store {
         progress: &Progress,
         counted: &mut u64,
     ) -> Result<u64, StorageError> {
-        let local = |op, source| StorageError::Local { op, path: dest.to_path_buf(), source };
+        let local = |op, source| StorageError::Local {
+            op,
+            path: dest.to_path_buf(),
+            source,
+        };
         let parent = dest.parent().unwrap_or(Path::new("."));
         let mut stream = self.open(object).await?;
         let temp = tempfile::Builder::new()
@@ -456,7 +550,9 @@ impl Store {
         let mut written = 0u64;
         while let Some(chunk) = stream.body.next().await {
             let chunk = chunk?;
-            file.write_all(&chunk).await.map_err(|e| local("write", e))?;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| local("write", e))?;
             written += chunk.len() as u64;
             *counted += chunk.len() as u64;
             progress.add_bytes(chunk.len() as u64);
@@ -475,7 +571,9 @@ impl Store {
         }
         file.flush().await.map_err(|e| local("flush", e))?;
         drop(file);
-        temp_path.persist(dest).map_err(|e| local("rename into place", e.error))?;
+        temp_path
+            .persist(dest)
+            .map_err(|e| local("rename into place", e.error))?;
         progress.add_file();
         Ok(written)
     }
@@ -486,7 +584,10 @@ impl Store {
     pub async fn list(&self, prefix_url: &str) -> Result<Vec<ListedObject>, StorageError> {
         let object = self.resolve(prefix_url)?;
         let Target::Object { store, path } = &object.target else {
-            return Err(StorageError::HttpReadOnly { url: prefix_url.to_owned(), what: "listing" });
+            return Err(StorageError::HttpReadOnly {
+                url: prefix_url.to_owned(),
+                what: "listing",
+            });
         };
         let prefix = (!path.as_ref().is_empty()).then_some(path);
         let mut listed = Vec::new();
@@ -495,19 +596,28 @@ impl Store {
             let meta = meta.map_err(|source| object_error("LIST", prefix_url, source))?;
             let relative = match prefix {
                 Some(p) => meta.location.prefix_match(p).map(|parts| {
-                    parts.map(|part| part.as_ref().to_owned()).collect::<Vec<_>>().join("/")
+                    parts
+                        .map(|part| part.as_ref().to_owned())
+                        .collect::<Vec<_>>()
+                        .join("/")
                 }),
                 None => Some(meta.location.as_ref().to_owned()),
             };
             let Some(relative) = relative.filter(|r| !r.is_empty()) else {
-                return Err(StorageError::ListingKey { url: prefix_url.to_owned(), key: meta.location.to_string() });
+                return Err(StorageError::ListingKey {
+                    url: prefix_url.to_owned(),
+                    key: meta.location.to_string(),
+                });
             };
             listed.push(ListedObject {
                 relative: relative.clone(),
                 size: meta.size,
                 object: ObjectRef {
                     url: join_url(prefix_url, &relative),
-                    target: Target::Object { store: store.clone(), path: meta.location },
+                    target: Target::Object {
+                        store: store.clone(),
+                        path: meta.location,
+                    },
                 },
             });
         }
@@ -520,7 +630,10 @@ impl Store {
     pub async fn put_bytes(&self, url: &str, bytes: Bytes) -> Result<(), StorageError> {
         let object = self.resolve(url)?;
         let Target::Object { store, path } = &object.target else {
-            return Err(StorageError::HttpReadOnly { url: url.to_owned(), what: "writing" });
+            return Err(StorageError::HttpReadOnly {
+                url: url.to_owned(),
+                what: "writing",
+            });
         };
         let _permit = self.permit().await;
         let mut attempt = 0;
@@ -544,13 +657,28 @@ impl Store {
     /// Uploads the local file `src` to `url`, streamed: one PUT up to
     /// [`SINGLE_PUT_MAX`], a multipart upload (completed only once every
     /// part is in, aborted on failure) beyond it. Returns the size.
-    pub async fn upload_file(&self, src: &Path, url: &str, progress: &Progress) -> Result<u64, StorageError> {
+    pub async fn upload_file(
+        &self,
+        src: &Path,
+        url: &str,
+        progress: &Progress,
+    ) -> Result<u64, StorageError> {
         let object = self.resolve(url)?;
         let Target::Object { store, path } = &object.target else {
-            return Err(StorageError::HttpReadOnly { url: url.to_owned(), what: "writing" });
+            return Err(StorageError::HttpReadOnly {
+                url: url.to_owned(),
+                what: "writing",
+            });
         };
-        let local = |op, source| StorageError::Local { op, path: src.to_path_buf(), source };
-        let size = tokio::fs::metadata(src).await.map_err(|e| local("stat", e))?.len();
+        let local = |op, source| StorageError::Local {
+            op,
+            path: src.to_path_buf(),
+            source,
+        };
+        let size = tokio::fs::metadata(src)
+            .await
+            .map_err(|e| local("stat", e))?
+            .len();
         if size <= SINGLE_PUT_MAX {
             let data = tokio::fs::read(src).await.map_err(|e| local("read", e))?;
             self.put_bytes(url, Bytes::from(data)).await?;
@@ -559,10 +687,15 @@ impl Store {
             return Ok(size);
         }
         let _permit = self.permit().await;
-        let upload = store.put_multipart(path).await.map_err(|source| object_error("start multipart upload of", url, source))?;
+        let upload = store
+            .put_multipart(path)
+            .await
+            .map_err(|source| object_error("start multipart upload of", url, source))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
         let result: Result<u64, StorageError> = async {
-            let mut file = tokio::fs::File::open(src).await.map_err(|e| local("open", e))?;
+            let mut file = tokio::fs::File::open(src)
+                .await
+                .map_err(|e| local("open", e))?;
             let mut buf = vec![0u8; 1024 * 1024];
             let mut sent = 0u64;
             loop {
@@ -583,7 +716,10 @@ impl Store {
         .await;
         match result {
             Ok(sent) => {
-                writer.finish().await.map_err(|source| object_error("complete multipart upload of", url, source))?;
+                writer
+                    .finish()
+                    .await
+                    .map_err(|source| object_error("complete multipart upload of", url, source))?;
                 progress.add_file();
                 Ok(sent)
             }
@@ -604,8 +740,15 @@ struct Opened {
 
 fn object_error(op: &'static str, url: &str, source: object_store::Error) -> StorageError {
     match source {
-        object_store::Error::NotFound { .. } => StorageError::NotFound { url: url.to_owned(), source: Box::new(source) },
-        source => StorageError::Object { op, url: url.to_owned(), source },
+        object_store::Error::NotFound { .. } => StorageError::NotFound {
+            url: url.to_owned(),
+            source: Box::new(source),
+        },
+        source => StorageError::Object {
+            op,
+            url: url.to_owned(),
+            source: Box::new(source),
+        },
     }
 }
 
@@ -639,13 +782,21 @@ fn parse_location(url: &str) -> Result<Url, StorageError> {
                 path.to_path_buf()
             } else {
                 std::env::current_dir()
-                    .map_err(|_| StorageError::BadUrl { url: url.to_owned(), source: url::ParseError::RelativeUrlWithoutBase })?
+                    .map_err(|_| StorageError::BadUrl {
+                        url: url.to_owned(),
+                        source: url::ParseError::RelativeUrlWithoutBase,
+                    })?
                     .join(path)
             };
-            Url::from_file_path(&absolute)
-                .map_err(|()| StorageError::BadUrl { url: url.to_owned(), source: url::ParseError::RelativeUrlWithoutBase })
+            Url::from_file_path(&absolute).map_err(|()| StorageError::BadUrl {
+                url: url.to_owned(),
+                source: url::ParseError::RelativeUrlWithoutBase,
+            })
         }
-        Err(source) => Err(StorageError::BadUrl { url: url.to_owned(), source }),
+        Err(source) => Err(StorageError::BadUrl {
+            url: url.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -660,17 +811,32 @@ mod tests {
     #[tokio::test]
     async fn memory_put_read_list_download() {
         let s = store();
-        s.put_bytes("mem://b/p/one", Bytes::from_static(b"1")).await.expect("put");
-        s.put_bytes("mem://b/p/sub/two", Bytes::from_static(b"22")).await.expect("put");
-        s.put_bytes("mem://b/other", Bytes::from_static(b"x")).await.expect("put");
-        assert_eq!(s.read_bytes("mem://b/p/one", 10).await.expect("read"), Bytes::from_static(b"1"));
+        s.put_bytes("mem://b/p/one", Bytes::from_static(b"1"))
+            .await
+            .expect("put");
+        s.put_bytes("mem://b/p/sub/two", Bytes::from_static(b"22"))
+            .await
+            .expect("put");
+        s.put_bytes("mem://b/other", Bytes::from_static(b"x"))
+            .await
+            .expect("put");
+        assert_eq!(
+            s.read_bytes("mem://b/p/one", 10).await.expect("read"),
+            Bytes::from_static(b"1")
+        );
         let listed = s.list("mem://b/p").await.expect("list");
-        let keys: Vec<(&str, u64)> = listed.iter().map(|l| (l.relative.as_str(), l.size)).collect();
+        let keys: Vec<(&str, u64)> = listed
+            .iter()
+            .map(|l| (l.relative.as_str(), l.size))
+            .collect();
         assert_eq!(keys, [("one", 1), ("sub/two", 2)]);
         let dir = tempfile::tempdir().expect("tempdir");
         let dest = dir.path().join("two");
         let progress = Progress::default();
-        let n = s.download_object(&listed[1].object, &dest, &progress).await.expect("download");
+        let n = s
+            .download_object(&listed[1].object, &dest, &progress)
+            .await
+            .expect("download");
         assert_eq!(n, 2);
         assert_eq!(std::fs::read(&dest).expect("read back"), b"22");
         assert_eq!(progress.snapshot().bytes, 2);
@@ -681,18 +847,40 @@ mod tests {
         let s = store();
         let dir = tempfile::tempdir().expect("tempdir");
         let dest = dir.path().join("x");
-        let err = s.download_file("mem://b/nope", &dest, &Progress::default()).await.expect_err("must fail");
+        let err = s
+            .download_file("mem://b/nope", &dest, &Progress::default())
+            .await
+            .expect_err("must fail");
         assert!(matches!(err, StorageError::NotFound { .. }), "{err:?}");
         assert!(err.to_string().contains("mem://b/nope"));
-        assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 0, "no partial file left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).expect("ls").count(),
+            0,
+            "no partial file left"
+        );
     }
 
     #[tokio::test]
     async fn read_limit_is_enforced() {
         let s = store();
-        s.put_bytes("mem://b/big", Bytes::from(vec![0u8; 100])).await.expect("put");
-        let err = s.read_bytes("mem://b/big", 10).await.expect_err("too large");
-        assert!(matches!(err, StorageError::TooLarge { size: 100, limit: 10, .. }), "{err:?}");
+        s.put_bytes("mem://b/big", Bytes::from(vec![0u8; 100]))
+            .await
+            .expect("put");
+        let err = s
+            .read_bytes("mem://b/big", 10)
+            .await
+            .expect_err("too large");
+        assert!(
+            matches!(
+                err,
+                StorageError::TooLarge {
+                    size: 100,
+                    limit: 10,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]
@@ -702,18 +890,29 @@ mod tests {
         let src = dir.path().join("src.bin");
         std::fs::write(&src, vec![7u8; 20 * 1024 * 1024]).expect("write");
         let remote = format!("file://{}/remote/obj.bin", dir.path().display());
-        let n = s.upload_file(&src, &remote, &Progress::default()).await.expect("multipart upload to file://");
+        let n = s
+            .upload_file(&src, &remote, &Progress::default())
+            .await
+            .expect("multipart upload to file://");
         assert_eq!(n, 20 * 1024 * 1024);
         let plain = dir.path().join("remote/obj.bin");
-        let got = s.read_bytes(plain.to_str().expect("utf-8"), u64::MAX).await.expect("read plain path");
+        let got = s
+            .read_bytes(plain.to_str().expect("utf-8"), u64::MAX)
+            .await
+            .expect("read plain path");
         assert_eq!(got.len(), 20 * 1024 * 1024);
         assert!(got.iter().all(|b| *b == 7));
     }
 
     #[test]
     fn unsupported_scheme_is_named() {
-        let err = store().resolve("ftp://host/x").expect_err("ftp is unsupported");
-        assert!(matches!(err, StorageError::UnsupportedScheme { ref scheme, .. } if scheme == "ftp"), "{err:?}");
+        let err = store()
+            .resolve("ftp://host/x")
+            .expect_err("ftp is unsupported");
+        assert!(
+            matches!(err, StorageError::UnsupportedScheme { ref scheme, .. } if scheme == "ftp"),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -55,7 +55,11 @@ impl Moto {
             .send()
             .await
             .unwrap_or_else(|e| panic!("create bucket {name}: {e}"));
-        assert!(response.status().is_success(), "create bucket {name}: HTTP {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "create bucket {name}: HTTP {}",
+            response.status()
+        );
     }
 
     /// Kills the server now (for tests of a server dying mid-way).
@@ -91,7 +95,10 @@ pub fn start_moto() -> Option<Moto> {
         eprintln!("SKIPPED: {msg}");
         return None;
     };
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
     let child = Command::new(&binary)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .env_remove("AWS_CA_BUNDLE")
@@ -102,7 +109,10 @@ pub fn start_moto() -> Option<Moto> {
     let moto = Moto { child, port };
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto_server did not listen on port {port} within 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "moto_server did not listen on port {port} within 30 s"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     Some(moto)
