@@ -165,7 +165,11 @@ pub async fn run(root: &crate::cli::RootArgs, args: DownloadArgs) -> Result<(), 
                 Err(source) => {
                     let url =
                         crate::storage::join_url(&args.to_output_prefix, &root.err_output_name);
-                    Err(Error::ErrorDocument { cause, url, source: Box::new(source) })
+                    Err(Error::ErrorDocument {
+                        cause,
+                        url,
+                        source: Box::new(source),
+                    })
                 }
             }
         }

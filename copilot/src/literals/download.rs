@@ -307,15 +307,15 @@ impl Planner<'_> {
                 let mut values = Vec::with_capacity(c.literals.len());
                 for (i, item) in c.literals.iter().enumerate() {
                     let mut name = i.to_string();
-                    if self.layout == Layout::NamedDir {
-                        if let Some(b) = single_blob(item) {
-                            name = match basename(&b.uri) {
-                                Some(base) if !seen.contains(base) => base.to_owned(),
-                                Some(base) => format!("{i}_{base}"),
-                                None => format!("{i}_file"),
-                            };
-                            seen.insert(name.clone());
-                        }
+                    if self.layout == Layout::NamedDir
+                        && let Some(b) = single_blob(item)
+                    {
+                        name = match basename(&b.uri) {
+                            Some(base) if !seen.contains(base) => base.to_owned(),
+                            Some(base) => format!("{i}_{base}"),
+                            None => format!("{i}_file"),
+                        };
+                        seen.insert(name.clone());
                     }
                     let (l, v) =
                         self.literal(item, rel.join(&name), &format!("{path}[{i}]"), false)?;
@@ -570,10 +570,10 @@ fn resolve_literal<'a>(
                 }
             }
             Some(literal::Value::Scalar(s)) => {
-                if let Some(scalar::Value::Union(u)) = &mut s.value {
-                    if let Some(inner) = u.value.as_deref_mut() {
-                        resolve_literal(store, inner, path, depth).await?;
-                    }
+                if let Some(scalar::Value::Union(u)) = &mut s.value
+                    && let Some(inner) = u.value.as_deref_mut()
+                {
+                    resolve_literal(store, inner, path, depth).await?;
                 }
             }
             None => {}
@@ -673,12 +673,12 @@ pub async fn execute(
                         }
                     })?;
                     let dest = dir.join(&key);
-                    if let Some(parent) = dest.parent() {
-                        if made.insert(parent.to_path_buf()) {
-                            tokio::fs::create_dir_all(parent)
-                                .await
-                                .map_err(local_err("create directory", parent))?;
-                        }
+                    if let Some(parent) = dest.parent()
+                        && made.insert(parent.to_path_buf())
+                    {
+                        tokio::fs::create_dir_all(parent)
+                            .await
+                            .map_err(local_err("create directory", parent))?;
                     }
                     progress.expect(1, item.size);
                     fetches.push(Fetch {

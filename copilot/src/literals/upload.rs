@@ -362,10 +362,11 @@ impl Collector<'_> {
                 path: parent.to_path_buf(),
                 source,
             })?;
-            if let Some(name) = entry.file_name().to_str() {
-                if name.starts_with(&prefix) && !name.starts_with(".copilot-") {
-                    matches.push(name.to_owned());
-                }
+            if let Some(name) = entry.file_name().to_str()
+                && name.starts_with(&prefix)
+                && !name.starts_with(".copilot-")
+            {
+                matches.push(name.to_owned());
             }
         }
         match matches.len() {

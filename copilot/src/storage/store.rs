@@ -349,10 +349,10 @@ impl Store {
                     .as_ref()
                     .map(|s| s.expose().to_owned())
                     .or_else(|| stow("secret_key"));
-                if auth != "iam" {
-                    if let (Some(access), Some(secret)) = (access, secret) {
-                        b = b.with_access_key_id(access).with_secret_access_key(secret);
-                    }
+                if auth != "iam"
+                    && let (Some(access), Some(secret)) = (access, secret)
+                {
+                    b = b.with_access_key_id(access).with_secret_access_key(secret);
                 }
                 Arc::new(b.build()?)
             }
@@ -418,10 +418,10 @@ impl Store {
         };
         let mut buf = Vec::new();
         let mut stream = self.open(object).await?;
-        if let Some(size) = stream.size {
-            if size > limit {
-                return Err(too_large(size));
-            }
+        if let Some(size) = stream.size
+            && size > limit
+        {
+            return Err(too_large(size));
         }
         while let Some(chunk) = stream.body.next().await {
             let chunk = chunk?;
@@ -557,17 +557,17 @@ impl Store {
             *counted += chunk.len() as u64;
             progress.add_bytes(chunk.len() as u64);
         }
-        if let Some(size) = stream.size {
-            if size != written {
-                return Err(StorageError::Local {
-                    op: "complete (the stream ended early)",
-                    path: dest.to_path_buf(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        format!("got {written} of {size} bytes from {}", object.url),
-                    ),
-                });
-            }
+        if let Some(size) = stream.size
+            && size != written
+        {
+            return Err(StorageError::Local {
+                op: "complete (the stream ended early)",
+                path: dest.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("got {written} of {size} bytes from {}", object.url),
+                ),
+            });
         }
         file.flush().await.map_err(|e| local("flush", e))?;
         drop(file);
@@ -759,11 +759,11 @@ fn backoff(attempt: usize) -> Duration {
 /// `scheme://host` identifies one client (one bucket/container/account).
 fn bucket_key(url: &Url) -> String {
     let mut key = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
-    if url.scheme() == "az" {
-        if let Some(first) = url.path().trim_start_matches('/').split('/').next() {
-            key.push('/');
-            key.push_str(first);
-        }
+    if url.scheme() == "az"
+        && let Some(first) = url.path().trim_start_matches('/').split('/').next()
+    {
+        key.push('/');
+        key.push_str(first);
     }
     if !url.username().is_empty() {
         key.push('@');
