@@ -15,6 +15,9 @@ pub struct Options {
     pub skip_setup: bool,
 }
 
+/// One step of the suite; it prints its own output.
+type Step = fn() -> anyhow::Result<()>;
+
 fn cargo(args: &[&str]) -> Command {
     let mut command = Command::new("cargo");
     command.current_dir(cmd::workspace_root()).args(args);
@@ -26,15 +29,15 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         // Without the tools nothing below can pass: stop here.
         setup::run(setup::Options::default())?;
     }
-    let steps: Vec<(&str, Box<dyn Fn() -> anyhow::Result<()>>)> = vec![
+    let steps: [(&str, Step); 5] = [
         (
             "fmt",
-            Box::new(|| cmd::run(&mut cargo(&["fmt", "--all", "--", "--check"]))),
+            (|| cmd::run(&mut cargo(&["fmt", "--all", "--", "--check"]))),
         ),
         (
             // The eBPF crate only builds for bpfel-unknown-none: it gets its own step.
             "clippy",
-            Box::new(|| {
+            (|| {
                 cmd::run(&mut cargo(&[
                     "clippy",
                     "--workspace",
@@ -49,7 +52,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         ),
         (
             "clippy (eBPF)",
-            Box::new(|| {
+            (|| {
                 cmd::run(&mut cargo(&[
                     "+nightly",
                     "clippy",
@@ -68,7 +71,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         (
             // The privileged crate runs in the next step, one test at a time.
             "unit tests",
-            Box::new(|| {
+            (|| {
                 cmd::run(&mut cargo(&[
                     "test",
                     "--workspace",
@@ -80,10 +83,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
                 ]))
             }),
         ),
-        (
-            "integration tests",
-            Box::new(|| integration_test::run_tests(&[])),
-        ),
+        ("integration tests", (|| integration_test::run_tests(&[]))),
     ];
     let mut failed = Vec::new();
     for (name, step) in &steps {
