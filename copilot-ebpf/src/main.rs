@@ -152,7 +152,9 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
         flags |= FLAG_MAIN;
         let _ = MAINS.insert(tgid, container, 0);
     }
-    let urgent = flags & FLAG_MAIN != 0;
+    // Also wake for a process userspace is waiting on (a container's init that
+    // was already there when the snapshot was taken, exec'ing its entrypoint).
+    let urgent = flags & FLAG_MAIN != 0 || MAINS.get_ptr(tgid).is_some();
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count_drop();
         return 0;

@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod download;
 pub mod lifecycle;
+pub mod monitor;
 pub mod literals;
 pub mod proto;
 pub mod storage;

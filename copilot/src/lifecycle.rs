@@ -102,6 +102,11 @@ impl Pod {
         self.containers.values()
     }
 
+    /// Whether the OOM killer chose `tgid` (a `mark_victim` event named it).
+    pub fn oom_victim(&self, tgid: u32) -> bool {
+        self.oom_victims.contains(&tgid)
+    }
+
     /// Whether `tgid` is the main process of its container.
     pub fn is_main(&self, container_cgroup_id: u64, tgid: u32) -> bool {
         self.containers.get(&container_cgroup_id).is_some_and(|c| c.main_pid == Some(tgid))

@@ -60,6 +60,8 @@ pub struct Hierarchy {
     pub mount: PathBuf,
     /// Depth of the mount's root in the hierarchy (non-zero inside a cgroup namespace).
     pub root_level: u32,
+    /// The cgroup v1 memory controller's mount on hybrid hosts (OOM counters live there).
+    pub v1_memory: Option<PathBuf>,
 }
 
 impl Hierarchy {
@@ -75,6 +77,14 @@ impl Hierarchy {
 
     /// Parses mountinfo text; the first cgroup2 mount wins.
     pub fn from_mountinfo(text: &str) -> Option<Self> {
+        let v1_memory = text.lines().find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mut r = right.split_whitespace();
+            let (fstype, options) = (r.next()?, r.nth(1)?);
+            let mount = left.split_whitespace().nth(4)?;
+            (fstype == "cgroup" && options.split(',').any(|o| o == "memory"))
+                .then(|| PathBuf::from(unescape_mountinfo(mount)))
+        });
         text.lines().find_map(|line| {
             let (left, right) = line.split_once(" - ")?;
             if right.split_whitespace().next()? != "cgroup2" {
@@ -86,6 +96,7 @@ impl Hierarchy {
             Some(Self {
                 mount: PathBuf::from(unescape_mountinfo(mount)),
                 root_level: depth(Path::new(root)),
+                v1_memory: v1_memory.clone(),
             })
         })
     }
@@ -191,13 +202,22 @@ impl Cgroup {
     /// The OOM kill counter of this cgroup's memory controller: v2
     /// `memory.events` `oom_kill`, else the v1 `memory.oom_control` of the same
     /// relative path (hybrid hosts such as this one keep memory on v1).
-    pub fn oom_kills(&self, v1_memory_mount: &Path) -> Option<u64> {
+    pub fn oom_kills(&self, hierarchy: &Hierarchy) -> Option<u64> {
         if let Ok(Some(n)) = read_key(&self.path.join("memory.events"), "oom_kill") {
             return Some(n);
         }
-        read_key(&v1_memory_mount.join(&self.rel).join("memory.oom_control"), "oom_kill")
-            .ok()
-            .flatten()
+        let v1 = hierarchy.v1_memory.as_ref()?;
+        read_key(&v1.join(&self.rel).join("memory.oom_control"), "oom_kill").ok().flatten()
+    }
+
+    /// The child cgroup `name`, resolved without re-checking the filesystem type.
+    pub fn child(&self, name: &str) -> Result<Cgroup, Error> {
+        let path = self.path.join(name);
+        let meta = fs::metadata(&path).map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => Error::NotFound { path: path.clone() },
+            _ => Error::Read { path: path.clone(), source },
+        })?;
+        Ok(Cgroup { id: meta.ino(), level: self.level + 1, rel: self.rel.join(name), path })
     }
 }
 
@@ -289,6 +309,9 @@ mod tests {
 
         let v1 = "41 31 0:38 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
         assert!(Hierarchy::from_mountinfo(v1).is_none());
+        let both = format!("{v1}{hybrid}");
+        let h = Hierarchy::from_mountinfo(&both).unwrap();
+        assert_eq!(h.v1_memory.as_deref(), Some(Path::new("/sys/fs/cgroup/memory")));
     }
 
     #[test]
