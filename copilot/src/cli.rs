@@ -18,7 +18,12 @@ pub struct RootArgs {
     #[arg(long = "err-output-name", global = true, default_value = "errors.pb")]
     pub err_output_name: String,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing directive).
-    #[arg(long = "log-level", global = true, env = "COPILOT_LOG", default_value = "info")]
+    #[arg(
+        long = "log-level",
+        global = true,
+        env = "COPILOT_LOG",
+        default_value = "info"
+    )]
     pub log_level: String,
     #[command(flatten)]
     pub storage: crate::storage::StorageArgs,

@@ -27,7 +27,10 @@ pub struct Exit {
 pub enum State {
     /// The cgroup exists; the main process has not exec'd yet.
     Created,
-    Started { pid: u32, time_ns: Option<u64> },
+    Started {
+        pid: u32,
+        time_ns: Option<u64>,
+    },
     Exited(Exit),
 }
 
@@ -83,8 +86,12 @@ pub enum Seen {
     /// No process now, but some ran: the container exited before we looked.
     Emptied,
     /// Its root process is waiting to exec the entrypoint (runc's init).
-    Waiting { pid: u32 },
-    Running { pid: u32 },
+    Waiting {
+        pid: u32,
+    },
+    Running {
+        pid: u32,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -109,7 +116,9 @@ impl Pod {
 
     /// Whether `tgid` is the main process of its container.
     pub fn is_main(&self, container_cgroup_id: u64, tgid: u32) -> bool {
-        self.containers.get(&container_cgroup_id).is_some_and(|c| c.main_pid == Some(tgid))
+        self.containers
+            .get(&container_cgroup_id)
+            .is_some_and(|c| c.main_pid == Some(tgid))
     }
 
     /// A container cgroup appeared (listing or inotify): created, unless known.
@@ -122,15 +131,27 @@ impl Pod {
         }
         self.containers.insert(
             cgroup_id,
-            Container { cgroup_id, name: name.to_owned(), main_pid: None, state: State::Created },
+            Container {
+                cgroup_id,
+                name: name.to_owned(),
+                main_pid: None,
+                state: State::Created,
+            },
         );
-        Some(Change { cgroup_id, state: State::Created, source })
+        Some(Change {
+            cgroup_id,
+            state: State::Created,
+            source,
+        })
     }
 
     /// Applies what the snapshot saw; returns the resulting changes (the
     /// container's creation first when it was not known yet).
     pub fn snapshot(&mut self, cgroup_id: u64, name: &str, seen: Seen) -> Vec<Change> {
-        let mut out: Vec<Change> = self.add(cgroup_id, name, Source::Snapshot).into_iter().collect();
+        let mut out: Vec<Change> = self
+            .add(cgroup_id, name, Source::Snapshot)
+            .into_iter()
+            .collect();
         let next = match seen {
             Seen::NeverRan => None,
             Seen::Waiting { pid } => {
@@ -142,7 +163,12 @@ impl Pod {
             Seen::Running { pid } => Some((Some(pid), State::Started { pid, time_ns: None })),
             Seen::Emptied => {
                 let pid = self.containers.get(&cgroup_id).and_then(|c| c.main_pid);
-                let exit = Exit { pid, status: None, oom_killed: false, time_ns: None };
+                let exit = Exit {
+                    pid,
+                    status: None,
+                    oom_killed: false,
+                    time_ns: None,
+                };
                 Some((pid, State::Exited(exit)))
             }
         };
@@ -170,7 +196,10 @@ impl Pod {
                     return None;
                 }
                 self.add(cg, "", Source::Event);
-                let state = State::Started { pid: ev.tgid, time_ns: Some(ev.time_ns) };
+                let state = State::Started {
+                    pid: ev.tgid,
+                    time_ns: Some(ev.time_ns),
+                };
                 self.advance(cg, Some(ev.tgid), state, Source::Event)
             }
             Kind::Exit { status, .. } if cg != 0 && self.is_main(cg, ev.tgid) => {
@@ -194,7 +223,12 @@ impl Pod {
         if matches!(c.state, State::Created) && !ever_ran && c.main_pid.is_none() {
             return None;
         }
-        let exit = Exit { pid: c.main_pid, status: None, oom_killed: false, time_ns: None };
+        let exit = Exit {
+            pid: c.main_pid,
+            status: None,
+            oom_killed: false,
+            time_ns: None,
+        };
         self.advance(cgroup_id, c.main_pid, State::Exited(exit), Source::Cgroup)
     }
 
@@ -210,7 +244,13 @@ impl Pod {
         }
     }
 
-    fn advance(&mut self, cg: u64, pid: Option<u32>, state: State, source: Source) -> Option<Change> {
+    fn advance(
+        &mut self,
+        cg: u64,
+        pid: Option<u32>,
+        state: State,
+        source: Source,
+    ) -> Option<Change> {
         let c = self.containers.get_mut(&cg)?;
         if state.rank() <= c.state.rank() {
             return None;
@@ -219,7 +259,11 @@ impl Pod {
             c.main_pid = pid;
         }
         c.state = state;
-        Some(Change { cgroup_id: cg, state, source })
+        Some(Change {
+            cgroup_id: cg,
+            state,
+            source,
+        })
     }
 }
 
@@ -242,10 +286,26 @@ mod tests {
         }
     }
     fn exec(tgid: u32, cg: u64, main: bool) -> ProcessEvent {
-        ev(Kind::Exec { filename: "/bin/sh".into(), filename_truncated: false }, tgid, cg, main)
+        ev(
+            Kind::Exec {
+                filename: "/bin/sh".into(),
+                filename_truncated: false,
+            },
+            tgid,
+            cg,
+            main,
+        )
     }
     fn exit(tgid: u32, cg: u64, status: u32) -> ProcessEvent {
-        ev(Kind::Exit { status: ExitStatus(status), group_dead_derived: false }, tgid, cg, false)
+        ev(
+            Kind::Exit {
+                status: ExitStatus(status),
+                group_dead_derived: false,
+            },
+            tgid,
+            cg,
+            false,
+        )
     }
 
     #[test]
@@ -253,12 +313,29 @@ mod tests {
         let mut pod = Pod::default();
         let c = pod.event(&exec(10, 7, true)).unwrap();
         assert!(matches!(c.state, State::Started { pid: 10, .. }));
-        assert_eq!(pod.event(&exec(11, 7, false)), None, "a child's exec is not a start");
-        assert_eq!(pod.event(&exit(11, 7, 0)), None, "a child's exit is not the main exit");
+        assert_eq!(
+            pod.event(&exec(11, 7, false)),
+            None,
+            "a child's exec is not a start"
+        );
+        assert_eq!(
+            pod.event(&exit(11, 7, 0)),
+            None,
+            "a child's exit is not the main exit"
+        );
         let c = pod.event(&exit(10, 7, 3 << 8)).unwrap();
-        let State::Exited(e) = c.state else { panic!("{c:?}") };
-        assert_eq!((e.pid, e.status.unwrap().code(), e.oom_killed), (Some(10), Some(3), false));
-        assert_eq!(pod.emptied(7, true), None, "the cgroup emptying after the exit adds nothing");
+        let State::Exited(e) = c.state else {
+            panic!("{c:?}")
+        };
+        assert_eq!(
+            (e.pid, e.status.unwrap().code(), e.oom_killed),
+            (Some(10), Some(3), false)
+        );
+        assert_eq!(
+            pod.emptied(7, true),
+            None,
+            "the cgroup emptying after the exit adds nothing"
+        );
     }
 
     #[test]
@@ -267,8 +344,16 @@ mod tests {
         let changes = pod.snapshot(5, "abc", Seen::Running { pid: 20 });
         assert_eq!(changes.len(), 2);
         assert_eq!(changes[0].state, State::Created);
-        assert_eq!(pod.event(&exec(20, 5, false)), None, "re-exec of the main keeps it started");
-        assert_eq!(pod.event(&exec(21, 5, true)), None, "the kernel's hint loses to the snapshot");
+        assert_eq!(
+            pod.event(&exec(20, 5, false)),
+            None,
+            "re-exec of the main keeps it started"
+        );
+        assert_eq!(
+            pod.event(&exec(21, 5, true)),
+            None,
+            "the kernel's hint loses to the snapshot"
+        );
         assert!(pod.event(&exit(20, 5, 0)).is_some());
     }
 
@@ -285,10 +370,16 @@ mod tests {
     fn exited_before_we_looked() {
         let mut pod = Pod::default();
         let changes = pod.snapshot(5, "abc", Seen::Emptied);
-        let State::Exited(e) = changes[1].state else { panic!() };
+        let State::Exited(e) = changes[1].state else {
+            panic!()
+        };
         assert_eq!((e.pid, e.status), (None, None));
         assert_eq!(pod.snapshot(6, "new", Seen::NeverRan).len(), 1);
-        assert_eq!(pod.emptied(6, false), None, "a cgroup that never ran is not an exit");
+        assert_eq!(
+            pod.emptied(6, false),
+            None,
+            "a cgroup that never ran is not an exit"
+        );
         assert!(pod.emptied(6, true).is_some());
     }
 
@@ -297,11 +388,15 @@ mod tests {
         let mut pod = Pod::default();
         pod.event(&exec(10, 7, true));
         pod.event(&ev(Kind::OomVictim, 10, 7, false));
-        let State::Exited(e) = pod.event(&exit(10, 7, 9)).unwrap().state else { panic!() };
+        let State::Exited(e) = pod.event(&exit(10, 7, 9)).unwrap().state else {
+            panic!()
+        };
         assert!(e.oom_killed);
 
         pod.event(&exec(40, 8, true));
-        let State::Exited(e) = pod.event(&exit(40, 8, 9)).unwrap().state else { panic!() };
+        let State::Exited(e) = pod.event(&exit(40, 8, 9)).unwrap().state else {
+            panic!()
+        };
         assert!(!e.oom_killed, "a plain SIGKILL is not an OOM kill");
         assert!(pod.mark_oom(8));
         assert!(!pod.mark_oom(8));

@@ -15,7 +15,10 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
 
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("copilot: cannot start the async runtime: {e}");

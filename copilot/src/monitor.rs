@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use crate::{
     cgroup::{self, Cgroup, Hierarchy, WatchEvent, container_id},
     lifecycle::{Change, Pod, Seen, Source, State},
-    tracer::{self, Kind, KernelPaths, ProcessEvent, Tracer},
+    tracer::{self, KernelPaths, Kind, ProcessEvent, Tracer},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -28,9 +28,18 @@ pub enum Error {
 #[derive(Debug, Clone)]
 pub enum Output {
     /// A process exec'd or exited in the pod.
-    Process { event: ProcessEvent, container: Option<String>, main: bool, oom_killed: bool },
+    Process {
+        event: ProcessEvent,
+        container: Option<String>,
+        main: bool,
+        oom_killed: bool,
+    },
     /// A container changed state.
-    Change { change: Change, name: String, container: Option<String> },
+    Change {
+        change: Change,
+        name: String,
+        container: Option<String>,
+    },
     /// Events were lost (ring buffer full) since the last report; state was re-read.
     Lost { count: u64 },
 }
@@ -51,7 +60,11 @@ impl Monitor {
     /// Loads, attaches and snapshots; returns the monitor and what the snapshot
     /// (and the events queued meanwhile) showed. When this returns, nothing
     /// that happens in the pod can be missed.
-    pub fn start(hierarchy: Hierarchy, pod_cgroup: Cgroup, ring_bytes: Option<u32>) -> Result<(Self, Vec<Output>), Error> {
+    pub fn start(
+        hierarchy: Hierarchy,
+        pod_cgroup: Cgroup,
+        ring_bytes: Option<u32>,
+    ) -> Result<(Self, Vec<Output>), Error> {
         let mut opts = tracer::Options::for_pod(&pod_cgroup);
         if let Some(b) = ring_bytes {
             opts.ring_bytes = b;
@@ -156,8 +169,14 @@ impl Monitor {
                 // Not a process line of its own; it shows as `oom_killed` on the exit.
             } else {
                 let container = self.container_id(cg);
-                let oom_killed = matches!(ev.kind, Kind::Exit { .. }) && self.pod.oom_victim(ev.tgid);
-                out.push(Output::Process { event: ev, container, main, oom_killed });
+                let oom_killed =
+                    matches!(ev.kind, Kind::Exit { .. }) && self.pod.oom_victim(ev.tgid);
+                out.push(Output::Process {
+                    event: ev,
+                    container,
+                    main,
+                    oom_killed,
+                });
             }
             if let Some(c) = change {
                 self.push_changes(vec![c], out);
@@ -168,10 +187,16 @@ impl Monitor {
     fn apply_watch(&mut self, ev: WatchEvent, out: &mut Vec<Output>) -> Result<(), Error> {
         match ev {
             WatchEvent::ChildCreated(name) => {
-                let Ok(cg) = self.pod_cgroup.child(&name) else { return Ok(()) };
+                let Ok(cg) = self.pod_cgroup.child(&name) else {
+                    return Ok(());
+                };
                 self.note_container(&cg);
                 self.watch.add_events(cg.id, &cg.path)?;
-                let changes = self.pod.add(cg.id, &name, Source::Cgroup).into_iter().collect();
+                let changes = self
+                    .pod
+                    .add(cg.id, &name, Source::Cgroup)
+                    .into_iter()
+                    .collect();
                 self.push_changes(changes, out);
                 // It may have run and emptied before the watch was in place.
                 if !cg.populated().unwrap_or(true) {
@@ -181,14 +206,20 @@ impl Monitor {
                 }
             }
             WatchEvent::ChildRemoved(name) => {
-                let id = self.pod.containers().find(|c| c.name == name).map(|c| c.cgroup_id);
+                let id = self
+                    .pod
+                    .containers()
+                    .find(|c| c.name == name)
+                    .map(|c| c.cgroup_id);
                 if let Some(id) = id {
                     let changes = self.pod.emptied(id, true).into_iter().collect();
                     self.push_changes(changes, out);
                 }
             }
             WatchEvent::EventsChanged(id) => {
-                let Some(c) = self.pod.container(id) else { return Ok(()) };
+                let Some(c) = self.pod.container(id) else {
+                    return Ok(());
+                };
                 let Ok(cg) = self.pod_cgroup.child(&c.name) else {
                     let changes = self.pod.emptied(id, true).into_iter().collect();
                     self.push_changes(changes, out);
@@ -211,7 +242,9 @@ impl Monitor {
         if lost <= self.lost {
             return Ok(());
         }
-        out.push(Output::Lost { count: lost - self.lost });
+        out.push(Output::Lost {
+            count: lost - self.lost,
+        });
         self.lost = lost;
         tracing::warn!(lost, "ring buffer overflowed; re-reading the pod's cgroups");
         for (name, cg, seen) in snapshot(&self.pod_cgroup)? {
@@ -224,14 +257,20 @@ impl Monitor {
 
     /// An event names a container cgroup we have not listed yet.
     fn discover(&mut self, id: u64, out: &mut Vec<Output>) {
-        let Ok(children) = self.pod_cgroup.children() else { return };
+        let Ok(children) = self.pod_cgroup.children() else {
+            return;
+        };
         for (name, child_id) in children {
             if child_id == id {
                 if let Ok(cg) = self.pod_cgroup.child(&name) {
                     self.note_container(&cg);
                     let _ = self.watch.add_events(cg.id, &cg.path);
                 }
-                let changes = self.pod.add(id, &name, Source::Cgroup).into_iter().collect();
+                let changes = self
+                    .pod
+                    .add(id, &name, Source::Cgroup)
+                    .into_iter()
+                    .collect();
                 self.push_changes(changes, out);
             }
         }
@@ -251,26 +290,34 @@ impl Monitor {
 
     fn push_changes(&mut self, changes: Vec<Change>, out: &mut Vec<Output>) {
         for mut change in changes {
-            if let State::Exited(exit) = &mut change.state {
-                if !exit.oom_killed && exit.status.is_none_or(|s| s.signal() == Some(9)) {
-                    // No `mark_victim` event named it: ask the memory controller.
-                    if let Some(c) = self.pod.container(change.cgroup_id) {
-                        let base = self.oom_base.get(&change.cgroup_id).copied().unwrap_or(0);
-                        let now = self
-                            .pod_cgroup
-                            .child(&c.name)
-                            .ok()
-                            .and_then(|cg| cg.oom_kills(&self.hierarchy))
-                            .unwrap_or(0);
-                        if now > base && self.pod.mark_oom(change.cgroup_id) {
-                            exit.oom_killed = true;
-                        }
-                    }
+            // No `mark_victim` event named it: ask the memory controller.
+            if let State::Exited(exit) = &mut change.state
+                && !exit.oom_killed
+                && exit.status.is_none_or(|s| s.signal() == Some(9))
+                && let Some(c) = self.pod.container(change.cgroup_id)
+            {
+                let base = self.oom_base.get(&change.cgroup_id).copied().unwrap_or(0);
+                let now = self
+                    .pod_cgroup
+                    .child(&c.name)
+                    .ok()
+                    .and_then(|cg| cg.oom_kills(&self.hierarchy))
+                    .unwrap_or(0);
+                if now > base && self.pod.mark_oom(change.cgroup_id) {
+                    exit.oom_killed = true;
                 }
             }
-            let name = self.pod.container(change.cgroup_id).map(|c| c.name.clone()).unwrap_or_default();
+            let name = self
+                .pod
+                .container(change.cgroup_id)
+                .map(|c| c.name.clone())
+                .unwrap_or_default();
             let container = self.container_id(change.cgroup_id);
-            out.push(Output::Change { change, name, container });
+            out.push(Output::Change {
+                change,
+                name,
+                container,
+            });
         }
     }
 }
@@ -279,7 +326,10 @@ impl Monitor {
 fn snapshot(pod: &Cgroup) -> Result<Vec<(String, Cgroup, Seen)>, Error> {
     let mut out = Vec::new();
     for (name, _) in pod.children()? {
-        if matches!(container_id::classify(&name), container_id::CgroupKind::Conmon) {
+        if matches!(
+            container_id::classify(&name),
+            container_id::CgroupKind::Conmon
+        ) {
             continue;
         }
         let Ok(cg) = pod.child(&name) else { continue };
@@ -301,7 +351,10 @@ fn seen(cg: &Cgroup) -> Result<Seen, Error> {
         if pids.binary_search(&(stat.ppid as u32)).is_ok() {
             continue;
         }
-        if best.as_ref().is_none_or(|(start, _, _)| stat.starttime < *start) {
+        if best
+            .as_ref()
+            .is_none_or(|(start, _, _)| stat.starttime < *start)
+        {
             best = Some((stat.starttime, pid, stat.comm));
         }
     }

@@ -1,11 +1,7 @@
 //! `copilot trace`: every exec and process exit in a pod, and every container
 //! state change, as one JSON object per line (or readable lines on a terminal).
 
-use std::{
-    io::IsTerminal as _,
-    path::PathBuf,
-    process::ExitCode,
-};
+use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
 
 use serde_json::{Value, json};
 use tokio::signal::unix::SignalKind;
@@ -115,8 +111,16 @@ fn line(out: &mut impl std::io::Write, text: bool, v: &Value) -> Result<(), Erro
 
 fn to_json(o: &Output) -> Value {
     match o {
-        Output::Process { event, container, main, oom_killed } => match &event.kind {
-            Kind::Exec { filename, filename_truncated } => json!({
+        Output::Process {
+            event,
+            container,
+            main,
+            oom_killed,
+        } => match &event.kind {
+            Kind::Exec {
+                filename,
+                filename_truncated,
+            } => json!({
                 "type": "exec",
                 "time_ns": event.time_ns,
                 "pid": event.tgid,
@@ -129,7 +133,10 @@ fn to_json(o: &Output) -> Value {
                 "container_id": container,
                 "main": main,
             }),
-            Kind::Exit { status, group_dead_derived } => json!({
+            Kind::Exit {
+                status,
+                group_dead_derived,
+            } => json!({
                 "type": "exit",
                 "time_ns": event.time_ns,
                 "pid": event.tgid,
@@ -148,7 +155,11 @@ fn to_json(o: &Output) -> Value {
             }),
             Kind::OomVictim => json!({ "type": "oom_victim", "pid": event.tgid }),
         },
-        Output::Change { change, name, container } => {
+        Output::Change {
+            change,
+            name,
+            container,
+        } => {
             let (pid, code, sig, oom, time) = match change.state {
                 State::Created => (None, None, None, false, None),
                 State::Started { pid, time_ns } => (Some(pid), None, None, false, time_ns),
@@ -179,23 +190,49 @@ fn to_json(o: &Output) -> Value {
 }
 
 fn to_text(v: &Value) -> String {
-    let s = |k: &str| v.get(k).map(|x| match x {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }).unwrap_or_default();
+    let s = |k: &str| {
+        v.get(k)
+            .map(|x| match x {
+                Value::String(s) => s.clone(),
+                Value::Null => "-".into(),
+                other => other.to_string(),
+            })
+            .unwrap_or_default()
+    };
     let short = |id: String| id.chars().take(12).collect::<String>();
     match s("type").as_str() {
-        "exec" => format!("exec   {:>7} {:<16} {} [{}]{}", s("pid"), s("comm"), s("filename"), short(s("container_id")), if v["main"] == true { " main" } else { "" }),
+        "exec" => format!(
+            "exec   {:>7} {:<16} {} [{}]{}",
+            s("pid"),
+            s("comm"),
+            s("filename"),
+            short(s("container_id")),
+            if v["main"] == true { " main" } else { "" }
+        ),
         "exit" => {
             let how = match (v["exit_code"].as_u64(), v["signal"].as_u64()) {
                 (Some(c), _) => format!("code {c}"),
                 (_, Some(sig)) => format!("signal {sig}"),
                 _ => "?".into(),
             };
-            format!("exit   {:>7} {:<16} {how} [{}]{}", s("pid"), s("comm"), short(s("container_id")), if v["main"] == true { " main" } else { "" })
+            format!(
+                "exit   {:>7} {:<16} {how} [{}]{}",
+                s("pid"),
+                s("comm"),
+                short(s("container_id")),
+                if v["main"] == true { " main" } else { "" }
+            )
         }
-        "container" => format!("container {} {} pid={} code={} signal={} oom={} ({})", short(s("container_id")), s("state"), s("pid"), s("exit_code"), s("signal"), s("oom_killed"), s("source")),
+        "container" => format!(
+            "container {} {} pid={} code={} signal={} oom={} ({})",
+            short(s("container_id")),
+            s("state"),
+            s("pid"),
+            s("exit_code"),
+            s("signal"),
+            s("oom_killed"),
+            s("source")
+        ),
         "ready" => format!("ready: tracing {}", s("pod_cgroup")),
         "lost" => format!("lost {} events; state re-read from cgroups", s("count")),
         _ => v.to_string(),

@@ -22,15 +22,18 @@ pub enum CgroupKind {
 
 /// Classifies a cgroup directory name (the last path component).
 pub fn classify(name: &str) -> CgroupKind {
-    if let Some(rest) = name.strip_prefix("crio-conmon-") {
-        if is_id(rest.strip_suffix(".scope").unwrap_or(rest)) {
-            return CgroupKind::Conmon;
-        }
+    if let Some(rest) = name.strip_prefix("crio-conmon-")
+        && is_id(rest.strip_suffix(".scope").unwrap_or(rest))
+    {
+        return CgroupKind::Conmon;
     }
     let candidates = [
-        name.strip_prefix("cri-containerd-").and_then(|s| s.strip_suffix(".scope")),
-        name.strip_prefix("crio-").and_then(|s| s.strip_suffix(".scope")),
-        name.strip_prefix("docker-").and_then(|s| s.strip_suffix(".scope")),
+        name.strip_prefix("cri-containerd-")
+            .and_then(|s| s.strip_suffix(".scope")),
+        name.strip_prefix("crio-")
+            .and_then(|s| s.strip_suffix(".scope")),
+        name.strip_prefix("docker-")
+            .and_then(|s| s.strip_suffix(".scope")),
         name.rsplit_once(":cri-containerd:").map(|(_, id)| id),
         name.strip_prefix("cri-containerd:"),
         Some(name),
@@ -86,7 +89,10 @@ mod tests {
 
     #[test]
     fn conmon_and_others_are_not_containers() {
-        assert_eq!(classify(&format!("crio-conmon-{ID}.scope")), CgroupKind::Conmon);
+        assert_eq!(
+            classify(&format!("crio-conmon-{ID}.scope")),
+            CgroupKind::Conmon
+        );
         for name in [
             "init.scope",
             "cri-containerd-abc.scope",

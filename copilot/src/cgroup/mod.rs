@@ -12,8 +12,7 @@ pub mod container_id;
 mod watch;
 
 use std::{
-    fs,
-    io,
+    fs, io,
     os::unix::fs::MetadataExt as _,
     path::{Component, Path, PathBuf},
 };
@@ -72,7 +71,9 @@ impl Hierarchy {
             path: MOUNTINFO.into(),
             source,
         })?;
-        Self::from_mountinfo(&text).ok_or(Error::NoUnifiedHierarchy { mountinfo: MOUNTINFO })
+        Self::from_mountinfo(&text).ok_or(Error::NoUnifiedHierarchy {
+            mountinfo: MOUNTINFO,
+        })
     }
 
     /// Parses mountinfo text; the first cgroup2 mount wins.
@@ -113,13 +114,18 @@ impl Hierarchy {
             let rel = given.strip_prefix("/").unwrap_or(given);
             let joined = self.mount.join(rel);
             if !joined.exists() {
-                return Err(Error::NotFound { path: given.to_path_buf() });
+                return Err(Error::NotFound {
+                    path: given.to_path_buf(),
+                });
             }
             joined
         };
         let meta = fs::metadata(&path).map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => Error::NotFound { path: path.clone() },
-            _ => Error::Read { path: path.clone(), source },
+            _ => Error::Read {
+                path: path.clone(),
+                source,
+            },
         })?;
         if !meta.is_dir() {
             return Err(Error::NotADirectory { path });
@@ -136,7 +142,10 @@ impl Hierarchy {
         }
         let rel = path
             .strip_prefix(&self.mount)
-            .map_err(|_| Error::OutsideMount { path: path.clone(), mount: self.mount.clone() })?
+            .map_err(|_| Error::OutsideMount {
+                path: path.clone(),
+                mount: self.mount.clone(),
+            })?
             .to_path_buf();
         Ok(Cgroup {
             id: meta.ino(),
@@ -163,7 +172,10 @@ pub struct Cgroup {
 impl Cgroup {
     /// The direct child cgroups (name, id); in a pod these are its containers.
     pub fn children(&self) -> Result<Vec<(String, u64)>, Error> {
-        let read = |source| Error::Read { path: self.path.clone(), source };
+        let read = |source| Error::Read {
+            path: self.path.clone(),
+            source,
+        };
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.path).map_err(read)? {
             let entry = entry.map_err(read)?;
@@ -207,7 +219,9 @@ impl Cgroup {
             return Some(n);
         }
         let v1 = hierarchy.v1_memory.as_ref()?;
-        read_key(&v1.join(&self.rel).join("memory.oom_control"), "oom_kill").ok().flatten()
+        read_key(&v1.join(&self.rel).join("memory.oom_control"), "oom_kill")
+            .ok()
+            .flatten()
     }
 
     /// The child cgroup `name`, resolved without re-checking the filesystem type.
@@ -215,9 +229,17 @@ impl Cgroup {
         let path = self.path.join(name);
         let meta = fs::metadata(&path).map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => Error::NotFound { path: path.clone() },
-            _ => Error::Read { path: path.clone(), source },
+            _ => Error::Read {
+                path: path.clone(),
+                source,
+            },
         })?;
-        Ok(Cgroup { id: meta.ino(), level: self.level + 1, rel: self.rel.join(name), path })
+        Ok(Cgroup {
+            id: meta.ino(),
+            level: self.level + 1,
+            rel: self.rel.join(name),
+            path,
+        })
     }
 }
 
@@ -227,9 +249,16 @@ fn collect_procs(dir: &Path, out: &mut Vec<u32>) -> Result<(), Error> {
         Ok(text) => out.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok())),
         // Removed while we looked: no processes.
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => return Err(Error::Read { path: procs, source }),
+        Err(source) => {
+            return Err(Error::Read {
+                path: procs,
+                source,
+            });
+        }
     }
-    let Ok(entries) = fs::read_dir(dir) else { return Ok(()) };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
     for entry in entries.flatten() {
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
             collect_procs(&entry.path(), out)?;
@@ -243,7 +272,12 @@ fn read_key(path: &Path, key: &str) -> Result<Option<u64>, Error> {
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(Error::Read { path: path.to_path_buf(), source }),
+        Err(source) => {
+            return Err(Error::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
     };
     Ok(parse_key(&text, key))
 }
@@ -256,7 +290,9 @@ fn parse_key(text: &str, key: &str) -> Option<u64> {
 }
 
 fn depth(p: &Path) -> u32 {
-    p.components().filter(|c| matches!(c, Component::Normal(_))).count() as u32
+    p.components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .count() as u32
 }
 
 fn fs_magic(path: &Path) -> Result<i64, Error> {
@@ -268,7 +304,10 @@ fn fs_magic(path: &Path) -> Result<i64, Error> {
     // SAFETY: as above.
     let rc = unsafe { libc::statfs(c.as_ptr().cast(), &mut st) };
     if rc != 0 {
-        return Err(Error::Read { path: path.to_path_buf(), source: io::Error::last_os_error() });
+        return Err(Error::Read {
+            path: path.to_path_buf(),
+            source: io::Error::last_os_error(),
+        });
     }
     Ok(st.f_type as i64)
 }
@@ -279,7 +318,10 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -311,7 +353,10 @@ mod tests {
         assert!(Hierarchy::from_mountinfo(v1).is_none());
         let both = format!("{v1}{hybrid}");
         let h = Hierarchy::from_mountinfo(&both).unwrap();
-        assert_eq!(h.v1_memory.as_deref(), Some(Path::new("/sys/fs/cgroup/memory")));
+        assert_eq!(
+            h.v1_memory.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/memory"))
+        );
     }
 
     #[test]

@@ -31,11 +31,17 @@ pub struct Watch {
 impl Watch {
     /// Watches the pod directory for child cgroups coming and going.
     pub fn new(pod: &Cgroup) -> Result<Self, Error> {
-        let err = |source| Error::Watch { path: pod.path.clone(), source };
+        let err = |source| Error::Watch {
+            path: pod.path.clone(),
+            source,
+        };
         let inotify = Inotify::init().map_err(err)?;
         let wd = inotify
             .watches()
-            .add(&pod.path, WatchMask::CREATE | WatchMask::DELETE | WatchMask::ONLYDIR)
+            .add(
+                &pod.path,
+                WatchMask::CREATE | WatchMask::DELETE | WatchMask::ONLYDIR,
+            )
             .map_err(err)?;
         // SAFETY: `Inotify` owns its fd and keeps it open, unchanged, until dropped.
         let fd = unsafe { AsyncFd::register_with_interest(inotify, Interest::READABLE) }
@@ -69,7 +75,10 @@ impl Watch {
                 .fd
                 .readable_mut()
                 .await
-                .map_err(|source| Error::Watch { path: "inotify".into(), source })?;
+                .map_err(|source| Error::Watch {
+                    path: "inotify".into(),
+                    source,
+                })?;
             let inotify = guard.get_inner_mut();
             let events = match inotify.read_events(&mut self.buf) {
                 Ok(events) => events,
@@ -77,7 +86,12 @@ impl Watch {
                     guard.clear_ready();
                     continue;
                 }
-                Err(source) => return Err(Error::Watch { path: "inotify".into(), source }),
+                Err(source) => {
+                    return Err(Error::Watch {
+                        path: "inotify".into(),
+                        source,
+                    });
+                }
             };
             let mut out = Vec::new();
             for ev in events {

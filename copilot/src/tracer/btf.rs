@@ -63,13 +63,17 @@ impl Reader<'_> {
         let b = self
             .data
             .get(self.pos..self.pos + 4)
-            .ok_or(Error::Malformed { what: "type section" })?;
+            .ok_or(Error::Malformed {
+                what: "type section",
+            })?;
         self.pos += 4;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
     fn skip(&mut self, n: usize) -> Result<(), Error> {
         if self.pos + n > self.data.len() {
-            return Err(Error::Malformed { what: "type section" });
+            return Err(Error::Malformed {
+                what: "type section",
+            });
         }
         self.pos += n;
         Ok(())
@@ -80,7 +84,9 @@ impl Btf {
     /// Parses little-endian BTF (the only kind this x86-64/arm64 tool meets).
     pub fn parse(data: &[u8]) -> Result<Self, Error> {
         let hdr = |off: usize| -> Result<u32, Error> {
-            let b = data.get(off..off + 4).ok_or(Error::Malformed { what: "header" })?;
+            let b = data
+                .get(off..off + 4)
+                .ok_or(Error::Malformed { what: "header" })?;
             Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         };
         if data.len() < 24 || u16::from_le_bytes([data[0], data[1]]) != MAGIC {
@@ -90,13 +96,22 @@ impl Btf {
         let (type_off, type_len) = (hdr(8)? as usize, hdr(12)? as usize);
         let (str_off, str_len) = (hdr(16)? as usize, hdr(20)? as usize);
         let section = |off: usize, len: usize, what| {
-            data.get(hdr_len + off..hdr_len + off + len).ok_or(Error::Malformed { what })
+            data.get(hdr_len + off..hdr_len + off + len)
+                .ok_or(Error::Malformed { what })
         };
         let type_data = section(type_off, type_len, "type section bounds")?;
         let strings = section(str_off, str_len, "string section bounds")?.to_vec();
 
-        let mut types = vec![Type { name: 0, kind: 0, size_or_type: 0, members: vec![] }];
-        let mut r = Reader { data: type_data, pos: 0 };
+        let mut types = vec![Type {
+            name: 0,
+            kind: 0,
+            size_or_type: 0,
+            members: vec![],
+        }];
+        let mut r = Reader {
+            data: type_data,
+            pos: 0,
+        };
         while r.pos < type_data.len() {
             let name = r.u32()?;
             let info = r.u32()?;
@@ -120,7 +135,12 @@ impl Btf {
                         } else {
                             (off, false)
                         };
-                        members.push(Member { name, ty, bit_offset, bitfield });
+                        members.push(Member {
+                            name,
+                            ty,
+                            bit_offset,
+                            bitfield,
+                        });
                     }
                 }
                 // ENUM, FUNC_PROTO: 8 bytes per entry.
@@ -129,11 +149,24 @@ impl Btf {
                 15 | 19 => r.skip(12 * vlen)?,
                 // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG.
                 2 | 7 | 8 | 9 | 10 | 11 | 12 | 16 | 18 => {}
-                _ => return Err(Error::Malformed { what: "unknown type kind" }),
+                _ => {
+                    return Err(Error::Malformed {
+                        what: "unknown type kind",
+                    });
+                }
             }
-            types.push(Type { name, kind, size_or_type, members });
+            types.push(Type {
+                name,
+                kind,
+                size_or_type,
+                members,
+            });
         }
-        let mut btf = Self { types, strings, structs: HashMap::new() };
+        let mut btf = Self {
+            types,
+            strings,
+            structs: HashMap::new(),
+        };
         for (id, t) in btf.types.iter().enumerate() {
             if t.kind == KIND_STRUCT && t.name != 0 && !t.members.is_empty() {
                 let name = btf.string(t.name).to_owned();
@@ -170,12 +203,20 @@ impl Btf {
     /// Byte offset of `member` in `struct strukt`, looking through anonymous
     /// structs and unions (as C does for `task_struct`'s unnamed members).
     pub fn member_offset(&self, strukt: &str, member: &str) -> Result<u32, Error> {
-        let id = *self.structs.get(strukt).ok_or_else(|| Error::NoStruct { name: strukt.into() })?;
-        let no_member = || Error::NoMember { strukt: strukt.into(), member: member.into() };
+        let id = *self.structs.get(strukt).ok_or_else(|| Error::NoStruct {
+            name: strukt.into(),
+        })?;
+        let no_member = || Error::NoMember {
+            strukt: strukt.into(),
+            member: member.into(),
+        };
         let bits = self.find(id, member, 0).ok_or_else(no_member)?;
         match bits {
             Found::Bits(b) if b % 8 == 0 => Ok(b / 8),
-            _ => Err(Error::Bitfield { strukt: strukt.into(), member: member.into() }),
+            _ => Err(Error::Bitfield {
+                strukt: strukt.into(),
+                member: member.into(),
+            }),
         }
     }
 
@@ -186,7 +227,11 @@ impl Btf {
         }
         for m in &t.members {
             if m.name != 0 && self.string(m.name) == member {
-                return Some(if m.bitfield { Found::Bitfield } else { Found::Bits(m.bit_offset) });
+                return Some(if m.bitfield {
+                    Found::Bitfield
+                } else {
+                    Found::Bits(m.bit_offset)
+                });
             }
         }
         for m in t.members.iter().filter(|m| m.name == 0) {
@@ -215,7 +260,9 @@ pub(crate) mod tests {
         let mut strings = b"\0int\0inner\0a\0b\0outer\0x\0y\0in\0z\0".to_vec();
         let s = |name: &str, strings: &mut Vec<u8>| -> u32 {
             let needle = format!("\0{name}\0");
-            let pos = strings.windows(needle.len()).position(|w| w == needle.as_bytes());
+            let pos = strings
+                .windows(needle.len())
+                .position(|w| w == needle.as_bytes());
             match pos {
                 Some(p) => p as u32 + 1,
                 None => {
@@ -227,7 +274,8 @@ pub(crate) mod tests {
             }
         };
         let mut t: Vec<u32> = Vec::new();
-        let info = |kind: u32, vlen: u32, kflag: bool| (kind << 24) | vlen | (u32::from(kflag) << 31);
+        let info =
+            |kind: u32, vlen: u32, kflag: bool| (kind << 24) | vlen | (u32::from(kflag) << 31);
         // 1: int
         t.extend([s("int", &mut strings), info(1, 0, false), 4, 32]);
         // 2: struct inner { int a; int b; }
@@ -238,12 +286,28 @@ pub(crate) mod tests {
         t.extend([s("y", &mut strings), 1, 0, s("in", &mut strings), 2, 0]);
         // 4: struct outer (kind_flag: bitfield sizes in the offset's top byte)
         t.extend([s("outer", &mut strings), info(KIND_STRUCT, 3, true), 24]);
-        t.extend([s("x", &mut strings), 1, 0, 0, 3, 64, s("z", &mut strings), 1, (3 << 24) | 128]);
+        t.extend([
+            s("x", &mut strings),
+            1,
+            0,
+            0,
+            3,
+            64,
+            s("z", &mut strings),
+            1,
+            (3 << 24) | 128,
+        ]);
         let type_bytes: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
         let mut out = Vec::new();
         out.extend(MAGIC.to_le_bytes());
         out.extend([1u8, 0]);
-        for v in [24u32, 0, type_bytes.len() as u32, type_bytes.len() as u32, strings.len() as u32] {
+        for v in [
+            24u32,
+            0,
+            type_bytes.len() as u32,
+            type_bytes.len() as u32,
+            strings.len() as u32,
+        ] {
             out.extend(v.to_le_bytes());
         }
         out.extend(type_bytes);
@@ -260,10 +324,19 @@ pub(crate) mod tests {
         assert_eq!(btf.member_offset("outer", "in"), Ok(8));
         assert_eq!(
             btf.member_offset("outer", "z"),
-            Err(Error::Bitfield { strukt: "outer".into(), member: "z".into() })
+            Err(Error::Bitfield {
+                strukt: "outer".into(),
+                member: "z".into()
+            })
         );
-        assert!(matches!(btf.member_offset("outer", "nope"), Err(Error::NoMember { .. })));
-        assert!(matches!(btf.member_offset("task_struct", "tgid"), Err(Error::NoStruct { .. })));
+        assert!(matches!(
+            btf.member_offset("outer", "nope"),
+            Err(Error::NoMember { .. })
+        ));
+        assert!(matches!(
+            btf.member_offset("task_struct", "tgid"),
+            Err(Error::NoStruct { .. })
+        ));
     }
 
     #[test]
@@ -279,13 +352,17 @@ pub(crate) mod tests {
     fn running_kernel() {
         // The kernel's own BTF, where present (every CI machine of this kind has it).
         let Ok(data) = std::fs::read("/sys/kernel/btf/vmlinux") else {
-            assert!(std::env::var_os("CI").is_none(), "CI machine without /sys/kernel/btf/vmlinux");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI machine without /sys/kernel/btf/vmlinux"
+            );
             return;
         };
         let btf = Btf::parse(&data).unwrap();
         let tgid = btf.member_offset("task_struct", "tgid").unwrap();
         let pid = btf.member_offset("task_struct", "pid").unwrap();
         assert_eq!(tgid, pid + 4, "pid and tgid are adjacent pid_t fields");
-        btf.member_offset("signal_struct", "group_exit_code").unwrap();
+        btf.member_offset("signal_struct", "group_exit_code")
+            .unwrap();
     }
 }

@@ -45,8 +45,14 @@ impl std::fmt::Display for ExitStatus {
 /// What happened, with the fields that belong to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
-    Exec { filename: String, filename_truncated: bool },
-    Exit { status: ExitStatus, group_dead_derived: bool },
+    Exec {
+        filename: String,
+        filename_truncated: bool,
+    },
+    Exit {
+        status: ExitStatus,
+        group_dead_derived: bool,
+    },
     OomVictim,
 }
 
@@ -109,13 +115,19 @@ mod tests {
     #[test]
     fn wait_status_decoding() {
         let exit3 = ExitStatus(3 << 8);
-        assert_eq!((exit3.code(), exit3.signal(), exit3.core_dumped()), (Some(3), None, false));
+        assert_eq!(
+            (exit3.code(), exit3.signal(), exit3.core_dumped()),
+            (Some(3), None, false)
+        );
         assert_eq!(exit3.to_string(), "exit code 3");
         let kill = ExitStatus(9);
         assert_eq!((kill.code(), kill.signal()), (None, Some(9)));
         assert_eq!(kill.to_string(), "killed by signal 9");
         let segv_core = ExitStatus(11 | 0x80);
-        assert_eq!((segv_core.signal(), segv_core.core_dumped()), (Some(11), true));
+        assert_eq!(
+            (segv_core.signal(), segv_core.core_dumped()),
+            (Some(11), true)
+        );
         assert_eq!(segv_core.to_string(), "killed by signal 11 (core dumped)");
         assert!(ExitStatus(0).success());
         assert!(!ExitStatus(0x100).success());
@@ -131,8 +143,17 @@ mod tests {
         ev.comm[..2].copy_from_slice(b"sh");
         ev.filename[..7].copy_from_slice(b"/bin/sh");
         let d = ProcessEvent::decode(&ev).unwrap();
-        assert_eq!(d.kind, Kind::Exec { filename: "/bin/sh".into(), filename_truncated: true });
-        assert_eq!((d.tgid, d.comm.as_str(), d.main_hint, d.woke), (42, "sh", true, false));
+        assert_eq!(
+            d.kind,
+            Kind::Exec {
+                filename: "/bin/sh".into(),
+                filename_truncated: true
+            }
+        );
+        assert_eq!(
+            (d.tgid, d.comm.as_str(), d.main_hint, d.woke),
+            (42, "sh", true, false)
+        );
         ev.kind = 99;
         assert!(ProcessEvent::decode(&ev).is_none());
     }

@@ -7,8 +7,14 @@ use std::{
 };
 
 #[derive(Debug, thiserror::Error)]
+#[expect(
+    clippy::enum_variant_names,
+    reason = "each variant names what is missing"
+)]
 pub enum Error {
-    #[error("tracefs is not mounted (looked for {tried:?}); mount it with `mount -t tracefs nodev /sys/kernel/tracing`")]
+    #[error(
+        "tracefs is not mounted (looked for {tried:?}); mount it with `mount -t tracefs nodev /sys/kernel/tracing`"
+    )]
     NoTracefs { tried: Vec<PathBuf> },
     #[error("tracepoint {category}/{name} is not available in this kernel ({path})")]
     NoTracepoint {
@@ -19,7 +25,11 @@ pub enum Error {
         source: io::Error,
     },
     #[error("tracepoint {category}/{name} has no field {field}")]
-    NoField { category: String, name: String, field: String },
+    NoField {
+        category: String,
+        name: String,
+        field: String,
+    },
 }
 
 /// A field of a tracepoint record.
@@ -39,17 +49,26 @@ pub struct Format {
 
 /// Where tracefs is mounted: the modern path first, then the debugfs one.
 pub fn tracefs() -> Result<PathBuf, Error> {
-    let tried = [PathBuf::from("/sys/kernel/tracing"), PathBuf::from("/sys/kernel/debug/tracing")];
+    let tried = [
+        PathBuf::from("/sys/kernel/tracing"),
+        PathBuf::from("/sys/kernel/debug/tracing"),
+    ];
     tried
         .iter()
         .find(|p| p.join("events").is_dir())
         .cloned()
-        .ok_or_else(|| Error::NoTracefs { tried: tried.to_vec() })
+        .ok_or_else(|| Error::NoTracefs {
+            tried: tried.to_vec(),
+        })
 }
 
 impl Format {
     pub fn read(tracefs: &Path, category: &str, name: &str) -> Result<Self, Error> {
-        let path = tracefs.join("events").join(category).join(name).join("format");
+        let path = tracefs
+            .join("events")
+            .join(category)
+            .join(name)
+            .join("format");
         let text = std::fs::read_to_string(&path).map_err(|source| Error::NoTracepoint {
             category: category.into(),
             name: name.into(),
@@ -60,7 +79,7 @@ impl Format {
     }
 
     /// Parses lines such as
-    /// `field:__data_loc char[] filename;	offset:8;	size:4;	signed:0;`.
+    /// `field:__data_loc char[] filename;<TAB>offset:8;<TAB>size:4;<TAB>signed:0;`.
     pub fn parse(category: &str, name: &str, text: &str) -> Self {
         let mut fields = HashMap::new();
         for line in text.lines() {
@@ -83,15 +102,22 @@ impl Format {
                 fields.insert(field.to_owned(), Field { offset, size });
             }
         }
-        Self { category: category.into(), name: name.into(), fields }
+        Self {
+            category: category.into(),
+            name: name.into(),
+            fields,
+        }
     }
 
     pub fn field(&self, field: &str) -> Result<Field, Error> {
-        self.fields.get(field).copied().ok_or_else(|| Error::NoField {
-            category: self.category.clone(),
-            name: self.name.clone(),
-            field: field.into(),
-        })
+        self.fields
+            .get(field)
+            .copied()
+            .ok_or_else(|| Error::NoField {
+                category: self.category.clone(),
+                name: self.name.clone(),
+                field: field.into(),
+            })
     }
 
     pub fn has(&self, field: &str) -> bool {
@@ -115,11 +141,26 @@ mod tests {
     #[test]
     fn fields_of_sched_process_exit() {
         let f = Format::parse("sched", "sched_process_exit", EXIT_6_18);
-        assert_eq!(f.field("group_dead").unwrap(), Field { offset: 32, size: 1 });
-        assert_eq!(f.field("comm").unwrap(), Field { offset: 8, size: 16 });
+        assert_eq!(
+            f.field("group_dead").unwrap(),
+            Field {
+                offset: 32,
+                size: 1
+            }
+        );
+        assert_eq!(
+            f.field("comm").unwrap(),
+            Field {
+                offset: 8,
+                size: 16
+            }
+        );
         assert_eq!(f.field("pid").unwrap().offset, 24);
         let err = f.field("nope").unwrap_err().to_string();
-        assert!(err.contains("sched/sched_process_exit has no field nope"), "{err}");
+        assert!(
+            err.contains("sched/sched_process_exit has no field nope"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -95,7 +95,11 @@ pub struct Options {
 
 impl Options {
     pub fn for_pod(pod: &crate::cgroup::Cgroup) -> Self {
-        Self { pod_cgroup_id: pod.id, pod_cgroup_level: pod.level, ring_bytes: DEFAULT_RING_BYTES }
+        Self {
+            pod_cgroup_id: pod.id,
+            pod_cgroup_level: pod.level,
+            ring_bytes: DEFAULT_RING_BYTES,
+        }
     }
 }
 
@@ -124,8 +128,14 @@ impl Tracer {
         if OBJECT.is_empty() {
             return Err(Error::NoObject);
         }
-        let data = std::fs::read(VMLINUX_BTF).map_err(|source| Error::NoBtf { path: VMLINUX_BTF, source })?;
-        let kbtf = btf::Btf::parse(&data).map_err(|source| Error::Btf { path: VMLINUX_BTF, source })?;
+        let data = std::fs::read(VMLINUX_BTF).map_err(|source| Error::NoBtf {
+            path: VMLINUX_BTF,
+            source,
+        })?;
+        let kbtf = btf::Btf::parse(&data).map_err(|source| Error::Btf {
+            path: VMLINUX_BTF,
+            source,
+        })?;
         let (config, paths) = resolve_config(&kbtf, opts)?;
 
         let mut ebpf = EbpfLoader::new()
@@ -139,20 +149,46 @@ impl Tracer {
             }
             program(&mut ebpf, name)?
                 .load()
-                .map_err(|source| Error::Program { name, action: "load", source })?;
+                .map_err(|source| Error::Program {
+                    name,
+                    action: "load",
+                    source,
+                })?;
         }
-        let ring = RingBuf::try_from(take_map(&mut ebpf, EVENTS_MAP)?)
-            .map_err(|source| Error::Map { name: EVENTS_MAP, source })?;
+        let ring =
+            RingBuf::try_from(take_map(&mut ebpf, EVENTS_MAP)?).map_err(|source| Error::Map {
+                name: EVENTS_MAP,
+                source,
+            })?;
         // SAFETY: the RingBuf owns its map fd and keeps it open until dropped.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| Error::Poll(e.into_parts().1))?;
-        let drops = PerCpuArray::try_from(take_map(&mut ebpf, DROPS_MAP)?)
-            .map_err(|source| Error::Map { name: DROPS_MAP, source })?;
-        let mains = HashMap::try_from(take_map(&mut ebpf, MAINS_MAP)?)
-            .map_err(|source| Error::Map { name: MAINS_MAP, source })?;
-        let containers = HashMap::try_from(take_map(&mut ebpf, CONTAINERS_MAP)?)
-            .map_err(|source| Error::Map { name: CONTAINERS_MAP, source })?;
-        Ok(Self { ebpf, ring, drops, mains, containers, paths })
+        let drops = PerCpuArray::try_from(take_map(&mut ebpf, DROPS_MAP)?).map_err(|source| {
+            Error::Map {
+                name: DROPS_MAP,
+                source,
+            }
+        })?;
+        let mains =
+            HashMap::try_from(take_map(&mut ebpf, MAINS_MAP)?).map_err(|source| Error::Map {
+                name: MAINS_MAP,
+                source,
+            })?;
+        let containers =
+            HashMap::try_from(take_map(&mut ebpf, CONTAINERS_MAP)?).map_err(|source| {
+                Error::Map {
+                    name: CONTAINERS_MAP,
+                    source,
+                }
+            })?;
+        Ok(Self {
+            ebpf,
+            ring,
+            drops,
+            mains,
+            containers,
+            paths,
+        })
     }
 
     /// Attaches the programs: from here on nothing in the pod is missed.
@@ -167,7 +203,11 @@ impl Tracer {
             }
             program(&mut self.ebpf, name)?
                 .attach(category, tp)
-                .map_err(|source| Error::Program { name, action: "attach", source })?;
+                .map_err(|source| Error::Program {
+                    name,
+                    action: "attach",
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -182,19 +222,28 @@ impl Tracer {
     pub fn know_container(&mut self, cgroup_id: u64, main_tgid: u32) -> Result<(), Error> {
         self.containers
             .insert(cgroup_id, main_tgid, 0)
-            .map_err(|source| Error::Map { name: CONTAINERS_MAP, source })
+            .map_err(|source| Error::Map {
+                name: CONTAINERS_MAP,
+                source,
+            })
     }
 
     /// Asks the kernel to wake userspace at once when this process exits.
     pub fn watch_exit(&mut self, tgid: u32, container_cgroup_id: u64) -> Result<(), Error> {
         self.mains
             .insert(tgid, container_cgroup_id, 0)
-            .map_err(|source| Error::Map { name: MAINS_MAP, source })
+            .map_err(|source| Error::Map {
+                name: MAINS_MAP,
+                source,
+            })
     }
 
     /// Events lost because the ring buffer was full, summed over CPUs.
     pub fn lost(&self) -> Result<u64, Error> {
-        let per_cpu = self.drops.get(&0, 0).map_err(|source| Error::Map { name: DROPS_MAP, source })?;
+        let per_cpu = self.drops.get(&0, 0).map_err(|source| Error::Map {
+            name: DROPS_MAP,
+            source,
+        })?;
         Ok(per_cpu.iter().sum())
     }
 
@@ -234,7 +283,11 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut TracePo
     ebpf.program_mut(name)
         .ok_or(Error::NoProgram { name })?
         .try_into()
-        .map_err(|source| Error::Program { name, action: "type check", source })
+        .map_err(|source| Error::Program {
+            name,
+            action: "type check",
+            source,
+        })
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, Error> {
@@ -244,7 +297,10 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, Error
 /// Builds the programs' [`Config`] from the kernel's BTF and tracepoint formats.
 fn resolve_config(kbtf: &btf::Btf, opts: &Options) -> Result<(Config, KernelPaths), Error> {
     let off = |s: &str, m: &str| {
-        kbtf.member_offset(s, m).map_err(|source| Error::Btf { path: VMLINUX_BTF, source })
+        kbtf.member_offset(s, m).map_err(|source| Error::Btf {
+            path: VMLINUX_BTF,
+            source,
+        })
     };
     let tracefs = format::tracefs()?;
     let exec = format::Format::read(&tracefs, "sched", "sched_process_exec")?;
@@ -252,7 +308,10 @@ fn resolve_config(kbtf: &btf::Btf, opts: &Options) -> Result<(Config, KernelPath
     // The OOM tracepoint is a bonus (attribution falls back to OOM counters).
     let oom = format::Format::read(&tracefs, "oom", "mark_victim").ok();
     let oom_pid = oom.as_ref().and_then(|f| f.field("pid").ok());
-    let group_dead = exit.has("group_dead").then(|| exit.field("group_dead")).transpose()?;
+    let group_dead = exit
+        .has("group_dead")
+        .then(|| exit.field("group_dead"))
+        .transpose()?;
 
     let config = Config {
         pod_cgroup_id: opts.pod_cgroup_id,
@@ -271,6 +330,9 @@ fn resolve_config(kbtf: &btf::Btf, opts: &Options) -> Result<(Config, KernelPath
         signal_group_exit_flag: SIGNAL_GROUP_EXIT,
         wakeup_threshold: opts.ring_bytes / 2,
     };
-    let paths = KernelPaths { group_dead_field: group_dead.is_some(), oom_tracepoint: oom_pid.is_some() };
+    let paths = KernelPaths {
+        group_dead_field: group_dead.is_some(),
+        oom_tracepoint: oom_pid.is_some(),
+    };
     Ok((config, paths))
 }
