@@ -9,6 +9,7 @@ pub mod download;
 pub mod lifecycle;
 pub mod literals;
 pub mod monitor;
+pub mod pod;
 pub mod proto;
 pub mod storage;
 pub mod trace;

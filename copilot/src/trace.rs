@@ -56,7 +56,7 @@ pub enum Error {
 
 pub async fn run(args: TraceArgs) -> Result<ExitCode, Error> {
     let given = args.pod_cgroup.or(args.cgroup).unwrap_or_default();
-    let hierarchy = Hierarchy::discover()?;
+    let hierarchy = Hierarchy::discover(None)?;
     let pod = hierarchy.resolve(&given)?;
     let text = match args.output {
         OutputFormat::Auto => std::io::stdout().is_terminal(),

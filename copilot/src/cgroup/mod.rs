@@ -64,38 +64,43 @@ pub struct Hierarchy {
 }
 
 impl Hierarchy {
-    /// Finds the cgroup2 mount in `/proc/self/mountinfo`.
-    pub fn discover() -> Result<Self, Error> {
+    /// Finds the cgroup2 mount in `/proc/self/mountinfo`: the first one, or the
+    /// first one at or below `under` (a container that mounts the host's
+    /// cgroupfs at e.g. `/host/sys/fs/cgroup` also sees its own namespaced one).
+    pub fn discover(under: Option<&Path>) -> Result<Self, Error> {
         const MOUNTINFO: &str = "/proc/self/mountinfo";
         let text = fs::read_to_string(MOUNTINFO).map_err(|source| Error::Read {
             path: MOUNTINFO.into(),
             source,
         })?;
-        Self::from_mountinfo(&text).ok_or(Error::NoUnifiedHierarchy {
+        Self::from_mountinfo(&text, under).ok_or(Error::NoUnifiedHierarchy {
             mountinfo: MOUNTINFO,
         })
     }
 
-    /// Parses mountinfo text; the first cgroup2 mount wins.
-    pub fn from_mountinfo(text: &str) -> Option<Self> {
-        let v1_memory = text.lines().find_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let mut r = right.split_whitespace();
-            let (fstype, options) = (r.next()?, r.nth(1)?);
-            let mount = left.split_whitespace().nth(4)?;
-            (fstype == "cgroup" && options.split(',').any(|o| o == "memory"))
-                .then(|| PathBuf::from(unescape_mountinfo(mount)))
+    /// Parses mountinfo text; see [`Hierarchy::discover`].
+    pub fn from_mountinfo(text: &str, under: Option<&Path>) -> Option<Self> {
+        // (fstype, super options, root, mount point) of every mount.
+        let mounts: Vec<(&str, &str, &str, PathBuf)> = text
+            .lines()
+            .filter_map(|line| {
+                let (left, right) = line.split_once(" - ")?;
+                let mut r = right.split_whitespace();
+                let (fstype, options) = (r.next()?, r.nth(1)?);
+                let mut l = left.split_whitespace();
+                let root = l.nth(3)?;
+                let mount = PathBuf::from(unescape_mountinfo(l.next()?));
+                Some((fstype, options, root, mount))
+            })
+            .filter(|(.., mount)| under.is_none_or(|u| mount.starts_with(u)))
+            .collect();
+        let v1_memory = mounts.iter().find_map(|(fstype, options, _, mount)| {
+            (*fstype == "cgroup" && options.split(',').any(|o| o == "memory"))
+                .then(|| mount.clone())
         });
-        text.lines().find_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            if right.split_whitespace().next()? != "cgroup2" {
-                return None;
-            }
-            let mut fields = left.split_whitespace();
-            let root = fields.nth(3)?;
-            let mount = fields.next()?;
-            Some(Self {
-                mount: PathBuf::from(unescape_mountinfo(mount)),
+        mounts.iter().find_map(|(fstype, _, root, mount)| {
+            (*fstype == "cgroup2").then(|| Self {
+                mount: mount.clone(),
                 root_level: depth(Path::new(root)),
                 v1_memory: v1_memory.clone(),
             })
@@ -340,23 +345,31 @@ mod tests {
     fn mountinfo_hybrid_and_namespaced() {
         let hybrid = "35 24 0:30 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro\n\
                       41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
-        let h = Hierarchy::from_mountinfo(hybrid).unwrap();
+        let h = Hierarchy::from_mountinfo(hybrid, None).unwrap();
         assert_eq!(h.mount, Path::new("/sys/fs/cgroup/unified"));
         assert_eq!(h.root_level, 0);
 
         let ns = "50 40 0:27 /kubepods/pod1/abc /sys/fs/cgroup rw shared:9 - cgroup2 cgroup2 rw\n";
-        let h = Hierarchy::from_mountinfo(ns).unwrap();
+        let h = Hierarchy::from_mountinfo(ns, None).unwrap();
         assert_eq!(h.mount, Path::new("/sys/fs/cgroup"));
         assert_eq!(h.root_level, 3);
 
         let v1 = "41 31 0:38 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
-        assert!(Hierarchy::from_mountinfo(v1).is_none());
+        assert!(Hierarchy::from_mountinfo(v1, None).is_none());
         let both = format!("{v1}{hybrid}");
-        let h = Hierarchy::from_mountinfo(&both).unwrap();
+        let h = Hierarchy::from_mountinfo(&both, None).unwrap();
         assert_eq!(
             h.v1_memory.as_deref(),
             Some(Path::new("/sys/fs/cgroup/memory"))
         );
+
+        let host = "60 40 0:27 / /host/sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        let in_pod = format!("{ns}{host}");
+        let under = Some(Path::new("/host/sys/fs/cgroup"));
+        let h = Hierarchy::from_mountinfo(&in_pod, under).unwrap();
+        assert_eq!(h.mount, Path::new("/host/sys/fs/cgroup"));
+        assert_eq!(h.root_level, 0);
+        assert!(Hierarchy::from_mountinfo(&in_pod, Some(Path::new("/elsewhere"))).is_none());
     }
 
     #[test]
