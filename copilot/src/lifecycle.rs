@@ -67,6 +67,8 @@ pub struct Container {
     /// Directory name under the pod cgroup.
     pub name: String,
     pub main_pid: Option<u32>,
+    /// The main process's command name (after its exec), when known.
+    pub main_comm: Option<String>,
     pub state: State,
 }
 
@@ -135,6 +137,7 @@ impl Pod {
                 cgroup_id,
                 name: name.to_owned(),
                 main_pid: None,
+                main_comm: None,
                 state: State::Created,
             },
         );
@@ -196,6 +199,9 @@ impl Pod {
                     return None;
                 }
                 self.add(cg, "", Source::Event);
+                if let Some(c) = self.containers.get_mut(&cg) {
+                    c.main_comm = Some(ev.comm.clone());
+                }
                 let state = State::Started {
                     pid: ev.tgid,
                     time_ns: Some(ev.time_ns),
@@ -230,6 +236,13 @@ impl Pod {
             time_ns: None,
         };
         self.advance(cgroup_id, c.main_pid, State::Exited(exit), Source::Cgroup)
+    }
+
+    /// Records the main process's command name seen by the snapshot.
+    pub fn set_comm(&mut self, cgroup_id: u64, comm: &str) {
+        if let Some(c) = self.containers.get_mut(&cgroup_id) {
+            c.main_comm.get_or_insert_with(|| comm.to_owned());
+        }
     }
 
     /// Marks an exit killed by SIGKILL as an OOM kill (from the memory

@@ -72,7 +72,7 @@ impl Monitor {
         let mut tracer = Tracer::load(&opts)?;
         let watch = cgroup::Watch::new(&pod_cgroup)?;
         let before = snapshot(&pod_cgroup)?;
-        for (_, cg, seen) in &before {
+        for (_, cg, seen, _) in &before {
             if let Seen::Running { pid } | Seen::Waiting { pid } = seen {
                 tracer.know_container(cg.id, *pid)?;
                 tracer.watch_exit(*pid, cg.id)?;
@@ -92,25 +92,31 @@ impl Monitor {
             batch: Vec::new(),
         };
         let mut out = Vec::new();
-        for (name, cg, seen) in &before {
+        for (name, cg, seen, comm) in &before {
             m.note_container(cg);
             let changes = m.pod.snapshot(cg.id, name, *seen);
+            if let Some(comm) = comm {
+                m.pod.set_comm(cg.id, comm);
+            }
             m.push_changes(changes, &mut out);
         }
         m.tracer.drain(&mut m.batch);
         m.apply_batch(&mut out);
-        for (name, cg, seen) in &after {
+        for (name, cg, seen, comm) in &after {
             m.note_container(cg);
+            if let Some(comm) = comm {
+                m.pod.set_comm(cg.id, comm);
+            }
             // A container first seen now may have started after attach: its exec
             // is in the batch above and already applied.
             let changes = m.pod.snapshot(cg.id, name, *seen);
             m.push_changes(changes, &mut out);
         }
-        for (_, cg, _) in &after {
+        for (_, cg, ..) in &after {
             m.watch.add_events(cg.id, &cg.path)?;
         }
         // A container whose cgroup emptied between the snapshot and the watch.
-        for (_, cg, _) in &after {
+        for (_, cg, ..) in &after {
             if !cg.populated().unwrap_or(false) {
                 let ran = cg.ever_ran().unwrap_or(true);
                 if let Some(c) = m.pod.emptied(cg.id, ran) {
@@ -247,7 +253,7 @@ impl Monitor {
         });
         self.lost = lost;
         tracing::warn!(lost, "ring buffer overflowed; re-reading the pod's cgroups");
-        for (name, cg, seen) in snapshot(&self.pod_cgroup)? {
+        for (name, cg, seen, _) in snapshot(&self.pod_cgroup)? {
             self.note_container(&cg);
             let changes = self.pod.snapshot(cg.id, &name, seen);
             self.push_changes(changes, out);
@@ -323,7 +329,7 @@ impl Monitor {
 }
 
 /// Every child cgroup of the pod with what it holds now.
-fn snapshot(pod: &Cgroup) -> Result<Vec<(String, Cgroup, Seen)>, Error> {
+fn snapshot(pod: &Cgroup) -> Result<Vec<(String, Cgroup, Seen, Option<String>)>, Error> {
     let mut out = Vec::new();
     for (name, _) in pod.children()? {
         if matches!(
@@ -333,15 +339,15 @@ fn snapshot(pod: &Cgroup) -> Result<Vec<(String, Cgroup, Seen)>, Error> {
             continue;
         }
         let Ok(cg) = pod.child(&name) else { continue };
-        let seen = seen(&cg)?;
-        out.push((name, cg, seen));
+        let (seen, comm) = seen(&cg)?;
+        out.push((name, cg, seen, comm));
     }
     Ok(out)
 }
 
 /// What a container cgroup holds: its root process (the one whose parent is
 /// outside the container, earliest started), or whether it ever ran.
-fn seen(cg: &Cgroup) -> Result<Seen, Error> {
+fn seen(cg: &Cgroup) -> Result<(Seen, Option<String>), Error> {
     let pids = cg.procs_recursive()?;
     let mut best: Option<(u64, u32, String)> = None;
     for &pid in &pids {
@@ -360,9 +366,9 @@ fn seen(cg: &Cgroup) -> Result<Seen, Error> {
     }
     Ok(match best {
         // runc's init waits as `runc:[2:INIT]` until `runc start` makes it exec.
-        Some((_, pid, comm)) if comm.starts_with("runc:[") => Seen::Waiting { pid },
-        Some((_, pid, _)) => Seen::Running { pid },
-        None if cg.ever_ran()? => Seen::Emptied,
-        None => Seen::NeverRan,
+        Some((_, pid, comm)) if comm.starts_with("runc:[") => (Seen::Waiting { pid }, None),
+        Some((_, pid, comm)) => (Seen::Running { pid }, Some(comm)),
+        None if cg.ever_ran()? => (Seen::Emptied, None),
+        None => (Seen::NeverRan, None),
     })
 }

@@ -51,8 +51,8 @@ pub struct PodSelector {
 
 /// Resolves the pod cgroup; returns the hierarchy it lives in too.
 pub fn find_pod(sel: &PodSelector) -> Result<(Hierarchy, Cgroup), Error> {
-    let hierarchy = Hierarchy::discover(Some(&sel.cgroup_root))
-        .or_else(|_| Hierarchy::discover(None))?;
+    let hierarchy =
+        Hierarchy::discover(Some(&sel.cgroup_root)).or_else(|_| Hierarchy::discover(None))?;
     if let Some(p) = &sel.pod_cgroup {
         return Ok((hierarchy.clone(), hierarchy.resolve(p)?));
     }
@@ -74,7 +74,10 @@ pub fn find_pod(sel: &PodSelector) -> Result<(Hierarchy, Cgroup), Error> {
 /// The sidecar's own cgroup v2 path, from `/proc/self/cgroup` (`0::/path`).
 pub fn own_cgroup() -> Result<PathBuf, Error> {
     const PATH: &str = "/proc/self/cgroup";
-    let text = fs::read_to_string(PATH).map_err(|source| Error::Read { path: PATH.into(), source })?;
+    let text = fs::read_to_string(PATH).map_err(|source| Error::Read {
+        path: PATH.into(),
+        source,
+    })?;
     Ok(parse_own_cgroup(&text).unwrap_or_else(|| PathBuf::from("/")))
 }
 
@@ -94,7 +97,9 @@ fn search_pod_uid(mount: &Path, uid: &str) -> Result<PathBuf, Error> {
     for _ in 0..4 {
         let mut next = Vec::new();
         for dir in level {
-            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
             for e in entries.flatten() {
                 if !e.file_type().is_ok_and(|t| t.is_dir()) {
                     continue;
@@ -111,7 +116,11 @@ fn search_pod_uid(mount: &Path, uid: &str) -> Result<PathBuf, Error> {
         }
         level = next;
     }
-    Err(Error::PodNotFound { uid: uid.into(), underscored, root: mount.to_path_buf() })
+    Err(Error::PodNotFound {
+        uid: uid.into(),
+        underscored,
+        root: mount.to_path_buf(),
+    })
 }
 
 /// How a container cgroup in the pod relates to the sidecar.
@@ -144,7 +153,10 @@ mod tests {
     #[test]
     fn own_cgroup_lines() {
         let hybrid = "9:name=systemd:/\n4:memory:/x\n0::/kubepods/pod1/abc\n";
-        assert_eq!(parse_own_cgroup(hybrid), Some(PathBuf::from("/kubepods/pod1/abc")));
+        assert_eq!(
+            parse_own_cgroup(hybrid),
+            Some(PathBuf::from("/kubepods/pod1/abc"))
+        );
         assert_eq!(parse_own_cgroup("0::/\n"), Some(PathBuf::from("/")));
         assert_eq!(parse_own_cgroup("4:memory:/x\n"), None);
     }
@@ -153,20 +165,29 @@ mod tests {
     fn pod_uid_search_in_both_layouts() {
         let root = tempfile::tempdir().unwrap();
         let uid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
-        let cgroupfs = root.path().join("kubepods/besteffort").join(format!("pod{uid}"));
+        let cgroupfs = root
+            .path()
+            .join("kubepods/besteffort")
+            .join(format!("pod{uid}"));
         fs::create_dir_all(&cgroupfs).unwrap();
         assert_eq!(search_pod_uid(root.path(), uid).unwrap(), cgroupfs);
 
         let root = tempfile::tempdir().unwrap();
-        let slice = root.path().join("kubepods.slice/kubepods-burstable.slice").join(format!(
-            "kubepods-burstable-pod{}.slice",
-            uid.replace('-', "_")
-        ));
+        let slice = root
+            .path()
+            .join("kubepods.slice/kubepods-burstable.slice")
+            .join(format!(
+                "kubepods-burstable-pod{}.slice",
+                uid.replace('-', "_")
+            ));
         fs::create_dir_all(&slice).unwrap();
         assert_eq!(search_pod_uid(root.path(), uid).unwrap(), slice);
 
         let err = search_pod_uid(root.path(), "11111111-2222-3333-4444-555555555555").unwrap_err();
-        assert!(err.to_string().contains("no cgroup for pod 11111111"), "{err}");
+        assert!(
+            err.to_string().contains("no cgroup for pod 11111111"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -78,7 +78,8 @@ pub async fn run(args: TraceArgs) -> Result<ExitCode, Error> {
         oom_tracepoint = paths.oom_tracepoint,
         "attached"
     );
-    emit(&mut stdout, text, &first)?;
+    let pod_path = monitor.pod_cgroup().path.clone();
+    emit(&mut stdout, text, &pod_path, &first)?;
     let ready = json!({
         "type": "ready",
         "pod_cgroup": monitor.pod_cgroup().path,
@@ -88,7 +89,7 @@ pub async fn run(args: TraceArgs) -> Result<ExitCode, Error> {
 
     loop {
         tokio::select! {
-            r = monitor.next() => emit(&mut stdout, text, &r?)?,
+            r = monitor.next() => emit(&mut stdout, text, &pod_path, &r?)?,
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
@@ -96,9 +97,14 @@ pub async fn run(args: TraceArgs) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn emit(out: &mut impl std::io::Write, text: bool, outputs: &[Output]) -> Result<(), Error> {
+fn emit(
+    out: &mut impl std::io::Write,
+    text: bool,
+    pod: &std::path::Path,
+    outputs: &[Output],
+) -> Result<(), Error> {
     for o in outputs {
-        line(out, text, &to_json(o))?;
+        line(out, text, &to_json(o, pod))?;
     }
     out.flush().map_err(Error::Stdout)
 }
@@ -109,7 +115,7 @@ fn line(out: &mut impl std::io::Write, text: bool, v: &Value) -> Result<(), Erro
     out.flush().map_err(Error::Stdout)
 }
 
-fn to_json(o: &Output) -> Value {
+fn to_json(o: &Output, pod: &std::path::Path) -> Value {
     match o {
         Output::Process {
             event,
@@ -174,7 +180,7 @@ fn to_json(o: &Output) -> Value {
             json!({
                 "type": "container",
                 "container_id": container,
-                "cgroup": name,
+                "cgroup": pod.join(name),
                 "cgroup_id": change.cgroup_id,
                 "state": change.state.name(),
                 "pid": pid,
