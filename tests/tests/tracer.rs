@@ -79,6 +79,15 @@ fn wait_comm(pid: u32, comm: &str) {
     }
 }
 
+/// A container line's `cgroup` names the container's cgroup: the schema says "path";
+/// copilot prints it relative to the pod cgroup, and an absolute path is as good.
+fn assert_cgroup(line: &Event, pod: &PodCgroup, ctr: &Container) {
+    let cgroup = line
+        .str("cgroup")
+        .unwrap_or_else(|| panic!("no `cgroup`: {line}"));
+    assert_eq!(pod.path().join(cgroup), ctr.cgroup_path(), "{line}");
+}
+
 /// The main process's exec line: the entrypoint, exec'd by the pid runc reports.
 fn expect_main_exec(trace: &mut Trace, ctr: &Container, filename: &str, comm: &str) -> Event {
     let exec = trace.next_matching(|e| e.is_exec() && e.pid() == Some(ctr.pid()), T);
@@ -167,11 +176,7 @@ fn exit_with_code(layout: Layout, args: &[&str], filename: &str, comm: &str, cod
         })
         .unwrap_or_else(|| panic!("no `started` line for {}", ctr.id()));
     assert_eq!(started.pid(), Some(ctr.pid()), "{started}");
-    assert_eq!(
-        started.str("cgroup"),
-        Some(&*ctr.cgroup_path().to_string_lossy()),
-        "{started}"
-    );
+    assert_cgroup(&started, &pod, &ctr);
     assert_eq!(started.source(), Some("event"), "{started}");
     assert_only_main_is_main(&trace, &ctr);
 }
@@ -227,11 +232,7 @@ fn finished_before_attach(layout: Layout) {
         matches!(state.source(), Some("snapshot" | "cgroup")),
         "exited container not reported from the snapshot/cgroup: {state}"
     );
-    assert_eq!(
-        state.str("cgroup"),
-        Some(&*ctr.cgroup_path().to_string_lossy()),
-        "{state}"
-    );
+    assert_cgroup(&state, &pod, &ctr);
     assert!(
         after < Duration::from_secs(2),
         "reported {after:?} after ready: not immediate"
@@ -333,10 +334,19 @@ fn execs_in_other_cgroups_never_reach_userspace(layout: Layout) {
     let pod = PodCgroup::new(layout);
     let other = PodCgroup::new(layout);
     let mut trace = trace(&pod);
-    let noisy = Container::run(&other, &["spawner", "3000", "0"], ContainerOpts::default());
+    let noisy = Container::run(
+        &other,
+        &["sh", "-c", "spawner 3000 0; echo spawner=$?"],
+        ContainerOpts::default(),
+    );
     assert!(
         noisy.wait_exited(Duration::from_secs(120)),
         "spawner 3000 did not finish"
+    );
+    assert_eq!(
+        noisy.output(),
+        "spawner=0\n",
+        "the 3000 execs did not all run"
     );
     let sentinel = Container::run(&pod, &["true"], ContainerOpts::default());
     expect_main_exit(&mut trace, &sentinel);
