@@ -176,7 +176,7 @@ fn exit_with_code(layout: Layout, args: &[&str], filename: &str, comm: &str, cod
         })
         .unwrap_or_else(|| panic!("no `started` line for {}", ctr.id()));
     assert_eq!(started.pid(), Some(ctr.pid()), "{started}");
-    assert_cgroup(&started, &pod, &ctr);
+    assert_cgroup(started, &pod, &ctr);
     assert_eq!(started.source(), Some("event"), "{started}");
     assert_only_main_is_main(&trace, &ctr);
 }
