@@ -1,8 +1,40 @@
-//! Builds the eBPF object from `copilot-ebpf` (nightly, `-Z build-std=core`,
-//! bpf-linker) with aya-build; `AYA_BUILD_SKIP=1` skips it for quick checks.
+//! Two jobs:
+//! 1. compiles the FlyteIDL `.proto` files under `proto/` to Rust with
+//!    `protox` (a pure-Rust protobuf compiler: no system `protoc`) and
+//!    `prost-build`, into `OUT_DIR/flyteidl.core.rs` (see `src/proto.rs`);
+//! 2. builds the eBPF object from `copilot-ebpf` (nightly, `-Z build-std=core`,
+//!    bpf-linker) with aya-build; `AYA_BUILD_SKIP=1` skips it for quick checks.
+use std::path::PathBuf;
+
 use anyhow::{Context as _, anyhow};
 
-fn main() -> anyhow::Result<()> {
+/// The FlyteIDL files copilot compiles, relative to `proto/`.
+const PROTOS: &[&str] = &[
+    "flyteidl/core/types.proto",
+    "flyteidl/core/literals.proto",
+    "flyteidl/core/interface.proto",
+    "flyteidl/core/execution.proto",
+    "flyteidl/core/errors.proto",
+];
+
+fn compile_protos() -> anyhow::Result<()> {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?);
+    let proto_dir = manifest_dir
+        .parent()
+        .ok_or_else(|| anyhow!("no parent for {}", manifest_dir.display()))?
+        .join("proto");
+    for file in PROTOS {
+        println!("cargo:rerun-if-changed={}", proto_dir.join(file).display());
+    }
+    let descriptors = protox::compile(PROTOS, [&proto_dir])
+        .with_context(|| format!("compiling the .proto files under {}", proto_dir.display()))?;
+    prost_build::Config::new()
+        .compile_fds(descriptors)
+        .context("generating Rust code for the FlyteIDL messages")?;
+    Ok(())
+}
+
+fn build_ebpf() -> anyhow::Result<()> {
     let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
         .no_deps()
         .exec()
@@ -30,4 +62,9 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(&object, b"").context("writing the placeholder eBPF object")?;
     }
     Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    compile_protos()?;
+    build_ebpf()
 }

@@ -1,12 +1,197 @@
-//! `copilot download`: materialise a task's inputs on the shared volume.
+//! `copilot download`: materialise a task's inputs on the shared volume,
+//! as `flyte-copilot download` does. On failure an error document
+//! (`InputDownloadFailed`, RECOVERABLE) goes to
+//! `<to-output-prefix>/<err-output-name>`, nothing half-written stays on
+//! disk, and the command fails (so the main container never starts on
+//! missing inputs).
+use std::{path::PathBuf, sync::Arc, time::Instant};
+
+use base64::Engine as _;
+use prost::Message as _;
+
+use crate::{
+    literals::{
+        self, Layout, MetadataFormat,
+        download::DownloadError,
+        error_document::{ErrorKind, ErrorOrigin},
+        types::TypeMismatch,
+    },
+    proto::core::{LiteralMap, VariableMap},
+    storage::{ConfigError, Progress, Store, StorageError},
+};
+
+/// The largest `inputs.pb` copilot reads.
+pub const MAX_INPUTS_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Flags of `copilot download`, compatible with `flyte-copilot download`.
 #[derive(clap::Args, Debug, Clone)]
-pub struct DownloadArgs {}
+pub struct DownloadArgs {
+    /// The remote inputs (a serialized LiteralMap), e.g. s3://bucket/…/inputs.pb.
+    #[arg(short = 'f', long = "from-remote")]
+    pub from_remote: String,
+    /// The remote output prefix; the error document is written here on failure.
+    #[arg(long = "to-output-prefix")]
+    pub to_output_prefix: String,
+    /// The local directory the inputs are written to.
+    #[arg(short = 'o', long = "to-local-dir")]
+    pub to_local_dir: PathBuf,
+    /// Metadata written next to inputs.pb.
+    #[arg(short = 'm', long = "format", value_enum, default_value = "JSON", ignore_case = true)]
+    pub format: MetadataFormat,
+    /// Accepted for compatibility: inputs are always downloaded eagerly.
+    #[arg(short = 'd', long = "download-mode", default_value = "DOWNLOAD_EAGER")]
+    pub download_mode: String,
+    /// How single-file inputs are laid out.
+    #[arg(long = "file-input-layout", value_enum, default_value = "DIRECT", ignore_case = true)]
+    pub file_input_layout: Layout,
+    /// The longest the download may take (Go duration, e.g. 1h, 30m).
+    #[arg(short = 't', long = "timeout", default_value = "1h")]
+    pub timeout: String,
+    /// The input interface: a base64 serialized flyteidl.core.VariableMap.
+    #[arg(short = 'i', long = "input-interface")]
+    pub input_interface: Option<String>,
+}
 
+/// Why the download failed.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {}
+pub enum Error {
+    #[error("invalid storage configuration")]
+    Config(#[from] ConfigError),
+    #[error("invalid --timeout {value:?}")]
+    Timeout {
+        value: String,
+        #[source]
+        source: literals::values::ValueError,
+    },
+    #[error("unsupported --download-mode {0:?} (DOWNLOAD_EAGER, DOWNLOAD_STREAM, DO_NOT_DOWNLOAD)")]
+    DownloadMode(String),
+    #[error("--input-interface is not valid base64")]
+    InterfaceBase64(#[source] base64::DecodeError),
+    #[error("--input-interface is not a serialized flyteidl.core.VariableMap")]
+    InterfaceDecode(#[source] prost::DecodeError),
+    #[error("cannot read the inputs {url:?}")]
+    ReadInputs {
+        url: String,
+        #[source]
+        source: StorageError,
+    },
+    #[error("the inputs {url:?} are not a serialized flyteidl.core.LiteralMap (truncated or not protobuf?)")]
+    DecodeInputs {
+        url: String,
+        #[source]
+        source: prost::DecodeError,
+    },
+    #[error("the inputs do not match the input interface")]
+    Types(#[source] TypeMismatch),
+    #[error("the inputs lack {missing:?}, which the input interface declares")]
+    MissingInputs { missing: Vec<String> },
+    #[error(transparent)]
+    Download(#[from] DownloadError),
+    #[error("the download did not finish within --timeout {0}")]
+    TimedOut(String),
+    #[error("{cause}; writing the error document to {url:?} failed too: {source}")]
+    ErrorDocument {
+        cause: String,
+        url: String,
+        #[source]
+        source: StorageError,
+    },
+    #[error("input download failed (error document written to {url:?}): {cause}")]
+    Failed { cause: String, url: String },
+}
 
-pub async fn run(_root: &crate::cli::RootArgs, _args: DownloadArgs) -> Result<(), Error> {
+/// The full cause chain of an error, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Runs `copilot download`.
+pub async fn run(root: &crate::cli::RootArgs, args: DownloadArgs) -> Result<(), Error> {
+    let store = Store::from_args(&root.storage)?;
+    let started = Instant::now();
+    match download(&store, &args).await {
+        Ok(materialized) => {
+            tracing::info!(
+                inputs = materialized.literals.literals.len(),
+                files = materialized.files,
+                mib = format!("{:.1}", materialized.bytes as f64 / (1024.0 * 1024.0)),
+                seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+                dir = %args.to_local_dir.display(),
+                "inputs downloaded"
+            );
+            Ok(())
+        }
+        Err(e) => {
+            let cause = chain(&e);
+            tracing::error!(error = cause, "input download failed");
+            let doc = literals::error_document("InputDownloadFailed", &cause, ErrorKind::Recoverable, ErrorOrigin::System);
+            match literals::write_error_document(&store, &args.to_output_prefix, &root.err_output_name, &doc).await {
+                Ok(url) => {
+                    tracing::info!(url, "error document written");
+                    Err(Error::Failed { cause, url })
+                }
+                Err(source) => {
+                    let url = crate::storage::join_url(&args.to_output_prefix, &root.err_output_name);
+                    Err(Error::ErrorDocument { cause, url, source })
+                }
+            }
+        }
+    }
+}
+
+/// The download itself, without the error document.
+pub async fn download(store: &Store, args: &DownloadArgs) -> Result<literals::Materialized, Error> {
+    let timeout = literals::values::parse_std_duration(&args.timeout)
+        .map_err(|source| Error::Timeout { value: args.timeout.clone(), source })?;
+    match args.download_mode.as_str() {
+        "DOWNLOAD_EAGER" | "DOWNLOAD_STREAM" | "DO_NOT_DOWNLOAD" => {}
+        other => return Err(Error::DownloadMode(other.to_owned())),
+    }
+    let interface = match &args.input_interface {
+        Some(b64) if !b64.is_empty() => {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(Error::InterfaceBase64)?;
+            Some(VariableMap::decode(bytes.as_slice()).map_err(Error::InterfaceDecode)?)
+        }
+        _ => None,
+    };
+    let work = async {
+        let url = &args.from_remote;
+        let bytes = store
+            .read_bytes(url, MAX_INPUTS_BYTES)
+            .await
+            .map_err(|source| Error::ReadInputs { url: url.clone(), source })?;
+        let inputs = LiteralMap::decode(bytes).map_err(|source| Error::DecodeInputs { url: url.clone(), source })?;
+        if let Some(interface) = &interface {
+            check_against_interface(&inputs, interface)?;
+        }
+        tracing::info!(url, inputs = inputs.literals.len(), dir = %args.to_local_dir.display(), "downloading inputs");
+        let progress = Arc::new(Progress::default());
+        let _reporter = progress.report("download", std::time::Duration::from_secs(5));
+        Ok(literals::download_inputs(store, inputs, &args.to_local_dir, args.file_input_layout, args.format, &progress).await?)
+    };
+    tokio::time::timeout(timeout, work).await.map_err(|_| Error::TimedOut(args.timeout.clone()))?
+}
+
+/// Checks every input against its declared type; inputs the interface
+/// declares but the map lacks are an error, extra inputs are logged.
+fn check_against_interface(inputs: &LiteralMap, interface: &VariableMap) -> Result<(), Error> {
+    let mut missing: Vec<String> = interface.variables.keys().filter(|k| !inputs.literals.contains_key(*k)).cloned().collect();
+    if !missing.is_empty() {
+        missing.sort();
+        return Err(Error::MissingInputs { missing });
+    }
+    for (name, lit) in &inputs.literals {
+        match interface.variables.get(name).and_then(|v| v.r#type.as_ref()) {
+            Some(ty) => literals::types::check(lit, ty, name).map_err(Error::Types)?,
+            None => tracing::warn!(input = name, "input not in the input interface; downloading it anyway"),
+        }
+    }
     Ok(())
 }

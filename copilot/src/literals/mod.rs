@@ -1,1 +1,17 @@
-//! FlyteIDL literals ↔ local files, both directions.
+//! FlyteIDL literals ↔ local files, both directions: [`download`] (inputs →
+//! files + `inputs.pb|json|yaml`) and [`upload`] (files → output literals,
+//! driven by the output interface); [`error_document`] builds and writes
+//! the `errors.pb` Flyte reads. [`names`] keeps every name inside its
+//! directory, [`values`] owns the text forms of scalars, [`types`] checks
+//! literals against interfaces, [`make`] builds literals.
+pub mod download;
+pub mod error_document;
+pub mod make;
+pub mod names;
+pub mod types;
+pub mod upload;
+pub mod values;
+
+pub use download::{Layout, Materialized, MetadataFormat, download_inputs};
+pub use error_document::{ErrorKind, ErrorOrigin, error_document, write_error_document};
+pub use upload::{Collected, UploadLimits, collect_outputs};

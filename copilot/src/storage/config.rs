@@ -1,0 +1,324 @@
+//! Storage configuration: the `--storage.*` flags `flyte-copilot` accepts
+//! (and that Flyte's pod plugin passes), the flytestdlib `--config` YAML
+//! file, and the secrets among them, which never reach a log.
+use std::{collections::BTreeMap, fmt, path::PathBuf, str::FromStr, time::Duration};
+
+/// A configuration error.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the config file {path} is not valid YAML for copilot's `storage:` section")]
+    ParseFile {
+        path: PathBuf,
+        #[source]
+        source: serde_yaml_ng::Error,
+    },
+    #[error("--storage.stow.config expects key=value, got {arg:?}")]
+    StowConfig { arg: String },
+    #[error("invalid duration for {flag}: {source}")]
+    Duration {
+        flag: &'static str,
+        #[source]
+        source: crate::literals::values::ValueError,
+    },
+}
+
+/// A string that is never printed: `Debug` and `Display` show `<redacted>`.
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself, for handing to a client library.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "<redacted>" })
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// `--storage.*` flags, compatible with `flyte-copilot`'s (flytestdlib's
+/// storage config). Flags win over the `--config` file, which wins over the
+/// defaults; each cloud's standard environment variables (`AWS_*`,
+/// `GOOGLE_*`, `AZURE_*`) fill in what neither sets.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct StorageArgs {
+    /// flytestdlib config file (YAML); its `storage:` section is read.
+    #[arg(long = "config", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Storage type: s3, minio, stow, local, mem.
+    #[arg(long = "storage.type", global = true)]
+    pub kind: Option<String>,
+    /// Default bucket/container (used for references without one).
+    #[arg(long = "storage.container", global = true)]
+    pub container: Option<String>,
+    /// S3-compatible endpoint URL (e.g. http://minio:9000).
+    #[arg(long = "storage.connection.endpoint", global = true)]
+    pub endpoint: Option<String>,
+    /// Region.
+    #[arg(long = "storage.connection.region", global = true)]
+    pub region: Option<String>,
+    /// `iam` (the environment's credential chain) or `accesskey`.
+    #[arg(long = "storage.connection.auth-type", global = true)]
+    pub auth_type: Option<String>,
+    /// Access key id (auth-type accesskey).
+    #[arg(long = "storage.connection.access-key", global = true)]
+    pub access_key: Option<Secret>,
+    /// Secret key (auth-type accesskey).
+    #[arg(long = "storage.connection.secret-key", global = true)]
+    pub secret_key: Option<Secret>,
+    /// Allow plain http to the endpoint.
+    #[arg(long = "storage.connection.disable-ssl", global = true, num_args = 0..=1,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub disable_ssl: Option<bool>,
+    /// stow kind: s3, google, azure, local.
+    #[arg(long = "storage.stow.kind", global = true)]
+    pub stow_kind: Option<String>,
+    /// stow configuration, `key=value` (repeatable, or comma-separated).
+    #[arg(long = "storage.stow.config", global = true, value_name = "KEY=VALUE")]
+    pub stow_config: Vec<Secret>,
+    /// Accepted for compatibility (flytestdlib's download size cap; 0 = none).
+    #[arg(long = "storage.limits.maxDownloadMBs", global = true)]
+    pub max_download_mbs: Option<u64>,
+    /// Accepted for compatibility (flytestdlib's multi-container mode).
+    #[arg(long = "storage.enable-multicontainer", global = true, num_args = 0..=1,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub enable_multicontainer: Option<bool>,
+    /// How many objects move at once.
+    #[arg(long = "storage.max-concurrency", global = true, default_value_t = 32)]
+    pub max_concurrency: usize,
+    /// How often a failed request is retried (transient errors only).
+    #[arg(long = "storage.retries", global = true, default_value_t = 5)]
+    pub retries: usize,
+    /// How long retries of one request may go on (Go duration, e.g. 30s).
+    #[arg(long = "storage.retry-timeout", global = true, default_value = "1m")]
+    pub retry_timeout: String,
+}
+
+/// The storage configuration once flags, file and defaults are merged.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub kind: String,
+    pub container: Option<String>,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub auth_type: Option<String>,
+    pub access_key: Option<Secret>,
+    pub secret_key: Option<Secret>,
+    pub disable_ssl: bool,
+    pub stow_kind: Option<String>,
+    pub stow_config: BTreeMap<String, Secret>,
+    /// Objects transferred at once.
+    pub max_concurrency: usize,
+    /// Retries of one failed request (object_store's retry) and of one
+    /// failed object transfer (a stream cut mid-way).
+    pub retries: usize,
+    pub retry_timeout: Duration,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            kind: String::new(),
+            container: None,
+            endpoint: None,
+            region: None,
+            auth_type: None,
+            access_key: None,
+            secret_key: None,
+            disable_ssl: false,
+            stow_kind: None,
+            stow_config: BTreeMap::new(),
+            max_concurrency: 32,
+            retries: 5,
+            retry_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct FileRoot {
+    #[serde(default)]
+    storage: FileStorage,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct FileStorage {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    container: Option<String>,
+    #[serde(default)]
+    connection: FileConnection,
+    #[serde(default)]
+    stow: FileStow,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct FileConnection {
+    endpoint: Option<String>,
+    region: Option<String>,
+    auth_type: Option<String>,
+    access_key: Option<Secret>,
+    secret_key: Option<Secret>,
+    disable_ssl: Option<bool>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct FileStow {
+    kind: Option<String>,
+    #[serde(default)]
+    config: BTreeMap<String, Secret>,
+}
+
+fn parse_stow_pairs(args: &[Secret], into: &mut BTreeMap<String, Secret>) -> Result<(), ConfigError> {
+    for arg in args {
+        let text = arg.expose();
+        // "k=v" or "k1=v1,k2=v2" (pflag's StringToString form).
+        let pieces: Vec<&str> = if text.split(',').all(|p| p.contains('=')) {
+            text.split(',').collect()
+        } else {
+            vec![text]
+        };
+        for piece in pieces {
+            let (k, v) = piece.split_once('=').ok_or_else(|| ConfigError::StowConfig {
+                // Only the key side can be shown: the value may be a secret.
+                arg: piece.split('=').next().unwrap_or_default().to_owned(),
+            })?;
+            into.insert(k.trim().to_owned(), Secret::new(v));
+        }
+    }
+    Ok(())
+}
+
+impl StorageArgs {
+    /// Merges flags, the `--config` file and defaults.
+    pub fn to_config(&self) -> Result<StorageConfig, ConfigError> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::ReadFile { path: path.clone(), source })?;
+                serde_yaml_ng::from_str::<FileRoot>(&text)
+                    .map_err(|source| ConfigError::ParseFile { path: path.clone(), source })?
+                    .storage
+            }
+            None => FileStorage::default(),
+        };
+        let mut stow_config = file.stow.config;
+        parse_stow_pairs(&self.stow_config, &mut stow_config)?;
+        let retry_timeout = crate::literals::values::parse_std_duration(&self.retry_timeout)
+            .map_err(|source| ConfigError::Duration { flag: "--storage.retry-timeout", source })?;
+        Ok(StorageConfig {
+            kind: self.kind.clone().or(file.kind).unwrap_or_default(),
+            container: self.container.clone().or(file.container),
+            endpoint: self.endpoint.clone().or(file.connection.endpoint).filter(|e| !e.is_empty()),
+            region: self.region.clone().or(file.connection.region).filter(|r| !r.is_empty()),
+            auth_type: self.auth_type.clone().or(file.connection.auth_type).filter(|a| !a.is_empty()),
+            access_key: self.access_key.clone().or(file.connection.access_key).filter(|k| !k.is_empty()),
+            secret_key: self.secret_key.clone().or(file.connection.secret_key).filter(|k| !k.is_empty()),
+            disable_ssl: self.disable_ssl.or(file.connection.disable_ssl).unwrap_or(false),
+            stow_kind: self.stow_kind.clone().or(file.stow.kind).filter(|k| !k.is_empty()),
+            stow_config,
+            max_concurrency: self.max_concurrency.max(1),
+            retries: self.retries,
+            retry_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        storage: StorageArgs,
+    }
+
+    #[test]
+    fn flyte_plugin_flags_parse_and_secrets_stay_hidden() {
+        let cli = Cli::try_parse_from([
+            "copilot",
+            "--storage.limits.maxDownloadMBs=0",
+            "--storage.enable-multicontainer",
+            "--storage.type=s3",
+            "--storage.connection.secret-key=SUPERSECRET",
+            "--storage.connection.access-key=AKIAEXAMPLE",
+            "--storage.connection.auth-type=accesskey",
+            "--storage.connection.region=us-east-1",
+            "--storage.connection.endpoint=http://127.0.0.1:9000",
+            "--storage.connection.disable-ssl=true",
+        ])
+        .expect("flags Flyte passes must parse");
+        let config = cli.storage.to_config().expect("valid config");
+        assert_eq!(config.kind, "s3");
+        assert_eq!(config.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert!(config.disable_ssl);
+        assert_eq!(config.secret_key.as_ref().map(Secret::expose), Some("SUPERSECRET"));
+        let debug = format!("{:?} {:?}", cli.storage, config);
+        assert!(!debug.contains("SUPERSECRET"), "secret leaked: {debug}");
+        assert!(!debug.contains("AKIAEXAMPLE"), "access key leaked: {debug}");
+    }
+
+    #[test]
+    fn stow_config_pairs_and_config_file_merge() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("config.yaml");
+        std::fs::write(
+            &file,
+            "storage:\n  type: minio\n  container: bucket\n  connection:\n    endpoint: http://minio:9000\n    disable-ssl: true\n  stow:\n    kind: s3\n    config:\n      region: eu-west-1\nlogger:\n  level: 4\n",
+        )
+        .expect("write config");
+        let cli = Cli::try_parse_from([
+            "copilot",
+            "--config",
+            file.to_str().expect("utf-8 path"),
+            "--storage.stow.config",
+            "access_key_id=AK",
+            "--storage.stow.config",
+            "secret_key=SK,auth_type=accesskey",
+            "--storage.connection.endpoint=http://override:1",
+        ])
+        .expect("parse");
+        let config = cli.storage.to_config().expect("valid config");
+        assert_eq!(config.kind, "minio");
+        assert_eq!(config.container.as_deref(), Some("bucket"));
+        assert_eq!(config.endpoint.as_deref(), Some("http://override:1"), "flags win over the file");
+        assert!(config.disable_ssl);
+        assert_eq!(config.stow_kind.as_deref(), Some("s3"));
+        let keys: Vec<&str> = config.stow_config.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["access_key_id", "auth_type", "region", "secret_key"]);
+    }
+
+    #[test]
+    fn bad_stow_pair_names_the_key_only() {
+        let cli = Cli::try_parse_from(["copilot", "--storage.stow.config", "novalue"]).expect("parse");
+        let err = cli.storage.to_config().expect_err("must fail");
+        assert!(err.to_string().contains("key=value"), "{err}");
+    }
+}

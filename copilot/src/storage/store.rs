@@ -1,0 +1,724 @@
+//! [`Store`]: one handle over every storage URL copilot meets. Each
+//! `scheme://bucket` gets its own object_store client (built on first use,
+//! then shared); `http(s)://` is read with a plain HTTP client whose status
+//! is checked. Transfers stream, run at most `max_concurrency` at once,
+//! retry transient failures, and never leave a partial file or object.
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures::{StreamExt as _, TryStreamExt as _};
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreScheme, RetryConfig, WriteMultipart,
+    aws::AmazonS3Builder, azure::MicrosoftAzureBuilder, gcp::GoogleCloudStorageBuilder,
+    local::LocalFileSystem, memory::InMemory, path::Path as ObjectPath,
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    sync::Semaphore,
+};
+use url::Url;
+
+use super::{Progress, StorageConfig};
+
+/// Objects up to this size are uploaded with one PUT; larger ones in parts.
+pub const SINGLE_PUT_MAX: u64 = 16 * 1024 * 1024;
+/// Part size of a multipart upload (S3 wants ≥ 5 MiB).
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// A storage failure, naming the URL (never a credential).
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{url:?} is not a storage URL or path")]
+    BadUrl {
+        url: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("unsupported storage URL scheme {scheme:?} in {url:?} (use s3, gs, abfs/az, file, mem, http(s))")]
+    UnsupportedScheme { url: String, scheme: String },
+    #[error("{url:?}: {what} is not possible over http(s) (read-only, no listing)")]
+    HttpReadOnly { url: String, what: &'static str },
+    #[error("cannot set up the storage client for {url:?}")]
+    Client {
+        url: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("object {url:?} does not exist")]
+    NotFound {
+        url: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{op} {url:?} failed")]
+    Object {
+        op: &'static str,
+        url: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("GET {url:?} answered HTTP {status}")]
+    HttpStatus { url: String, status: u16 },
+    #[error("GET {url:?} failed")]
+    Http {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{url:?} is {size} bytes, more than the {limit} allowed here")]
+    TooLarge { url: String, size: u64, limit: u64 },
+    #[error("{op} local file {path}")]
+    Local {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{url:?}: the object listing holds a key that is not under the prefix: {key:?}")]
+    ListingKey { url: String, key: String },
+}
+
+impl StorageError {
+    /// Whether trying again may help (network trouble, server errors).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Object { source, .. } => !matches!(
+                source,
+                object_store::Error::NotFound { .. }
+                    | object_store::Error::InvalidPath { .. }
+                    | object_store::Error::NotSupported { .. }
+                    | object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. }
+                    | object_store::Error::UnknownConfigurationKey { .. }
+                    | object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. }
+            ),
+            Self::HttpStatus { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+            Self::Http { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// An object found by [`Store::list`].
+#[derive(Debug, Clone)]
+pub struct ListedObject {
+    /// The key below the listed prefix, `/`-separated (nesting kept).
+    pub relative: String,
+    pub size: u64,
+    pub object: ObjectRef,
+}
+
+/// A resolved object: a client and a key, or an http(s) URL.
+#[derive(Clone)]
+pub struct ObjectRef {
+    url: String,
+    target: Target,
+}
+
+impl std::fmt::Debug for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ObjectRef").field(&self.url).finish()
+    }
+}
+
+impl ObjectRef {
+    /// The URL this object was resolved from.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+#[derive(Clone)]
+enum Target {
+    Object { store: Arc<dyn ObjectStore>, path: ObjectPath },
+    Http(Url),
+}
+
+struct Inner {
+    config: StorageConfig,
+    clients: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+    memory: Arc<InMemory>,
+    local: Arc<LocalFileSystem>,
+    http: reqwest::Client,
+    permits: Semaphore,
+}
+
+/// One handle over every storage URL (cheap to clone).
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("config", &self.inner.config).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Joins `key` (`/`-separated, relative) to a storage URL or path.
+pub fn join_url(base: &str, key: &str) -> String {
+    let key = key.trim_start_matches('/');
+    if base.ends_with('/') { format!("{base}{key}") } else { format!("{base}/{key}") }
+}
+
+impl Store {
+    /// A store with the given configuration. Clients are built lazily, on
+    /// the first use of each `scheme://bucket`.
+    pub fn new(config: StorageConfig) -> Self {
+        let permits = Semaphore::new(config.max_concurrency.max(1));
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                clients: Mutex::new(HashMap::new()),
+                memory: Arc::new(InMemory::new()),
+                local: Arc::new(LocalFileSystem::new()),
+                http,
+                permits,
+            }),
+        }
+    }
+
+    /// A store from the `--storage.*` flags (and `--config` file).
+    pub fn from_args(args: &super::StorageArgs) -> Result<Self, super::ConfigError> {
+        Ok(Self::new(args.to_config()?))
+    }
+
+    pub fn config(&self) -> &StorageConfig {
+        &self.inner.config
+    }
+
+    /// Resolves a URL (`s3://b/k`, `gs://b/k`, `abfs://c@a.dfs.core.windows.net/k`,
+    /// `az://c/k`, `file:///p`, a plain path, `mem://b/k`, `http(s)://…`).
+    pub fn resolve(&self, url: &str) -> Result<ObjectRef, StorageError> {
+        let parsed = parse_location(url)?;
+        let target = match parsed.scheme() {
+            "http" | "https" => {
+                // Cloud endpoints spelt as https (e.g. *.amazonaws.com) still go through object_store.
+                match ObjectStoreScheme::parse(&parsed) {
+                    Ok((ObjectStoreScheme::Http, _)) | Err(_) => Target::Http(parsed),
+                    Ok(_) => self.object_target(url, &parsed)?,
+                }
+            }
+            _ => self.object_target(url, &parsed)?,
+        };
+        Ok(ObjectRef { url: url.to_owned(), target })
+    }
+
+    fn object_target(&self, url: &str, parsed: &Url) -> Result<Target, StorageError> {
+        let scheme = parsed.scheme();
+        if scheme == "mem" || scheme == "memory" {
+            let key = format!("{}{}", parsed.host_str().unwrap_or_default(), parsed.path());
+            let path = ObjectPath::from_url_path(key.trim_start_matches('/'))
+                .map_err(|source| StorageError::Client { url: url.to_owned(), source: source.into() })?;
+            return Ok(Target::Object { store: self.inner.memory.clone(), path });
+        }
+        let (kind, path) = ObjectStoreScheme::parse(parsed).map_err(|_| StorageError::UnsupportedScheme {
+            url: url.to_owned(),
+            scheme: scheme.to_owned(),
+        })?;
+        let store: Arc<dyn ObjectStore> = match kind {
+            ObjectStoreScheme::Local => self.inner.local.clone(),
+            ObjectStoreScheme::Memory => self.inner.memory.clone(),
+            ObjectStoreScheme::AmazonS3 | ObjectStoreScheme::GoogleCloudStorage | ObjectStoreScheme::MicrosoftAzure => {
+                let bucket_key = bucket_key(parsed);
+                let mut clients = lock(&self.inner.clients);
+                match clients.get(&bucket_key) {
+                    Some(client) => client.clone(),
+                    None => {
+                        let client = self
+                            .build_client(&kind, parsed)
+                            .map_err(|source| StorageError::Client { url: url.to_owned(), source })?;
+                        clients.insert(bucket_key, client.clone());
+                        client
+                    }
+                }
+            }
+            _ => {
+                return Err(StorageError::UnsupportedScheme { url: url.to_owned(), scheme: scheme.to_owned() });
+            }
+        };
+        Ok(Target::Object { store, path })
+    }
+
+    fn retry(&self) -> RetryConfig {
+        RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(5),
+                base: 2.0,
+            },
+            max_retries: self.inner.config.retries,
+            retry_timeout: self.inner.config.retry_timeout,
+        }
+    }
+
+    fn build_client(&self, kind: &ObjectStoreScheme, url: &Url) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+        let cfg = &self.inner.config;
+        let stow = |k: &str| cfg.stow_config.get(k).map(|s| s.expose().to_owned()).filter(|v| !v.is_empty());
+        let mut options = ClientOptions::new()
+            .with_connect_timeout(Duration::from_secs(30))
+            .with_timeout(Duration::from_secs(300));
+        let base = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
+        Ok(match kind {
+            ObjectStoreScheme::AmazonS3 => {
+                let endpoint = cfg.endpoint.clone().or_else(|| stow("endpoint"));
+                let allow_http = cfg.disable_ssl
+                    || stow("disable_ssl").is_some_and(|v| v == "true")
+                    || endpoint.as_deref().is_some_and(|e| e.starts_with("http://"));
+                options = options.with_allow_http(allow_http);
+                let mut b = AmazonS3Builder::from_env()
+                    .with_url(base)
+                    .with_retry(self.retry())
+                    .with_client_options(options);
+                if let Some(endpoint) = endpoint {
+                    b = b.with_endpoint(endpoint).with_virtual_hosted_style_request(false);
+                }
+                if let Some(region) = cfg.region.clone().or_else(|| stow("region")) {
+                    b = b.with_region(region);
+                }
+                let auth = cfg.auth_type.clone().or_else(|| stow("auth_type")).unwrap_or_default();
+                let access = cfg.access_key.as_ref().map(|s| s.expose().to_owned()).or_else(|| stow("access_key_id"));
+                let secret = cfg.secret_key.as_ref().map(|s| s.expose().to_owned()).or_else(|| stow("secret_key"));
+                if auth != "iam" {
+                    if let (Some(access), Some(secret)) = (access, secret) {
+                        b = b.with_access_key_id(access).with_secret_access_key(secret);
+                    }
+                }
+                Arc::new(b.build()?)
+            }
+            ObjectStoreScheme::GoogleCloudStorage => {
+                let mut b = GoogleCloudStorageBuilder::from_env()
+                    .with_url(base)
+                    .with_retry(self.retry())
+                    .with_client_options(options);
+                if let Some(json) = stow("json") {
+                    b = b.with_service_account_key(json);
+                }
+                Arc::new(b.build()?)
+            }
+            ObjectStoreScheme::MicrosoftAzure => {
+                let mut b = MicrosoftAzureBuilder::from_env()
+                    .with_url(url.to_string())
+                    .with_retry(self.retry())
+                    .with_client_options(options);
+                if let Some(account) = stow("account") {
+                    b = b.with_account(account);
+                }
+                if let Some(key) = stow("key") {
+                    b = b.with_access_key(key);
+                }
+                Arc::new(b.build()?)
+            }
+            _ => return Err(object_store::Error::NotImplemented),
+        })
+    }
+
+    async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
+        // The semaphore is never closed.
+        match self.inner.permits.acquire().await {
+            Ok(p) => p,
+            Err(_) => unreachable!("the transfer semaphore is never closed"),
+        }
+    }
+
+    /// Reads a whole (small) object, refusing one larger than `limit` bytes.
+    pub async fn read_bytes(&self, url: &str, limit: u64) -> Result<Bytes, StorageError> {
+        let object = self.resolve(url)?;
+        let _permit = self.permit().await;
+        let mut attempt = 0;
+        loop {
+            let result = self.read_bytes_once(&object, limit).await;
+            match result {
+                Err(e) if e.is_transient() && attempt < self.inner.config.retries => {
+                    attempt += 1;
+                    tracing::warn!(url, attempt, error = %e, "transient read failure, retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn read_bytes_once(&self, object: &ObjectRef, limit: u64) -> Result<Bytes, StorageError> {
+        let url = &object.url;
+        let too_large = |size| StorageError::TooLarge { url: url.clone(), size, limit };
+        let mut buf = Vec::new();
+        let mut stream = self.open(object).await?;
+        if let Some(size) = stream.size {
+            if size > limit {
+                return Err(too_large(size));
+            }
+        }
+        while let Some(chunk) = stream.body.next().await {
+            let chunk = chunk?;
+            if (buf.len() + chunk.len()) as u64 > limit {
+                return Err(too_large((buf.len() + chunk.len()) as u64));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(buf))
+    }
+
+    async fn open(&self, object: &ObjectRef) -> Result<Opened, StorageError> {
+        let url = object.url.clone();
+        match &object.target {
+            Target::Object { store, path } => {
+                let result = store.get(path).await.map_err(|source| object_error("GET", &url, source))?;
+                let size = result.meta.size;
+                let body = result
+                    .into_stream()
+                    .map_err(move |source| object_error("GET", &url, source))
+                    .boxed();
+                Ok(Opened { size: Some(size), body })
+            }
+            Target::Http(parsed) => {
+                let response = self
+                    .inner
+                    .http
+                    .get(parsed.clone())
+                    .send()
+                    .await
+                    .map_err(|source| StorageError::Http { url: url.clone(), source })?;
+                let status = response.status();
+                if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
+                    return Err(StorageError::NotFound { url: url.clone(), source: format!("HTTP {status}").into() });
+                }
+                if !status.is_success() {
+                    return Err(StorageError::HttpStatus { url: url.clone(), status: status.as_u16() });
+                }
+                let size = response.content_length();
+                let body = response
+                    .bytes_stream()
+                    .map_err(move |source| StorageError::Http { url: url.clone(), source })
+                    .boxed();
+                Ok(Opened { size, body })
+            }
+        }
+    }
+
+    /// Downloads `url` to the file `dest`: streamed to a temporary file next
+    /// to it, renamed into place once complete (never a partial `dest`);
+    /// retried from the start on a transient failure. Returns the size.
+    pub async fn download_file(&self, url: &str, dest: &Path, progress: &Progress) -> Result<u64, StorageError> {
+        let object = self.resolve(url)?;
+        self.download_object(&object, dest, progress).await
+    }
+
+    /// [`Store::download_file`] for an object already resolved (e.g. listed).
+    pub async fn download_object(&self, object: &ObjectRef, dest: &Path, progress: &Progress) -> Result<u64, StorageError> {
+        let _permit = self.permit().await;
+        let mut attempt = 0;
+        loop {
+            let mut counted = 0;
+            let result = self.download_once(object, dest, progress, &mut counted).await;
+            match result {
+                Err(e) if e.is_transient() && attempt < self.inner.config.retries => {
+                    attempt += 1;
+                    progress.unadd_bytes(counted);
+                    tracing::warn!(url = object.url, attempt, error = %e, "transient download failure, retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn download_once(
+        &self,
+        object: &ObjectRef,
+        dest: &Path,
+        progress: &Progress,
+        counted: &mut u64,
+    ) -> Result<u64, StorageError> {
+        let local = |op, source| StorageError::Local { op, path: dest.to_path_buf(), source };
+        let parent = dest.parent().unwrap_or(Path::new("."));
+        let mut stream = self.open(object).await?;
+        let temp = tempfile::Builder::new()
+            .prefix(".copilot-partial-")
+            .tempfile_in(parent)
+            .map_err(|e| local("create a temporary file for", e))?;
+        let (file, temp_path) = temp.into_parts();
+        let mut file = tokio::fs::File::from_std(file);
+        let mut written = 0u64;
+        while let Some(chunk) = stream.body.next().await {
+            let chunk = chunk?;
+            file.write_all(&chunk).await.map_err(|e| local("write", e))?;
+            written += chunk.len() as u64;
+            *counted += chunk.len() as u64;
+            progress.add_bytes(chunk.len() as u64);
+        }
+        if let Some(size) = stream.size {
+            if size != written {
+                return Err(StorageError::Local {
+                    op: "complete (the stream ended early)",
+                    path: dest.to_path_buf(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("got {written} of {size} bytes from {}", object.url),
+                    ),
+                });
+            }
+        }
+        file.flush().await.map_err(|e| local("flush", e))?;
+        drop(file);
+        temp_path.persist(dest).map_err(|e| local("rename into place", e.error))?;
+        progress.add_file();
+        Ok(written)
+    }
+
+    /// Lists every object below the `prefix_url` "directory", recursively,
+    /// with its key relative to the prefix. Keys that would not form a
+    /// relative path are refused by the caller, not here.
+    pub async fn list(&self, prefix_url: &str) -> Result<Vec<ListedObject>, StorageError> {
+        let object = self.resolve(prefix_url)?;
+        let Target::Object { store, path } = &object.target else {
+            return Err(StorageError::HttpReadOnly { url: prefix_url.to_owned(), what: "listing" });
+        };
+        let prefix = (!path.as_ref().is_empty()).then_some(path);
+        let mut listed = Vec::new();
+        let mut stream = store.list(prefix);
+        while let Some(meta) = stream.next().await {
+            let meta = meta.map_err(|source| object_error("LIST", prefix_url, source))?;
+            let relative = match prefix {
+                Some(p) => meta.location.prefix_match(p).map(|parts| {
+                    parts.map(|part| part.as_ref().to_owned()).collect::<Vec<_>>().join("/")
+                }),
+                None => Some(meta.location.as_ref().to_owned()),
+            };
+            let Some(relative) = relative.filter(|r| !r.is_empty()) else {
+                return Err(StorageError::ListingKey { url: prefix_url.to_owned(), key: meta.location.to_string() });
+            };
+            listed.push(ListedObject {
+                relative: relative.clone(),
+                size: meta.size,
+                object: ObjectRef {
+                    url: join_url(prefix_url, &relative),
+                    target: Target::Object { store: store.clone(), path: meta.location },
+                },
+            });
+        }
+        listed.sort_by(|a, b| a.relative.cmp(&b.relative));
+        Ok(listed)
+    }
+
+    /// Writes a small object in one request (atomic: readers see the old
+    /// object or the whole new one).
+    pub async fn put_bytes(&self, url: &str, bytes: Bytes) -> Result<(), StorageError> {
+        let object = self.resolve(url)?;
+        let Target::Object { store, path } = &object.target else {
+            return Err(StorageError::HttpReadOnly { url: url.to_owned(), what: "writing" });
+        };
+        let _permit = self.permit().await;
+        let mut attempt = 0;
+        loop {
+            let result = store
+                .put(path, bytes.clone().into())
+                .await
+                .map(|_| ())
+                .map_err(|source| object_error("PUT", url, source));
+            match result {
+                Err(e) if e.is_transient() && attempt < self.inner.config.retries => {
+                    attempt += 1;
+                    tracing::warn!(url, attempt, error = %e, "transient write failure, retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Uploads the local file `src` to `url`, streamed: one PUT up to
+    /// [`SINGLE_PUT_MAX`], a multipart upload (completed only once every
+    /// part is in, aborted on failure) beyond it. Returns the size.
+    pub async fn upload_file(&self, src: &Path, url: &str, progress: &Progress) -> Result<u64, StorageError> {
+        let object = self.resolve(url)?;
+        let Target::Object { store, path } = &object.target else {
+            return Err(StorageError::HttpReadOnly { url: url.to_owned(), what: "writing" });
+        };
+        let local = |op, source| StorageError::Local { op, path: src.to_path_buf(), source };
+        let size = tokio::fs::metadata(src).await.map_err(|e| local("stat", e))?.len();
+        if size <= SINGLE_PUT_MAX {
+            let data = tokio::fs::read(src).await.map_err(|e| local("read", e))?;
+            self.put_bytes(url, Bytes::from(data)).await?;
+            progress.add_bytes(size);
+            progress.add_file();
+            return Ok(size);
+        }
+        let _permit = self.permit().await;
+        let upload = store.put_multipart(path).await.map_err(|source| object_error("start multipart upload of", url, source))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let result: Result<u64, StorageError> = async {
+            let mut file = tokio::fs::File::open(src).await.map_err(|e| local("open", e))?;
+            let mut buf = vec![0u8; 1024 * 1024];
+            let mut sent = 0u64;
+            loop {
+                let n = file.read(&mut buf).await.map_err(|e| local("read", e))?;
+                if n == 0 {
+                    break;
+                }
+                writer
+                    .wait_for_capacity(4)
+                    .await
+                    .map_err(|source| object_error("upload a part of", url, source))?;
+                writer.write(&buf[..n]);
+                sent += n as u64;
+                progress.add_bytes(n as u64);
+            }
+            Ok(sent)
+        }
+        .await;
+        match result {
+            Ok(sent) => {
+                writer.finish().await.map_err(|source| object_error("complete multipart upload of", url, source))?;
+                progress.add_file();
+                Ok(sent)
+            }
+            Err(e) => {
+                if let Err(abort) = writer.abort().await {
+                    tracing::warn!(url, error = %abort, "could not abort the multipart upload");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+struct Opened {
+    size: Option<u64>,
+    body: futures::stream::BoxStream<'static, Result<Bytes, StorageError>>,
+}
+
+fn object_error(op: &'static str, url: &str, source: object_store::Error) -> StorageError {
+    match source {
+        object_store::Error::NotFound { .. } => StorageError::NotFound { url: url.to_owned(), source: Box::new(source) },
+        source => StorageError::Object { op, url: url.to_owned(), source },
+    }
+}
+
+fn backoff(attempt: usize) -> Duration {
+    Duration::from_millis(200u64.saturating_mul(1 << attempt.min(5)))
+}
+
+/// `scheme://host` identifies one client (one bucket/container/account).
+fn bucket_key(url: &Url) -> String {
+    let mut key = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
+    if url.scheme() == "az" {
+        if let Some(first) = url.path().trim_start_matches('/').split('/').next() {
+            key.push('/');
+            key.push_str(first);
+        }
+    }
+    if !url.username().is_empty() {
+        key.push('@');
+        key.push_str(url.username());
+    }
+    key
+}
+
+/// Parses a storage URL; a plain path (absolute or relative) becomes `file://`.
+fn parse_location(url: &str) -> Result<Url, StorageError> {
+    match Url::parse(url) {
+        Ok(parsed) => Ok(parsed),
+        Err(url::ParseError::RelativeUrlWithoutBase) => {
+            let path = Path::new(url);
+            let absolute = if path.is_absolute() {
+                path.to_path_buf()
+            } else {
+                std::env::current_dir()
+                    .map_err(|_| StorageError::BadUrl { url: url.to_owned(), source: url::ParseError::RelativeUrlWithoutBase })?
+                    .join(path)
+            };
+            Url::from_file_path(&absolute)
+                .map_err(|()| StorageError::BadUrl { url: url.to_owned(), source: url::ParseError::RelativeUrlWithoutBase })
+        }
+        Err(source) => Err(StorageError::BadUrl { url: url.to_owned(), source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> Store {
+        Store::new(StorageConfig::default())
+    }
+
+    #[tokio::test]
+    async fn memory_put_read_list_download() {
+        let s = store();
+        s.put_bytes("mem://b/p/one", Bytes::from_static(b"1")).await.expect("put");
+        s.put_bytes("mem://b/p/sub/two", Bytes::from_static(b"22")).await.expect("put");
+        s.put_bytes("mem://b/other", Bytes::from_static(b"x")).await.expect("put");
+        assert_eq!(s.read_bytes("mem://b/p/one", 10).await.expect("read"), Bytes::from_static(b"1"));
+        let listed = s.list("mem://b/p").await.expect("list");
+        let keys: Vec<(&str, u64)> = listed.iter().map(|l| (l.relative.as_str(), l.size)).collect();
+        assert_eq!(keys, [("one", 1), ("sub/two", 2)]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("two");
+        let progress = Progress::default();
+        let n = s.download_object(&listed[1].object, &dest, &progress).await.expect("download");
+        assert_eq!(n, 2);
+        assert_eq!(std::fs::read(&dest).expect("read back"), b"22");
+        assert_eq!(progress.snapshot().bytes, 2);
+    }
+
+    #[tokio::test]
+    async fn missing_object_is_not_found_and_leaves_no_file() {
+        let s = store();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("x");
+        let err = s.download_file("mem://b/nope", &dest, &Progress::default()).await.expect_err("must fail");
+        assert!(matches!(err, StorageError::NotFound { .. }), "{err:?}");
+        assert!(err.to_string().contains("mem://b/nope"));
+        assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 0, "no partial file left");
+    }
+
+    #[tokio::test]
+    async fn read_limit_is_enforced() {
+        let s = store();
+        s.put_bytes("mem://b/big", Bytes::from(vec![0u8; 100])).await.expect("put");
+        let err = s.read_bytes("mem://b/big", 10).await.expect_err("too large");
+        assert!(matches!(err, StorageError::TooLarge { size: 100, limit: 10, .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn local_files_and_plain_paths() {
+        let s = store();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src.bin");
+        std::fs::write(&src, vec![7u8; 20 * 1024 * 1024]).expect("write");
+        let remote = format!("file://{}/remote/obj.bin", dir.path().display());
+        let n = s.upload_file(&src, &remote, &Progress::default()).await.expect("multipart upload to file://");
+        assert_eq!(n, 20 * 1024 * 1024);
+        let plain = dir.path().join("remote/obj.bin");
+        let got = s.read_bytes(plain.to_str().expect("utf-8"), u64::MAX).await.expect("read plain path");
+        assert_eq!(got.len(), 20 * 1024 * 1024);
+        assert!(got.iter().all(|b| *b == 7));
+    }
+
+    #[test]
+    fn unsupported_scheme_is_named() {
+        let err = store().resolve("ftp://host/x").expect_err("ftp is unsupported");
+        assert!(matches!(err, StorageError::UnsupportedScheme { ref scheme, .. } if scheme == "ftp"), "{err:?}");
+    }
+
+    #[test]
+    fn join_url_handles_slashes() {
+        assert_eq!(join_url("s3://b/p", "k"), "s3://b/p/k");
+        assert_eq!(join_url("s3://b/p/", "/k"), "s3://b/p/k");
+    }
+}
