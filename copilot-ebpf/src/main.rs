@@ -17,6 +17,7 @@
 #![no_main]
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
@@ -26,7 +27,6 @@ use aya_ebpf::{
             bpf_ktime_get_boot_ns,
         },
     },
-    EbpfContext as _,
     macros::{map, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
@@ -147,12 +147,16 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     // atomic (BPF_NOEXIST), so two racing first execs cannot both win.
     if container != 0
         && CONTAINERS.get_ptr(container).is_none()
-        && CONTAINERS.insert(container, tgid, BPF_NOEXIST as u64).is_ok()
+        && CONTAINERS
+            .insert(container, tgid, BPF_NOEXIST as u64)
+            .is_ok()
     {
         flags |= FLAG_MAIN;
         let _ = MAINS.insert(tgid, container, 0);
     }
-    let urgent = flags & FLAG_MAIN != 0;
+    // Also wake for a process userspace is waiting on (a container's init that
+    // was already there when the snapshot was taken, exec'ing its entrypoint).
+    let urgent = flags & FLAG_MAIN != 0 || MAINS.get_ptr(tgid).is_some();
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count_drop();
         return 0;

@@ -8,6 +8,8 @@ pub mod cli;
 pub mod download;
 pub mod lifecycle;
 pub mod literals;
+pub mod monitor;
+pub mod pod;
 pub mod proto;
 pub mod storage;
 pub mod trace;

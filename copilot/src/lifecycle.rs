@@ -1,1 +1,427 @@
-//! The container state machine: created → started(pid) → exited(status).
+//! The container state machine: created → started(main pid) → exited(status).
+//!
+//! Fed by three sources, in any order and with duplicates: kernel events (the
+//! main process's exec and exit), the one snapshot taken after attaching, and
+//! cgroup `populated 0` notifications. Every transition moves forward only, so
+//! a fact seen twice (by the snapshot and by an event) is reported once.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Serialize;
+
+use crate::tracer::{ExitStatus, Kind, ProcessEvent};
+
+/// How a container ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Exit {
+    pub pid: Option<u32>,
+    /// `None` when the exit was seen only as an emptied cgroup (before attach,
+    /// or the event was lost).
+    #[serde(skip)]
+    pub status: Option<ExitStatus>,
+    pub oom_killed: bool,
+    pub time_ns: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// The cgroup exists; the main process has not exec'd yet.
+    Created,
+    Started {
+        pid: u32,
+        time_ns: Option<u64>,
+    },
+    Exited(Exit),
+}
+
+impl State {
+    fn rank(&self) -> u8 {
+        match self {
+            Self::Created => 0,
+            Self::Started { .. } => 1,
+            Self::Exited(_) => 2,
+        }
+    }
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Started { .. } => "started",
+            Self::Exited(_) => "exited",
+        }
+    }
+}
+
+/// Where a transition was learnt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Event,
+    Snapshot,
+    Cgroup,
+}
+
+/// One container cgroup of the pod.
+#[derive(Debug, Clone)]
+pub struct Container {
+    pub cgroup_id: u64,
+    /// Directory name under the pod cgroup.
+    pub name: String,
+    pub main_pid: Option<u32>,
+    /// The main process's command name (after its exec), when known.
+    pub main_comm: Option<String>,
+    pub state: State,
+}
+
+/// A state change to report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub cgroup_id: u64,
+    pub state: State,
+    pub source: Source,
+}
+
+/// What the snapshot found in a container cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// No process, and none ever ran (`cpu.stat usage_usec 0`).
+    NeverRan,
+    /// No process now, but some ran: the container exited before we looked.
+    Emptied,
+    /// Its root process is waiting to exec the entrypoint (runc's init).
+    Waiting {
+        pid: u32,
+    },
+    Running {
+        pid: u32,
+    },
+}
+
+#[derive(Debug, Default)]
+pub struct Pod {
+    containers: BTreeMap<u64, Container>,
+    oom_victims: HashSet<u32>,
+}
+
+impl Pod {
+    pub fn container(&self, cgroup_id: u64) -> Option<&Container> {
+        self.containers.get(&cgroup_id)
+    }
+
+    pub fn containers(&self) -> impl Iterator<Item = &Container> {
+        self.containers.values()
+    }
+
+    /// Whether the OOM killer chose `tgid` (a `mark_victim` event named it).
+    pub fn oom_victim(&self, tgid: u32) -> bool {
+        self.oom_victims.contains(&tgid)
+    }
+
+    /// Whether `tgid` is the main process of its container.
+    pub fn is_main(&self, container_cgroup_id: u64, tgid: u32) -> bool {
+        self.containers
+            .get(&container_cgroup_id)
+            .is_some_and(|c| c.main_pid == Some(tgid))
+    }
+
+    /// A container cgroup appeared (listing or inotify): created, unless known.
+    pub fn add(&mut self, cgroup_id: u64, name: &str, source: Source) -> Option<Change> {
+        if let Some(c) = self.containers.get_mut(&cgroup_id) {
+            if c.name.is_empty() {
+                c.name = name.to_owned();
+            }
+            return None;
+        }
+        self.containers.insert(
+            cgroup_id,
+            Container {
+                cgroup_id,
+                name: name.to_owned(),
+                main_pid: None,
+                main_comm: None,
+                state: State::Created,
+            },
+        );
+        Some(Change {
+            cgroup_id,
+            state: State::Created,
+            source,
+        })
+    }
+
+    /// Applies what the snapshot saw; returns the resulting changes (the
+    /// container's creation first when it was not known yet).
+    pub fn snapshot(&mut self, cgroup_id: u64, name: &str, seen: Seen) -> Vec<Change> {
+        let mut out: Vec<Change> = self
+            .add(cgroup_id, name, Source::Snapshot)
+            .into_iter()
+            .collect();
+        let next = match seen {
+            Seen::NeverRan => None,
+            Seen::Waiting { pid } => {
+                if let Some(c) = self.containers.get_mut(&cgroup_id) {
+                    c.main_pid.get_or_insert(pid);
+                }
+                None
+            }
+            Seen::Running { pid } => Some((Some(pid), State::Started { pid, time_ns: None })),
+            Seen::Emptied => {
+                let pid = self.containers.get(&cgroup_id).and_then(|c| c.main_pid);
+                let exit = Exit {
+                    pid,
+                    status: None,
+                    oom_killed: false,
+                    time_ns: None,
+                };
+                Some((pid, State::Exited(exit)))
+            }
+        };
+        if let Some((pid, state)) = next {
+            out.extend(self.advance(cgroup_id, pid, state, Source::Snapshot));
+        }
+        out
+    }
+
+    /// Applies a kernel event.
+    pub fn event(&mut self, ev: &ProcessEvent) -> Option<Change> {
+        let cg = ev.container_cgroup_id;
+        match &ev.kind {
+            Kind::OomVictim => {
+                self.oom_victims.insert(ev.tgid);
+                None
+            }
+            Kind::Exec { .. } if cg != 0 => {
+                let known_main = self.containers.get(&cg).and_then(|c| c.main_pid);
+                let is_main = match known_main {
+                    Some(pid) => pid == ev.tgid,
+                    None => ev.main_hint,
+                };
+                if !is_main {
+                    return None;
+                }
+                self.add(cg, "", Source::Event);
+                if let Some(c) = self.containers.get_mut(&cg) {
+                    c.main_comm = Some(ev.comm.clone());
+                }
+                let state = State::Started {
+                    pid: ev.tgid,
+                    time_ns: Some(ev.time_ns),
+                };
+                self.advance(cg, Some(ev.tgid), state, Source::Event)
+            }
+            Kind::Exit { status, .. } if cg != 0 && self.is_main(cg, ev.tgid) => {
+                let oom_killed = status.signal() == Some(9) && self.oom_victims.contains(&ev.tgid);
+                let exit = Exit {
+                    pid: Some(ev.tgid),
+                    status: Some(*status),
+                    oom_killed,
+                    time_ns: Some(ev.time_ns),
+                };
+                self.advance(cg, Some(ev.tgid), State::Exited(exit), Source::Event)
+            }
+            _ => None,
+        }
+    }
+
+    /// The cgroup has no process left. `ever_ran` tells an emptied cgroup from
+    /// one whose first process has not arrived yet.
+    pub fn emptied(&mut self, cgroup_id: u64, ever_ran: bool) -> Option<Change> {
+        let c = self.containers.get(&cgroup_id)?;
+        if matches!(c.state, State::Created) && !ever_ran && c.main_pid.is_none() {
+            return None;
+        }
+        let exit = Exit {
+            pid: c.main_pid,
+            status: None,
+            oom_killed: false,
+            time_ns: None,
+        };
+        self.advance(cgroup_id, c.main_pid, State::Exited(exit), Source::Cgroup)
+    }
+
+    /// Records the main process's command name seen by the snapshot.
+    pub fn set_comm(&mut self, cgroup_id: u64, comm: &str) {
+        if let Some(c) = self.containers.get_mut(&cgroup_id) {
+            c.main_comm.get_or_insert_with(|| comm.to_owned());
+        }
+    }
+
+    /// Marks an exit killed by SIGKILL as an OOM kill (from the memory
+    /// controller's counter, when no `mark_victim` event named the process).
+    pub fn mark_oom(&mut self, cgroup_id: u64) -> bool {
+        match self.containers.get_mut(&cgroup_id).map(|c| &mut c.state) {
+            Some(State::Exited(exit)) if !exit.oom_killed => {
+                exit.oom_killed = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn advance(
+        &mut self,
+        cg: u64,
+        pid: Option<u32>,
+        state: State,
+        source: Source,
+    ) -> Option<Change> {
+        let c = self.containers.get_mut(&cg)?;
+        if state.rank() <= c.state.rank() {
+            return None;
+        }
+        if c.main_pid.is_none() {
+            c.main_pid = pid;
+        }
+        c.state = state;
+        Some(Change {
+            cgroup_id: cg,
+            state,
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(kind: Kind, tgid: u32, cg: u64, main_hint: bool) -> ProcessEvent {
+        ProcessEvent {
+            kind,
+            tgid,
+            pid: tgid,
+            ppid: 1,
+            cgroup_id: cg,
+            container_cgroup_id: cg,
+            time_ns: 1000,
+            comm: "x".into(),
+            main_hint,
+            woke: main_hint,
+        }
+    }
+    fn exec(tgid: u32, cg: u64, main: bool) -> ProcessEvent {
+        ev(
+            Kind::Exec {
+                filename: "/bin/sh".into(),
+                filename_truncated: false,
+            },
+            tgid,
+            cg,
+            main,
+        )
+    }
+    fn exit(tgid: u32, cg: u64, status: u32) -> ProcessEvent {
+        ev(
+            Kind::Exit {
+                status: ExitStatus(status),
+                group_dead_derived: false,
+            },
+            tgid,
+            cg,
+            false,
+        )
+    }
+
+    #[test]
+    fn start_then_exit_from_events() {
+        let mut pod = Pod::default();
+        let c = pod.event(&exec(10, 7, true)).unwrap();
+        assert!(matches!(c.state, State::Started { pid: 10, .. }));
+        assert_eq!(
+            pod.event(&exec(11, 7, false)),
+            None,
+            "a child's exec is not a start"
+        );
+        assert_eq!(
+            pod.event(&exit(11, 7, 0)),
+            None,
+            "a child's exit is not the main exit"
+        );
+        let c = pod.event(&exit(10, 7, 3 << 8)).unwrap();
+        let State::Exited(e) = c.state else {
+            panic!("{c:?}")
+        };
+        assert_eq!(
+            (e.pid, e.status.unwrap().code(), e.oom_killed),
+            (Some(10), Some(3), false)
+        );
+        assert_eq!(
+            pod.emptied(7, true),
+            None,
+            "the cgroup emptying after the exit adds nothing"
+        );
+    }
+
+    #[test]
+    fn snapshot_and_events_are_deduplicated() {
+        let mut pod = Pod::default();
+        let changes = pod.snapshot(5, "abc", Seen::Running { pid: 20 });
+        assert_eq!(changes.len(), 2);
+        assert_eq!(changes[0].state, State::Created);
+        assert_eq!(
+            pod.event(&exec(20, 5, false)),
+            None,
+            "re-exec of the main keeps it started"
+        );
+        assert_eq!(
+            pod.event(&exec(21, 5, true)),
+            None,
+            "the kernel's hint loses to the snapshot"
+        );
+        assert!(pod.event(&exit(20, 5, 0)).is_some());
+    }
+
+    #[test]
+    fn runc_init_waiting_then_exec() {
+        let mut pod = Pod::default();
+        let changes = pod.snapshot(5, "abc", Seen::Waiting { pid: 30 });
+        assert_eq!(changes.len(), 1, "created only");
+        let c = pod.event(&exec(30, 5, false)).unwrap();
+        assert!(matches!(c.state, State::Started { pid: 30, .. }));
+    }
+
+    #[test]
+    fn exited_before_we_looked() {
+        let mut pod = Pod::default();
+        let changes = pod.snapshot(5, "abc", Seen::Emptied);
+        let State::Exited(e) = changes[1].state else {
+            panic!()
+        };
+        assert_eq!((e.pid, e.status), (None, None));
+        assert_eq!(pod.snapshot(6, "new", Seen::NeverRan).len(), 1);
+        assert_eq!(
+            pod.emptied(6, false),
+            None,
+            "a cgroup that never ran is not an exit"
+        );
+        assert!(pod.emptied(6, true).is_some());
+    }
+
+    #[test]
+    fn oom_attribution() {
+        let mut pod = Pod::default();
+        pod.event(&exec(10, 7, true));
+        pod.event(&ev(Kind::OomVictim, 10, 7, false));
+        let State::Exited(e) = pod.event(&exit(10, 7, 9)).unwrap().state else {
+            panic!()
+        };
+        assert!(e.oom_killed);
+
+        pod.event(&exec(40, 8, true));
+        let State::Exited(e) = pod.event(&exit(40, 8, 9)).unwrap().state else {
+            panic!()
+        };
+        assert!(!e.oom_killed, "a plain SIGKILL is not an OOM kill");
+        assert!(pod.mark_oom(8));
+        assert!(!pod.mark_oom(8));
+    }
+
+    #[test]
+    fn lost_exit_event_is_healed_by_the_cgroup() {
+        let mut pod = Pod::default();
+        pod.event(&exec(10, 7, true));
+        let c = pod.emptied(7, true).unwrap();
+        assert_eq!(c.source, Source::Cgroup);
+        let State::Exited(e) = c.state else { panic!() };
+        assert_eq!((e.pid, e.status), (Some(10), None));
+    }
+}

@@ -1,12 +1,246 @@
-//! `copilot trace`: print the lifecycle events of a pod as JSON lines.
-use std::process::ExitCode;
+//! `copilot trace`: every exec and process exit in a pod, and every container
+//! state change, as one JSON object per line (or readable lines on a terminal).
+
+use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
+
+use serde_json::{Value, json};
+use tokio::signal::unix::SignalKind;
+
+use crate::{
+    cgroup::{self, Hierarchy},
+    lifecycle::State,
+    monitor::{self, Monitor, Output},
+    tracer::Kind,
+};
 
 #[derive(clap::Args, Debug, Clone)]
-pub struct TraceArgs {}
+#[command(group = clap::ArgGroup::new("target").required(true))]
+pub struct TraceArgs {
+    /// The pod's cgroup: a path in the cgroup v2 filesystem, or relative to its mount
+    /// (e.g. `/kubepods/besteffort/pod<uid>`).
+    #[arg(long, value_name = "PATH", group = "target")]
+    pub pod_cgroup: Option<PathBuf>,
+    /// Any cgroup subtree; its child cgroups are reported as containers.
+    #[arg(long, value_name = "PATH", group = "target")]
+    pub cgroup: Option<PathBuf>,
+    /// Output format; `auto` is text on a terminal, JSON lines otherwise.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub output: OutputFormat,
+    /// Ring buffer size in bytes (a power of two, at least a page).
+    #[arg(long, hide = true)]
+    pub ring_bytes: Option<u32>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Auto,
+    Json,
+    Text,
+}
 
 #[derive(Debug, thiserror::Error)]
-pub enum Error {}
+pub enum Error {
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::Error),
+    #[error(transparent)]
+    Monitor(#[from] monitor::Error),
+    #[error("installing the {signal} handler")]
+    Signal {
+        signal: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing to stdout")]
+    Stdout(#[source] std::io::Error),
+}
 
-pub async fn run(_args: TraceArgs) -> Result<ExitCode, Error> {
+pub async fn run(args: TraceArgs) -> Result<ExitCode, Error> {
+    let given = args.pod_cgroup.or(args.cgroup).unwrap_or_default();
+    let hierarchy = Hierarchy::discover(None)?;
+    let pod = hierarchy.resolve(&given)?;
+    let text = match args.output {
+        OutputFormat::Auto => std::io::stdout().is_terminal(),
+        OutputFormat::Json => false,
+        OutputFormat::Text => true,
+    };
+    let sig = |kind, signal| {
+        tokio::signal::unix::signal(kind).map_err(|source| Error::Signal { signal, source })
+    };
+    let mut sigterm = sig(SignalKind::terminate(), "SIGTERM")?;
+    let mut sigint = sig(SignalKind::interrupt(), "SIGINT")?;
+
+    let (mut monitor, first) = Monitor::start(hierarchy, pod, args.ring_bytes)?;
+    let mut stdout = std::io::stdout().lock();
+    let paths = monitor.kernel_paths();
+    tracing::info!(
+        pod = %monitor.pod_cgroup().path.display(),
+        group_dead_field = paths.group_dead_field,
+        oom_tracepoint = paths.oom_tracepoint,
+        "attached"
+    );
+    let pod_path = monitor.pod_cgroup().path.clone();
+    emit(&mut stdout, text, &pod_path, &first)?;
+    let ready = json!({
+        "type": "ready",
+        "pod_cgroup": monitor.pod_cgroup().path,
+        "cgroup_id": monitor.pod_cgroup().id,
+    });
+    line(&mut stdout, text, &ready)?;
+
+    loop {
+        tokio::select! {
+            r = monitor.next() => emit(&mut stdout, text, &pod_path, &r?)?,
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn emit(
+    out: &mut impl std::io::Write,
+    text: bool,
+    pod: &std::path::Path,
+    outputs: &[Output],
+) -> Result<(), Error> {
+    for o in outputs {
+        line(out, text, &to_json(o, pod))?;
+    }
+    out.flush().map_err(Error::Stdout)
+}
+
+fn line(out: &mut impl std::io::Write, text: bool, v: &Value) -> Result<(), Error> {
+    let s = if text { to_text(v) } else { v.to_string() };
+    writeln!(out, "{s}").map_err(Error::Stdout)?;
+    out.flush().map_err(Error::Stdout)
+}
+
+fn to_json(o: &Output, pod: &std::path::Path) -> Value {
+    match o {
+        Output::Process {
+            event,
+            container,
+            main,
+            oom_killed,
+        } => match &event.kind {
+            Kind::Exec {
+                filename,
+                filename_truncated,
+            } => json!({
+                "type": "exec",
+                "time_ns": event.time_ns,
+                "pid": event.tgid,
+                "tid": event.pid,
+                "ppid": event.ppid,
+                "comm": event.comm,
+                "filename": filename,
+                "filename_truncated": filename_truncated,
+                "cgroup_id": event.cgroup_id,
+                "container_id": container,
+                "main": main,
+            }),
+            Kind::Exit {
+                status,
+                group_dead_derived,
+            } => json!({
+                "type": "exit",
+                "time_ns": event.time_ns,
+                "pid": event.tgid,
+                "tid": event.pid,
+                "ppid": event.ppid,
+                "comm": event.comm,
+                "cgroup_id": event.cgroup_id,
+                "container_id": container,
+                "status": status.0,
+                "exit_code": status.code(),
+                "signal": status.signal(),
+                "core_dumped": status.core_dumped(),
+                "oom_killed": oom_killed,
+                "group_dead": if *group_dead_derived { "derived" } else { "tracepoint" },
+                "main": main,
+            }),
+            Kind::OomVictim => json!({ "type": "oom_victim", "pid": event.tgid }),
+        },
+        Output::Change {
+            change,
+            name,
+            container,
+        } => {
+            let (pid, code, sig, oom, time) = match change.state {
+                State::Created => (None, None, None, false, None),
+                State::Started { pid, time_ns } => (Some(pid), None, None, false, time_ns),
+                State::Exited(e) => (
+                    e.pid,
+                    e.status.and_then(|s| s.code()),
+                    e.status.and_then(|s| s.signal()),
+                    e.oom_killed,
+                    e.time_ns,
+                ),
+            };
+            json!({
+                "type": "container",
+                "container_id": container,
+                "cgroup": pod.join(name),
+                "cgroup_id": change.cgroup_id,
+                "state": change.state.name(),
+                "pid": pid,
+                "exit_code": code,
+                "signal": sig,
+                "oom_killed": oom,
+                "time_ns": time,
+                "source": change.source,
+            })
+        }
+        Output::Lost { count } => json!({ "type": "lost", "count": count }),
+    }
+}
+
+fn to_text(v: &Value) -> String {
+    let s = |k: &str| {
+        v.get(k)
+            .map(|x| match x {
+                Value::String(s) => s.clone(),
+                Value::Null => "-".into(),
+                other => other.to_string(),
+            })
+            .unwrap_or_default()
+    };
+    let short = |id: String| id.chars().take(12).collect::<String>();
+    match s("type").as_str() {
+        "exec" => format!(
+            "exec   {:>7} {:<16} {} [{}]{}",
+            s("pid"),
+            s("comm"),
+            s("filename"),
+            short(s("container_id")),
+            if v["main"] == true { " main" } else { "" }
+        ),
+        "exit" => {
+            let how = match (v["exit_code"].as_u64(), v["signal"].as_u64()) {
+                (Some(c), _) => format!("code {c}"),
+                (_, Some(sig)) => format!("signal {sig}"),
+                _ => "?".into(),
+            };
+            format!(
+                "exit   {:>7} {:<16} {how} [{}]{}",
+                s("pid"),
+                s("comm"),
+                short(s("container_id")),
+                if v["main"] == true { " main" } else { "" }
+            )
+        }
+        "container" => format!(
+            "container {} {} pid={} code={} signal={} oom={} ({})",
+            short(s("container_id")),
+            s("state"),
+            s("pid"),
+            s("exit_code"),
+            s("signal"),
+            s("oom_killed"),
+            s("source")
+        ),
+        "ready" => format!("ready: tracing {}", s("pod_cgroup")),
+        "lost" => format!("lost {} events; state re-read from cgroups", s("count")),
+        _ => v.to_string(),
+    }
 }

@@ -1,1 +1,34 @@
+//! Fixtures for copilot's privileged end-to-end tests.
+//!
+//! Everything here touches the real kernel: cgroups, runc containers, the `copilot`
+//! binary loading eBPF programs. Tests run as root, one at a time
+//! (`cargo xtask integration-test`), and every fixture cleans up in `Drop`, also when a
+//! test panics. A missing prerequisite (not root, no runc, no cgroup2 mount, no copilot
+//! binary) is a panic with the reason, never a skip: under `CI=true` a skipped kernel
+//! test would hide exactly the failures these tests exist for.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use integration_test::{Container, ContainerOpts, Layout, PodCgroup, Trace};
+//!
+//! let pod = PodCgroup::new(Layout::Cgroupfs);
+//! let mut trace = Trace::start(&pod);
+//! trace.wait_ready(Duration::from_secs(10));
+//! let ctr = Container::run(&pod, &["sh", "-c", "exit 3"], ContainerOpts::default());
+//! let exit = trace.next_matching(
+//!     |e| e.is_exit() && e.pid() == Some(ctr.pid()),
+//!     Duration::from_secs(10),
+//! );
+//! assert_eq!(exit.exit_code(), Some(3));
+//! ```
+mod cgroup;
+mod container;
+mod env;
+mod rootfs;
+mod trace;
 
+pub use cgroup::{Layout, PodCgroup, cgroup2_mount, v1_mounts};
+pub use container::{Container, ContainerOpts, Gate, Mount};
+pub use env::{copilot_bin, is_ci, pidfd_wait, preflight, random_hex, workspace_root};
+pub use rootfs::{HELPERS, rootfs};
+pub use trace::{Event, Trace};

@@ -1,1 +1,26 @@
-fn main() {}
+//! `cargo xtask`: the project's developer and CI commands (alias in `.cargo/config.toml`).
+mod cmd;
+mod integration_test;
+mod setup;
+mod test;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "copilot's developer and CI tasks")]
+enum Subcommand {
+    /// Install what this machine kind lacks (Debian packages, rust-src, bpf-linker, moto).
+    Setup(setup::Options),
+    /// The whole test suite: setup, fmt, clippy, unit tests, privileged integration tests.
+    Test(test::Options),
+    /// Only the privileged integration tests (builds copilot first).
+    IntegrationTest(integration_test::Options),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Subcommand::parse() {
+        Subcommand::Setup(opts) => setup::run(opts),
+        Subcommand::Test(opts) => test::run(opts),
+        Subcommand::IntegrationTest(opts) => integration_test::run(opts),
+    }
+}

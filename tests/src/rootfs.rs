@@ -1,0 +1,102 @@
+//! The busybox root filesystem the test containers run in, built once per test run.
+use std::{
+    hash::{DefaultHasher, Hasher as _},
+    os::unix::fs::{PermissionsExt as _, symlink},
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
+
+use crate::env::{missing, random_hex, workspace_root};
+
+/// The static C helpers (sources in `tests/helpers/`, built by `build.rs`), installed as
+/// `/bin/<name>`:
+/// - `leader_exit MS CODE`: the leader thread `pthread_exit`s; a second thread sleeps MS ms
+///   and then `exit(CODE)`s the process.
+/// - `spawner N CODE`: forks and execs `/bin/true` N times, one after the other, then exits CODE.
+/// - `memhog`: allocates and touches 1 MiB at a time until the OOM killer ends it.
+pub const HELPERS: &[&str] = &["leader_exit", "spawner", "memhog"];
+
+const BUSYBOX: &str = "/bin/busybox";
+/// busybox applets linked into `/bin`.
+const APPLETS: &[&str] = &[
+    "sh", "ash", "sleep", "true", "false", "echo", "cat", "kill", "ls", "ps", "mkdir", "rm",
+    "touch", "env", "id", "wc", "seq", "yes", "head", "dd", "test", "[", "printf", "pidof",
+];
+/// Directories the container runtime mounts over or the tests bind-mount into.
+const DIRS: &[&str] = &[
+    "bin", "proc", "dev", "sys", "tmp", "etc", "ctl", "out", "in",
+];
+
+/// The rootfs directory, `<workspace>/target/integration/rootfs-<hash of its content>`.
+///
+/// Built at most once per test binary; reused across runs while busybox and the helpers
+/// are unchanged. Built in a temporary directory and renamed into place, so a
+/// half-built rootfs is never used.
+pub fn rootfs() -> &'static Path {
+    static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
+    ROOTFS.get_or_init(build)
+}
+
+fn helper_path(name: &str) -> PathBuf {
+    Path::new(env!("HELPERS_DIR")).join(name)
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| {
+        missing(format!(
+            "cannot read {}: {e} (busybox-static installs /bin/busybox)",
+            path.display()
+        ))
+    })
+}
+
+fn build() -> PathBuf {
+    let busybox = read(Path::new(BUSYBOX));
+    let mut hasher = DefaultHasher::new();
+    hasher.write(&busybox);
+    for name in HELPERS {
+        hasher.write(name.as_bytes());
+        hasher.write(&read(&helper_path(name)));
+    }
+    for applet in APPLETS.iter().chain(DIRS) {
+        hasher.write(applet.as_bytes());
+    }
+    let parent = workspace_root().join("target/integration");
+    let dir = parent.join(format!("rootfs-{:016x}", hasher.finish()));
+    if dir.join("bin/busybox").is_file() {
+        return dir;
+    }
+    std::fs::create_dir_all(&parent)
+        .unwrap_or_else(|e| panic!("creating {}: {e}", parent.display()));
+    let tmp = parent.join(format!(".rootfs-tmp-{}", random_hex(8)));
+    let result = populate(&tmp, &busybox);
+    if let Err(e) = result.and_then(|()| std::fs::rename(&tmp, &dir)) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        // Another test binary may have renamed its copy into place first.
+        if !dir.join("bin/busybox").is_file() {
+            panic!("building the rootfs {}: {e}", dir.display());
+        }
+    }
+    dir
+}
+
+fn populate(root: &Path, busybox: &[u8]) -> std::io::Result<()> {
+    for d in DIRS {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
+    let bb = root.join("bin/busybox");
+    std::fs::write(&bb, busybox)?;
+    std::fs::set_permissions(&bb, std::fs::Permissions::from_mode(0o755))?;
+    for applet in APPLETS {
+        symlink("busybox", root.join("bin").join(applet))?;
+    }
+    for name in HELPERS {
+        let dest = root.join("bin").join(name);
+        std::fs::copy(helper_path(name), &dest)?;
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))?;
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n")?;
+    std::fs::write(root.join("etc/group"), "root:x:0:\n")?;
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! `copilot trace` as a child process, its JSON lines read on a thread.
+use std::{
+    collections::VecDeque,
+    fmt,
+    io::{BufRead as _, BufReader},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{
+        Arc, Mutex,
+        mpsc::{Receiver, RecvTimeoutError, channel},
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::{cgroup::PodCgroup, env::copilot_bin};
+
+/// One line of `copilot trace` output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event(pub Value);
+
+impl Event {
+    /// `type`: ready, exec, exit, container, lost.
+    pub fn kind(&self) -> &str {
+        self.0["type"].as_str().unwrap_or("")
+    }
+    pub fn is_exec(&self) -> bool {
+        self.kind() == "exec"
+    }
+    pub fn is_exit(&self) -> bool {
+        self.kind() == "exit"
+    }
+    pub fn is_container(&self) -> bool {
+        self.kind() == "container"
+    }
+    pub fn u64(&self, key: &str) -> Option<u64> {
+        self.0[key].as_u64()
+    }
+    pub fn i64(&self, key: &str) -> Option<i64> {
+        self.0[key].as_i64()
+    }
+    pub fn str(&self, key: &str) -> Option<&str> {
+        self.0[key].as_str()
+    }
+    pub fn bool(&self, key: &str) -> Option<bool> {
+        self.0[key].as_bool()
+    }
+    pub fn pid(&self) -> Option<u32> {
+        self.u64("pid").map(|p| p as u32)
+    }
+    pub fn tid(&self) -> Option<u32> {
+        self.u64("tid").map(|p| p as u32)
+    }
+    pub fn container_id(&self) -> Option<&str> {
+        self.str("container_id")
+    }
+    /// `main`: the process is its container's main process (false when absent).
+    pub fn is_main(&self) -> bool {
+        self.bool("main").unwrap_or(false)
+    }
+    pub fn exit_code(&self) -> Option<i64> {
+        self.i64("exit_code")
+    }
+    pub fn signal(&self) -> Option<i64> {
+        self.i64("signal")
+    }
+    pub fn oom_killed(&self) -> Option<bool> {
+        self.bool("oom_killed")
+    }
+    /// `state` of a container line: created, started, exited.
+    pub fn state(&self) -> Option<&str> {
+        self.str("state")
+    }
+    pub fn source(&self) -> Option<&str> {
+        self.str("source")
+    }
+    pub fn time_ns(&self) -> Option<u64> {
+        self.u64("time_ns")
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// `$COPILOT_BIN trace --pod-cgroup <pod>` running for the life of this value.
+///
+/// Every stdout line must be a JSON object (a line that is not fails the test); stderr
+/// is collected and echoed (prefixed `copilot:`) so a failing test shows the logs.
+/// Events are kept in order: `pending` holds those not consumed by
+/// [`Trace::next_matching`] yet, [`Trace::history`] all of them.
+///
+/// Drop sends SIGTERM and asserts that copilot exits with status 0 within 5 s: a tracer
+/// that hangs or dies on shutdown is a failure.
+pub struct Trace {
+    child: Option<Child>,
+    rx: Receiver<Result<Event, String>>,
+    pending: VecDeque<Event>,
+    history: Vec<Event>,
+    stderr: Arc<Mutex<String>>,
+    eof: bool,
+}
+
+impl Trace {
+    /// Starts tracing `pod` (does not wait for `ready`).
+    pub fn start(pod: &PodCgroup) -> Self {
+        Self::spawn(&["trace", "--pod-cgroup", &pod.path().to_string_lossy()])
+    }
+
+    /// Starts `copilot` with `args`, stdout read as JSON lines.
+    pub fn spawn(args: &[&str]) -> Self {
+        crate::env::preflight();
+        Self::spawn_program(&copilot_bin(), args)
+    }
+
+    /// Starts any program with `args`, its stdout read as JSON lines (for testing this
+    /// fixture without copilot).
+    pub fn spawn_program(bin: &std::path::Path, args: &[&str]) -> Self {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {} {args:?}: {e}", bin.display()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr_pipe = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let msg = match line {
+                    Ok(line) => match serde_json::from_str::<Value>(&line) {
+                        Ok(v) if v.is_object() => Ok(Event(v)),
+                        _ => Err(format!(
+                            "copilot trace printed a non-JSON-object line: {line:?}"
+                        )),
+                    },
+                    Err(e) => Err(format!("reading copilot's stdout: {e}")),
+                };
+                if tx.send(msg).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+                eprintln!("copilot: {line}");
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            }
+        });
+        Trace {
+            child: Some(child),
+            rx,
+            pending: VecDeque::new(),
+            history: Vec::new(),
+            stderr,
+            eof: false,
+        }
+    }
+
+    /// Receives one more event into `pending`/`history`; false on timeout or EOF.
+    fn pump(&mut self, deadline: Instant) -> bool {
+        if self.eof {
+            return false;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.rx.recv_timeout(left) {
+            Ok(Ok(event)) => {
+                self.history.push(event.clone());
+                self.pending.push_back(event);
+                true
+            }
+            Ok(Err(msg)) => panic!("{msg}"),
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => {
+                self.eof = true;
+                false
+            }
+        }
+    }
+
+    fn failure(&mut self, what: &str) -> String {
+        let status = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+            .map_or_else(|| "still running".to_string(), |s| s.to_string());
+        let history: Vec<String> = self.history.iter().map(ToString::to_string).collect();
+        format!(
+            "{what}\ncopilot: {status}\nevents so far ({}):\n{}\nstderr:\n{}",
+            history.len(),
+            history.join("\n"),
+            self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+        )
+    }
+
+    /// Waits for the `ready` line and returns it. Lines printed before it (e.g. snapshot
+    /// `container` lines) stay pending.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Event {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = self.pending.iter().position(|e| e.kind() == "ready") {
+                return self.pending.remove(i).expect("index in range");
+            }
+            if !self.pump(deadline) {
+                let msg = self.failure(&format!("no `ready` line within {timeout:?}"));
+                panic!("{msg}");
+            }
+        }
+    }
+
+    /// Consumes events up to and including the first that matches `pred`, and returns it.
+    /// Panics (with everything copilot printed) if none arrives within `timeout`.
+    pub fn next_matching(&mut self, pred: impl Fn(&Event) -> bool, timeout: Duration) -> Event {
+        match self.try_next_matching(pred, timeout) {
+            Some(e) => e,
+            None => {
+                let msg = self.failure(&format!("no matching event within {timeout:?}"));
+                panic!("{msg}");
+            }
+        }
+    }
+
+    /// Like [`Trace::next_matching`], but `None` on timeout or end of output.
+    pub fn try_next_matching(
+        &mut self,
+        pred: impl Fn(&Event) -> bool,
+        timeout: Duration,
+    ) -> Option<Event> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while let Some(e) = self.pending.pop_front() {
+                if pred(&e) {
+                    return Some(e);
+                }
+            }
+            if !self.pump(deadline) {
+                return None;
+            }
+        }
+    }
+
+    /// Consumes and returns all events up to and including the first matching `pred`.
+    pub fn collect_until(
+        &mut self,
+        pred: impl Fn(&Event) -> bool,
+        timeout: Duration,
+    ) -> Vec<Event> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        loop {
+            while let Some(e) = self.pending.pop_front() {
+                let done = pred(&e);
+                out.push(e);
+                if done {
+                    return out;
+                }
+            }
+            if !self.pump(deadline) {
+                let msg = self.failure(&format!("no matching event within {timeout:?}"));
+                panic!("{msg}");
+            }
+        }
+    }
+
+    /// Every event received so far, consumed or not, in order.
+    pub fn history(&self) -> &[Event] {
+        &self.history
+    }
+
+    /// What copilot wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits up to 5 s. Returns the exit status, or `None` if copilot had to
+    /// be SIGKILLed.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Trace {
+    fn drop(&mut self) {
+        let status = self.stop();
+        if std::thread::panicking() {
+            return;
+        }
+        match status {
+            None => panic!("copilot trace did not exit within 5 s of SIGTERM"),
+            Some(s) if !s.success() => {
+                let msg = self.failure(&format!("copilot trace exited with {s} after SIGTERM"));
+                panic!("{msg}");
+            }
+            Some(_) => {}
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! `cargo xtask integration-test [-- ARGS…]`: the privileged tests of `tests/`
+//! (package `integration-test`) against a freshly built `copilot` binary.
+//!
+//! The tests share the kernel (cgroups, BPF programs, runc state), so they run one at a
+//! time. They need root with CAP_BPF; under `CI=true` (passed through) a missing
+//! prerequisite fails the run rather than skipping.
+use std::{
+    io::BufRead as _,
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{cmd, setup};
+
+#[derive(clap::Args, Debug, Default)]
+pub struct Options {
+    /// Skip `cargo xtask setup` (it is quick when everything is installed).
+    #[arg(long)]
+    pub skip_setup: bool,
+    /// Passed to the test binaries after `--test-threads=1`, e.g. a test name filter.
+    #[arg(last = true)]
+    pub test_args: Vec<String>,
+}
+
+pub fn run(opts: Options) -> anyhow::Result<()> {
+    if !opts.skip_setup {
+        setup::run(setup::Options::default())?;
+    }
+    run_tests(&opts.test_args)
+}
+
+/// Builds copilot and runs the integration tests with `COPILOT_BIN` pointing at it.
+pub fn run_tests(test_args: &[String]) -> anyhow::Result<()> {
+    let copilot = build_copilot()?;
+    eprintln!("xtask: COPILOT_BIN={}", copilot.display());
+    cmd::run(
+        Command::new("cargo")
+            .current_dir(cmd::workspace_root())
+            .args(["test", "-p", "integration-test", "--no-fail-fast", "--"])
+            .arg("--test-threads=1")
+            .args(test_args)
+            .env("COPILOT_BIN", &copilot),
+    )
+}
+
+/// `cargo build -p copilot --bin copilot`, returning the executable cargo reports.
+fn build_copilot() -> anyhow::Result<PathBuf> {
+    let mut command = Command::new("cargo");
+    command
+        .current_dir(cmd::workspace_root())
+        .args(["build", "-p", "copilot", "--bin", "copilot"])
+        .arg("--message-format=json-render-diagnostics")
+        .stdout(Stdio::piped());
+    eprintln!("xtask: $ {}", cmd::display(&command));
+    let mut child = command.spawn().context("spawning cargo build")?;
+    let stdout = child.stdout.take().context("cargo build stdout")?;
+    let mut executable = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo build output")?;
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if msg["reason"] == "compiler-artifact"
+            && msg["target"]["name"] == "copilot"
+            && let Some(path) = msg["executable"].as_str()
+        {
+            executable = Some(PathBuf::from(path));
+        }
+    }
+    let status = child.wait().context("waiting for cargo build")?;
+    if !status.success() {
+        bail!("building copilot failed: {status}");
+    }
+    executable.context("cargo build did not report the copilot executable")
+}

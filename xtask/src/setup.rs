@@ -1,0 +1,230 @@
+//! `cargo xtask setup`: installs, idempotently, what a fresh machine of this kind lacks.
+//!
+//! Each step checks first and prints one line; when everything is present the whole
+//! command takes well under a second (no `apt-get update`, no network).
+use std::{collections::BTreeMap, process::Command};
+
+use anyhow::{Context as _, bail};
+
+use crate::cmd;
+
+/// Debian packages the build and the tests need.
+///
+/// - `llvm-22-dev libzstd-dev zlib1g-dev libpolly-22-dev`: `bpf-linker` links against LLVM 22.
+/// - `runc busybox-static gcc libc6-dev`: the integration tests run busybox containers with
+///   runc and compile static C helpers (`gcc -static` needs `libc.a` from libc6-dev).
+/// - `rclone`: copies test data to the S3 server of the storage tests.
+/// - `python3-venv`: `python3 -m venv` for moto when python3 is Debian's.
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "libpolly-22-dev",
+    "runc",
+    "busybox-static",
+    "rclone",
+    "gcc",
+    "libc6-dev",
+    "python3-venv",
+];
+
+/// The bpf-linker release that builds against Debian's LLVM 22 on this machine kind.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// moto's S3 server for the storage tests; pinned so every machine serves the same API.
+const MOTO_VERSION: &str = "5.2.5";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+#[derive(clap::Args, Debug, Default)]
+pub struct Options {
+    /// Only report what is missing and what would be run; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Check (and install) this Debian package as well; repeatable. Mainly to exercise the
+    /// "missing" path with `--dry-run`.
+    #[arg(long = "also-apt", value_name = "PACKAGE", hide = true)]
+    pub also_apt: Vec<String>,
+}
+
+pub fn run(opts: Options) -> anyhow::Result<()> {
+    apt_packages(&opts)?;
+    rust_src(&opts)?;
+    bpf_linker(&opts)?;
+    moto(&opts)?;
+    Ok(())
+}
+
+fn done(opts: &Options) -> &'static str {
+    if opts.dry_run {
+        "done (dry run: nothing changed)"
+    } else {
+        "done"
+    }
+}
+
+fn step(name: &str, what: &str) {
+    println!("setup: {name:<12} {what}");
+}
+
+/// Runs `command`, or only prints it under `--dry-run`.
+fn act(opts: &Options, command: &mut Command) -> anyhow::Result<()> {
+    if opts.dry_run {
+        println!("setup:              would run: {}", cmd::display(command));
+        Ok(())
+    } else {
+        cmd::run(command)
+    }
+}
+
+/// Which of `packages` are not fully installed, per `dpkg-query`.
+///
+/// `dpkg-query -W` prints nothing (and exits 1) for a package it has never heard of, and
+/// `not-installed`/`config-files` for one that was removed, so both count as missing.
+fn missing_packages(packages: &[&str]) -> anyhow::Result<Vec<String>> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Package}\t${db:Status-Status}\n"])
+        .args(packages)
+        .output()
+        .context("running dpkg-query (is this a Debian machine?)")?;
+    let status: BTreeMap<&str, &str> = std::str::from_utf8(&out.stdout)
+        .context("dpkg-query printed non-UTF-8")?
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        // Multi-arch packages are listed as `name:arch`.
+        .map(|(name, status)| (name.split(':').next().unwrap_or(name), status))
+        .collect();
+    Ok(packages
+        .iter()
+        .filter(|p| status.get(**p) != Some(&"installed"))
+        .map(|p| p.to_string())
+        .collect())
+}
+
+fn apt_packages(opts: &Options) -> anyhow::Result<()> {
+    let mut wanted: Vec<&str> = APT_PACKAGES.to_vec();
+    wanted.extend(opts.also_apt.iter().map(String::as_str));
+    let missing = missing_packages(&wanted)?;
+    if missing.is_empty() {
+        step(
+            "apt",
+            &format!("already present ({} packages)", wanted.len()),
+        );
+        return Ok(());
+    }
+    step("apt", &format!("installing {}", missing.join(" ")));
+    act(
+        opts,
+        Command::new("apt-get")
+            .args(["update", "-q"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    act(
+        opts,
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    if !opts.dry_run {
+        let still = missing_packages(&wanted)?;
+        if !still.is_empty() {
+            bail!(
+                "apt-get install left these packages missing: {}",
+                still.join(" ")
+            );
+        }
+    }
+    step("apt", done(opts));
+    Ok(())
+}
+
+fn rust_src(opts: &Options) -> anyhow::Result<()> {
+    let installed = cmd::output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]))
+    .context("listing nightly's components (the nightly toolchain must be installed)")?;
+    // Installed components are listed with their target triple, except rust-src.
+    if installed.lines().any(|l| l.trim() == "rust-src") {
+        step("rust-src", "already present (nightly)");
+        return Ok(());
+    }
+    step("rust-src", "installing for nightly");
+    act(
+        opts,
+        Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
+    )?;
+    step("rust-src", done(opts));
+    Ok(())
+}
+
+fn bpf_linker(opts: &Options) -> anyhow::Result<()> {
+    if cmd::succeeds("bpf-linker", &["--version"]) {
+        step("bpf-linker", "already present");
+        return Ok(());
+    }
+    step(
+        "bpf-linker",
+        &format!("building {BPF_LINKER_VERSION} against LLVM 22 (minutes)"),
+    );
+    // Without LLVM_PREFIX, bpf-linker's build script fails with "unable to find library
+    // -lLLVM": Debian keeps libLLVM under /usr/lib/llvm-22/lib, not on the linker path.
+    act(
+        opts,
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--version",
+                BPF_LINKER_VERSION,
+            ])
+            .args(["--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", LLVM_PREFIX)
+            .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX),
+    )?;
+    if !opts.dry_run && !cmd::succeeds("bpf-linker", &["--version"]) {
+        bail!(
+            "bpf-linker was installed but `bpf-linker --version` fails: is ~/.cargo/bin on PATH?"
+        );
+    }
+    step("bpf-linker", done(opts));
+    Ok(())
+}
+
+fn moto(opts: &Options) -> anyhow::Result<()> {
+    let venv = cmd::workspace_root().join("target").join("venv-moto");
+    if venv.join("bin").join("moto_server").exists() {
+        step("moto", &format!("already present ({})", venv.display()));
+        return Ok(());
+    }
+    step(
+        "moto",
+        &format!(
+            "installing moto[server]=={MOTO_VERSION} into {}",
+            venv.display()
+        ),
+    );
+    act(
+        opts,
+        Command::new("python3").arg("-m").arg("venv").arg(&venv),
+    )?;
+    act(
+        opts,
+        Command::new(venv.join("bin").join("pip")).args([
+            "install",
+            "-q",
+            &format!("moto[server]=={MOTO_VERSION}"),
+        ]),
+    )?;
+    if !opts.dry_run && !venv.join("bin").join("moto_server").exists() {
+        bail!(
+            "pip installed moto but {}/bin/moto_server is missing",
+            venv.display()
+        );
+    }
+    step("moto", done(opts));
+    Ok(())
+}
