@@ -95,7 +95,8 @@ pub struct StorageArgs {
     pub secret_key: Option<Secret>,
     /// Allow plain http to the endpoint.
     #[arg(long = "storage.connection.disable-ssl", global = true, num_args = 0..=1,
-          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+          default_missing_value = "true",
+        require_equals = true, value_parser = clap::builder::BoolishValueParser::new())]
     pub disable_ssl: Option<bool>,
     /// stow kind: s3, google, azure, local.
     #[arg(long = "storage.stow.kind", global = true)]
@@ -108,7 +109,8 @@ pub struct StorageArgs {
     pub max_download_mbs: Option<u64>,
     /// Accepted for compatibility (flytestdlib's multi-container mode).
     #[arg(long = "storage.enable-multicontainer", global = true, num_args = 0..=1,
-          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+          default_missing_value = "true",
+        require_equals = true, value_parser = clap::builder::BoolishValueParser::new())]
     pub enable_multicontainer: Option<bool>,
     /// How many objects move at once.
     #[arg(long = "storage.max-concurrency", global = true, default_value_t = 32)]
@@ -365,6 +367,29 @@ mod tests {
         assert_eq!(config.stow_kind.as_deref(), Some("s3"));
         let keys: Vec<&str> = config.stow_config.keys().map(String::as_str).collect();
         assert_eq!(keys, ["access_key_id", "auth_type", "region", "secret_key"]);
+    }
+
+    #[test]
+    fn bare_boolean_flags_do_not_swallow_the_subcommand() {
+        let cli = crate::cli::Cli::try_parse_from([
+            "copilot",
+            "--storage.enable-multicontainer",
+            "--storage.connection.disable-ssl",
+            "download",
+            "--from-remote",
+            "s3://b/inputs.pb",
+            "--to-output-prefix",
+            "s3://b/out",
+            "--to-local-dir",
+            "/tmp/x",
+        ])
+        .expect("bare boolean flags before the subcommand must parse");
+        assert_eq!(cli.root.storage.disable_ssl, Some(true));
+        assert_eq!(cli.root.storage.enable_multicontainer, Some(true));
+        assert!(matches!(cli.command, crate::cli::Command::Download(_)));
+        let cli = Cli::try_parse_from(["copilot", "--storage.connection.disable-ssl=false"])
+            .expect("parse");
+        assert_eq!(cli.storage.disable_ssl, Some(false));
     }
 
     #[test]
