@@ -11,6 +11,7 @@ pub mod literals;
 pub mod monitor;
 pub mod pod;
 pub mod proto;
+pub mod sidecar;
 pub mod storage;
 pub mod trace;
 pub mod tracer;

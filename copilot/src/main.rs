@@ -7,7 +7,8 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Logs go to stderr; stdout is reserved for command output (e.g. `trace` JSON lines).
-    let filter = EnvFilter::try_new(&cli.root.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_new(cli.root.log_filter()).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -28,6 +29,8 @@ fn main() -> ExitCode {
     let result: anyhow::Result<ExitCode> = runtime.block_on(async move {
         match cli.command {
             Command::Trace(args) => Ok(copilot::trace::run(args).await?),
+            Command::Sidecar(args) => Ok(copilot::sidecar::run(&cli.root, *args).await?),
+            Command::Probe(args) => Ok(copilot::sidecar::probe(&args)),
             Command::Download(args) => {
                 copilot::download::run(&cli.root, args).await?;
                 Ok(ExitCode::SUCCESS)

@@ -112,9 +112,18 @@ impl Monitor {
             let changes = m.pod.snapshot(cg.id, name, *seen);
             m.push_changes(changes, &mut out);
         }
-        for (_, cg, ..) in &after {
+        for (_, cg, seen, _) in &after {
             m.watch.add_events(cg.id, &cg.path)?;
+            // A container that started between the two snapshots: ask the kernel
+            // to wake us on its exit too.
+            if let Seen::Running { pid } | Seen::Waiting { pid } = seen {
+                m.tracer.know_container(cg.id, *pid)?;
+                m.tracer.watch_exit(*pid, cg.id)?;
+            }
         }
+        // An exit queued before the registrations above did not wake anyone.
+        m.tracer.drain(&mut m.batch);
+        m.apply_batch(&mut out);
         // A container whose cgroup emptied between the snapshot and the watch.
         for (_, cg, ..) in &after {
             if !cg.populated().unwrap_or(false) {
@@ -329,7 +338,10 @@ impl Monitor {
 }
 
 /// Every child cgroup of the pod with what it holds now.
-fn snapshot(pod: &Cgroup) -> Result<Vec<(String, Cgroup, Seen, Option<String>)>, Error> {
+/// A child cgroup of the pod: its name, the cgroup, what it holds, its root's comm.
+type Snapshot = Vec<(String, Cgroup, Seen, Option<String>)>;
+
+fn snapshot(pod: &Cgroup) -> Result<Snapshot, Error> {
     let mut out = Vec::new();
     for (name, _) in pod.children()? {
         if matches!(

@@ -1,0 +1,503 @@
+//! `copilot sidecar`: wait for the main container to exit — seen in the kernel,
+//! with its exit status — then upload what it left in the outputs folder as
+//! Flyte literals, or an error document that says why there are none.
+//!
+//! Order of writes: blobs first, `outputs.pb` last, so a reader never sees
+//! outputs that point at missing data. Exit code 0 after outputs or an error
+//! document were written (Flyte reads the document); non-zero only when not even
+//! the error document could be written.
+
+pub mod wait;
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+    time::Duration,
+};
+
+use base64::Engine as _;
+use prost::Message as _;
+
+use crate::{
+    cli::RootArgs,
+    literals::{
+        self, Collected, ErrorKind, ErrorOrigin, UploadLimits, error_document, upload::ERROR_FILE,
+        write_error_document,
+    },
+    pod::PodSelector,
+    proto::core::{ErrorDocument, TypedInterface},
+    storage::{Progress, Store, join_url},
+    tracer::ExitStatus,
+};
+use wait::{EbpfWatcher, MainExit, MainSelector, WatcherType};
+
+/// Flags of `copilot sidecar`, compatible with `flyte-copilot sidecar`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SidecarArgs {
+    /// Remote prefix for outputs.pb or the error document (e.g. s3://bucket/run/outputs).
+    #[arg(short = 'o', long = "to-output-prefix")]
+    pub to_output_prefix: String,
+    /// Remote prefix under which blobs are uploaded.
+    #[arg(short = 'x', long = "to-raw-output")]
+    pub to_raw_output: String,
+    /// Local folder where the main container leaves its outputs.
+    #[arg(short = 'f', long = "from-local-dir")]
+    pub from_local_dir: PathBuf,
+    /// The task's flyteidl.core.TypedInterface, serialized and base64 encoded.
+    #[arg(short = 'i', long = "interface")]
+    pub interface: Option<String>,
+    /// Name of the outputs document under --to-output-prefix.
+    #[arg(long = "meta-output-name", default_value = "outputs.pb")]
+    pub meta_output_name: String,
+    /// Longest time the upload may take (Go notation: 30s, 1m40s, 1h).
+    #[arg(short = 't', long = "timeout", default_value = "1h", value_parser = go_duration)]
+    pub timeout: Duration,
+    /// Longest wait for the main container to start; 0 means no limit.
+    #[arg(long = "start-timeout", default_value = "0", value_parser = go_duration)]
+    pub start_timeout: Duration,
+    /// Metadata format (accepted for compatibility: outputs are always written as outputs.pb).
+    #[arg(short = 'm', long = "format", default_value = "JSON", value_parser = ["JSON", "YAML", "PROTO"])]
+    pub format: String,
+    /// Upload mode (accepted for compatibility; outputs are uploaded once, on exit).
+    #[arg(short = 'u', long = "upload-mode", default_value = "UPLOAD_ON_EXIT",
+          value_parser = ["UPLOAD_ON_EXIT", "UPLOAD_EAGER", "DO_NOT_UPLOAD"])]
+    pub upload_mode: String,
+    /// How to learn that the main container started.
+    #[arg(
+        long = "start-watcher-type",
+        value_enum,
+        default_value = "ebpf",
+        ignore_case = true
+    )]
+    pub start_watcher: WatcherType,
+    /// How to learn that the main container exited.
+    #[arg(
+        long = "exit-watcher-type",
+        value_enum,
+        default_value = "ebpf",
+        ignore_case = true
+    )]
+    pub exit_watcher: WatcherType,
+    /// The pod's cgroup (path in the v2 cgroupfs, or relative to its mount).
+    #[arg(long)]
+    pub pod_cgroup: Option<PathBuf>,
+    /// The pod's UID (downward API: metadata.uid), searched under --cgroup-root.
+    #[arg(long, env = "POD_UID")]
+    pub pod_uid: Option<String>,
+    /// Where the host's cgroupfs is mounted in this container.
+    #[arg(long, default_value = "/sys/fs/cgroup")]
+    pub cgroup_root: PathBuf,
+    /// The main container's id (as in its cgroup name); default: the one other container.
+    #[arg(long)]
+    pub main_container_id: Option<String>,
+    /// The main container's name (flyte-copilot compatibility); needs --main-container-id here.
+    #[arg(long = "watch-container")]
+    pub watch_container: Option<String>,
+    /// Pod namespace (flyte-copilot compatibility).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Pod name (flyte-copilot compatibility).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Written once the watcher is attached: from then on no exit can be missed.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("storage configuration")]
+    Storage(#[from] crate::storage::ConfigError),
+    #[error("writing the error document to {url}")]
+    ErrorDocument {
+        url: String,
+        #[source]
+        source: crate::storage::StorageError,
+    },
+}
+
+/// Why there are no outputs.
+#[derive(Debug)]
+struct Failure {
+    code: &'static str,
+    message: String,
+    kind: ErrorKind,
+    origin: ErrorOrigin,
+}
+
+impl Failure {
+    fn upload(message: impl Into<String>) -> Self {
+        Self {
+            code: "OutputUploadFailed",
+            message: message.into(),
+            kind: ErrorKind::Recoverable,
+            origin: ErrorOrigin::System,
+        }
+    }
+}
+
+pub async fn run(root: &RootArgs, args: SidecarArgs) -> Result<ExitCode, Error> {
+    let store = Store::from_args(&root.storage)?;
+    let outcome = match sidecar(&store, &args).await {
+        Ok(Some(doc)) => Some(doc),
+        Ok(None) => None,
+        Err(f) => {
+            tracing::error!(code = f.code, "{}", f.message);
+            Some(error_document(f.code, &f.message, f.kind, f.origin))
+        }
+    };
+    if let Some(doc) = outcome {
+        let url = join_url(&args.to_output_prefix, &root.err_output_name);
+        write_error_document(&store, &args.to_output_prefix, &root.err_output_name, &doc)
+            .await
+            .map_err(|source| Error::ErrorDocument {
+                url: url.clone(),
+                source,
+            })?;
+        tracing::info!(%url, "error document written");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits and uploads; `Ok(Some(doc))` is an error document to write (the task's own).
+async fn sidecar(store: &Store, args: &SidecarArgs) -> Result<Option<ErrorDocument>, Failure> {
+    let interface = decode_interface(args.interface.as_deref())?;
+    if args.watch_container.is_some() && args.main_container_id.is_none() {
+        tracing::warn!(
+            "--watch-container needs the Kubernetes API to map a name to an id, which this \
+             build does not use; falling back to the sibling rule (pass --main-container-id)"
+        );
+    }
+    let uses_ebpf =
+        args.start_watcher == WatcherType::Ebpf || args.exit_watcher == WatcherType::Ebpf;
+    let mut ebpf = if uses_ebpf {
+        let sel = PodSelector {
+            pod_cgroup: args.pod_cgroup.clone(),
+            pod_uid: args.pod_uid.clone(),
+            cgroup_root: args.cgroup_root.clone(),
+        };
+        let selector = MainSelector {
+            id: args.main_container_id.clone(),
+        };
+        let w = EbpfWatcher::start(&sel, selector).map_err(|e| Failure {
+            code: "SidecarFailed",
+            message: format!("cannot watch the main container: {}", chain(&e)),
+            kind: ErrorKind::Recoverable,
+            origin: ErrorOrigin::System,
+        })?;
+        tracing::info!(pod = %w.pod_cgroup().display(), "attached to the pod");
+        Some(w)
+    } else {
+        None
+    };
+    if let Some(path) = &args.ready_file {
+        write_ready(path).map_err(|e| {
+            Failure::upload(format!("writing the ready file {}: {e}", path.display()))
+        })?;
+    }
+
+    let waited = wait_main(ebpf.as_mut(), args).await;
+    let exit = match waited {
+        Ok(exit) => exit,
+        Err(wait::Error::Terminated) => {
+            return Err(Failure {
+                code: "UploadCutShort",
+                message: "copilot received SIGTERM while the main container was still running; \
+                          no outputs were uploaded"
+                    .into(),
+                kind: ErrorKind::Recoverable,
+                origin: ErrorOrigin::System,
+            });
+        }
+        Err(e @ wait::Error::StartTimeout(_)) => {
+            return Err(Failure {
+                code: "ContainerNotStarted",
+                message: e.to_string(),
+                kind: ErrorKind::Recoverable,
+                origin: ErrorOrigin::System,
+            });
+        }
+        Err(e) => {
+            return Err(Failure {
+                code: "SidecarFailed",
+                message: chain(&e),
+                kind: ErrorKind::Recoverable,
+                origin: ErrorOrigin::System,
+            });
+        }
+    };
+    if let Some(exit) = &exit {
+        tracing::info!(
+            container = exit.container.as_deref().unwrap_or("?"),
+            pid = exit.pid,
+            status = %exit.status.map_or("unknown (exited before copilot attached)".into(), |s| s.to_string()),
+            oom_killed = exit.oom_killed,
+            "main container exited"
+        );
+    }
+
+    let outputs_empty = interface
+        .outputs
+        .as_ref()
+        .is_none_or(|o| o.variables.is_empty());
+    let failed = exit.as_ref().and_then(main_failure);
+    // The task's own `_ERROR` explains a failure better than an exit code.
+    let has_error_file = args.from_local_dir.join(ERROR_FILE).exists();
+    if let Some(f) = failed
+        && !has_error_file
+    {
+        return Err(f);
+    }
+    if outputs_empty && !has_error_file {
+        tracing::info!("the interface has no outputs: nothing to upload");
+        return Ok(None);
+    }
+
+    let progress = Arc::new(Progress::default());
+    let limits = UploadLimits::default();
+    let collect = literals::collect_outputs(
+        &args.from_local_dir,
+        &interface,
+        store,
+        &args.to_raw_output,
+        &limits,
+        &progress,
+    );
+    let collected = tokio::time::timeout(args.timeout, collect)
+        .await
+        .map_err(|_| {
+            Failure::upload(format!(
+                "the upload did not finish within {:?} (--timeout)",
+                args.timeout
+            ))
+        })?
+        .map_err(|e| Failure::upload(chain(&e)))?;
+    match collected {
+        Collected::UserError(doc) => Ok(Some(doc)),
+        Collected::Outputs(map) => {
+            let url = join_url(&args.to_output_prefix, &args.meta_output_name);
+            store
+                .put_bytes(&url, map.encode_to_vec().into())
+                .await
+                .map_err(|e| Failure::upload(format!("writing {url}: {}", chain(&e))))?;
+            let since_exit = exit
+                .as_ref()
+                .and_then(|e| e.time_ns)
+                .and_then(|t| boottime_ns().checked_sub(t));
+            tracing::info!(
+                %url,
+                outputs = map.literals.len(),
+                since_exit_ms = since_exit.map(|ns| ns as f64 / 1e6),
+                "outputs written"
+            );
+            Ok(None)
+        }
+    }
+}
+
+async fn wait_main(
+    ebpf: Option<&mut EbpfWatcher>,
+    args: &SidecarArgs,
+) -> Result<Option<MainExit>, wait::Error> {
+    let timeout = (!args.start_timeout.is_zero()).then_some(args.start_timeout);
+    let mut ebpf = ebpf;
+    match args.start_watcher {
+        WatcherType::Ebpf => {
+            if let Some(w) = ebpf.as_deref_mut() {
+                w.wait_started(timeout).await?;
+            }
+        }
+        WatcherType::Signal | WatcherType::Noop | WatcherType::File => {}
+    }
+    match args.exit_watcher {
+        WatcherType::Ebpf => match ebpf {
+            Some(w) => Ok(Some(w.wait_exited().await?)),
+            None => Err(wait::Error::Unsupported(WatcherType::Ebpf, "no pod")),
+        },
+        WatcherType::Signal => wait::wait_sigterm().await.map(|()| None),
+        WatcherType::File => wait::wait_marker_file(&args.from_local_dir)
+            .await
+            .map(|()| None),
+        WatcherType::Noop => Ok(None),
+    }
+}
+
+/// The error document for a main container that did not succeed.
+fn main_failure(exit: &MainExit) -> Option<Failure> {
+    let who = exit
+        .container
+        .as_deref()
+        .map_or("the main container".to_owned(), |c| {
+            format!("the main container {}", &c[..c.len().min(12)])
+        });
+    if exit.oom_killed {
+        return Some(Failure {
+            code: "OOMKilled",
+            message: format!(
+                "{who} was killed by the kernel's OOM killer (out of memory, SIGKILL)"
+            ),
+            kind: ErrorKind::Recoverable,
+            origin: ErrorOrigin::User,
+        });
+    }
+    let status: ExitStatus = exit.status?;
+    if let Some(sig) = status.signal() {
+        return Some(Failure {
+            code: "ContainerKilled",
+            message: format!(
+                "{who} was {status}{}",
+                signal_name(sig).map_or(String::new(), |n| format!(" ({n})"))
+            ),
+            kind: ErrorKind::Recoverable,
+            origin: ErrorOrigin::Unknown,
+        });
+    }
+    match status.code() {
+        Some(0) | None => None,
+        Some(code) => Some(Failure {
+            code: "NonZeroExitCode",
+            message: format!("{who} exited with code {code}"),
+            kind: ErrorKind::NonRecoverable,
+            origin: ErrorOrigin::User,
+        }),
+    }
+}
+
+fn signal_name(sig: u8) -> Option<&'static str> {
+    Some(match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        15 => "SIGTERM",
+        _ => return None,
+    })
+}
+
+fn decode_interface(b64: Option<&str>) -> Result<TypedInterface, Failure> {
+    let Some(b64) = b64.filter(|s| !s.trim().is_empty()) else {
+        return Ok(TypedInterface::default());
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|e| Failure::upload(format!("--interface is not valid base64: {e}")))?;
+    TypedInterface::decode(bytes.as_slice()).map_err(|e| {
+        Failure::upload(format!(
+            "--interface is not a flyteidl.core.TypedInterface: {e}"
+        ))
+    })
+}
+
+/// Writes the ready marker atomically.
+fn write_ready(path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{}\n", std::process::id()))?;
+    std::fs::rename(tmp, path)
+}
+
+/// CLOCK_BOOTTIME now, the clock of the kernel's event timestamps.
+fn boottime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-parameter.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn go_duration(s: &str) -> Result<Duration, String> {
+    literals::values::parse_std_duration(s).map_err(|e| e.to_string())
+}
+
+/// An error and its sources, one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// `copilot probe`: succeeds once the sidecar is ready (for a startup probe).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProbeArgs {
+    /// The file `copilot sidecar --ready-file` writes.
+    #[arg(long)]
+    pub ready_file: PathBuf,
+}
+
+pub fn probe(args: &ProbeArgs) -> ExitCode {
+    if args.ready_file.exists() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "copilot: not ready: {} does not exist yet",
+            args.ready_file.display()
+        );
+        ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exit(status: Option<u32>, oom: bool) -> MainExit {
+        MainExit {
+            container: Some("0123456789abcdef".repeat(4)),
+            pid: Some(1),
+            status: status.map(ExitStatus),
+            oom_killed: oom,
+            time_ns: None,
+        }
+    }
+
+    #[test]
+    fn failures_say_what_happened() {
+        assert!(main_failure(&exit(Some(0), false)).is_none());
+        assert!(
+            main_failure(&exit(None, false)).is_none(),
+            "unknown status is not a failure"
+        );
+        let f = main_failure(&exit(Some(3 << 8), false)).unwrap();
+        assert_eq!(f.code, "NonZeroExitCode");
+        assert_eq!(
+            f.message,
+            "the main container 0123456789ab exited with code 3"
+        );
+        let f = main_failure(&exit(Some(9), true)).unwrap();
+        assert_eq!(f.code, "OOMKilled");
+        let f = main_failure(&exit(Some(11 | 0x80), false)).unwrap();
+        assert_eq!(f.code, "ContainerKilled");
+        assert!(
+            f.message
+                .contains("killed by signal 11 (core dumped) (SIGSEGV)"),
+            "{}",
+            f.message
+        );
+    }
+
+    #[test]
+    fn interface_decoding() {
+        assert!(decode_interface(None).unwrap().outputs.is_none());
+        let err = decode_interface(Some("%%%")).err().unwrap();
+        assert!(err.message.contains("not valid base64"), "{}", err.message);
+        // Three zero bytes: a protobuf field number 0 is invalid.
+        let err = decode_interface(Some("AAAA")).err().unwrap();
+        assert!(err.message.contains("TypedInterface"), "{}", err.message);
+    }
+}

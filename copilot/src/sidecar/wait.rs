@@ -1,0 +1,271 @@
+//! Waiting for the main container: to start, then to exit. The `ebpf` watcher
+//! follows the pod's lifecycle from kernel events; `signal`, `file` and `noop`
+//! keep the Go binary's configurations working. None of them polls.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use crate::{
+    lifecycle::{Container, State},
+    monitor::{self, Monitor, Output},
+    pod::{self, PodSelector, Role},
+    tracer::ExitStatus,
+};
+
+/// How to learn that the main container started or exited.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatcherType {
+    /// Kernel events (sched_process_exec/exit) for the pod's cgroup.
+    Ebpf,
+    /// SIGTERM, as sent to a native sidecar once the main container ended.
+    Signal,
+    /// `_SUCCESS` or `_ERROR` appearing in the outputs folder.
+    File,
+    /// Do not wait.
+    Noop,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Pod(#[from] pod::Error),
+    #[error(transparent)]
+    Monitor(#[from] monitor::Error),
+    #[error(
+        "cannot tell the main container: {count} candidates in the pod ({found}); pass --main-container-id or --watch-container"
+    )]
+    Ambiguous { count: usize, found: String },
+    #[error("the main container did not start within {0:?} (--start-timeout)")]
+    StartTimeout(Duration),
+    #[error("SIGTERM arrived while the main container was still running")]
+    Terminated,
+    #[error("installing the SIGTERM handler")]
+    Signal(#[source] std::io::Error),
+    #[error("watching {path} for _SUCCESS/_ERROR")]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the {0:?} watcher cannot be used with {1:?}")]
+    Unsupported(WatcherType, &'static str),
+}
+
+/// How the main container ended, as far as the watcher can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MainExit {
+    /// Container id (or cgroup name) of the main container, when known.
+    pub container: Option<String>,
+    pub pid: Option<u32>,
+    /// `None` when the watcher cannot see it (signal/file/noop, or exited before attach).
+    pub status: Option<ExitStatus>,
+    pub oom_killed: bool,
+    /// CLOCK_BOOTTIME of the exit, from the kernel event.
+    pub time_ns: Option<u64>,
+}
+
+/// Which container is the main one.
+#[derive(Debug, Clone, Default)]
+pub struct MainSelector {
+    /// Container id (64 hex) or cgroup directory name.
+    pub id: Option<String>,
+}
+
+/// Follows the main container through kernel events.
+pub struct EbpfWatcher {
+    monitor: Monitor,
+    selector: MainSelector,
+    own_cgroup: PathBuf,
+    own_comm: String,
+    main: Option<u64>,
+    sigterm: Signal,
+}
+
+impl EbpfWatcher {
+    /// Attaches and snapshots; when this returns, no start or exit can be missed.
+    pub fn start(sel: &PodSelector, selector: MainSelector) -> Result<Self, Error> {
+        let (hierarchy, pod_cgroup) = pod::find_pod(sel)?;
+        let (monitor, first) = Monitor::start(hierarchy, pod_cgroup, None)?;
+        log_outputs(&first);
+        let own_cgroup = pod::own_cgroup().unwrap_or_default();
+        let own_comm = std::fs::read_to_string("/proc/self/comm")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default();
+        Ok(Self {
+            monitor,
+            selector,
+            own_cgroup,
+            own_comm,
+            main: None,
+            sigterm: signal(SignalKind::terminate()).map_err(Error::Signal)?,
+        })
+    }
+
+    pub fn pod_cgroup(&self) -> &Path {
+        &self.monitor.pod_cgroup().path
+    }
+
+    /// Waits until the main container has started (or already ended).
+    pub async fn wait_started(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        loop {
+            if let Some(c) = self.main_container()?
+                && !matches!(c.state, State::Created)
+            {
+                return Ok(());
+            }
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = self.monitor.next() => log_outputs(&r?),
+                _ = sleep => return Err(Error::StartTimeout(timeout.unwrap_or_default())),
+                _ = self.sigterm.recv() => return Err(Error::Terminated),
+            }
+        }
+    }
+
+    /// Waits until the main container has exited.
+    pub async fn wait_exited(&mut self) -> Result<MainExit, Error> {
+        loop {
+            if let Some(c) = self.main_container()?
+                && let State::Exited(e) = c.state
+            {
+                return Ok(MainExit {
+                    container: Some(
+                        crate::cgroup::container_id::parse(&c.name).unwrap_or(c.name.clone()),
+                    ),
+                    pid: e.pid,
+                    status: e.status,
+                    oom_killed: e.oom_killed,
+                    time_ns: e.time_ns,
+                });
+            }
+            tokio::select! {
+                r = self.monitor.next() => log_outputs(&r?),
+                _ = self.sigterm.recv() => return Err(Error::Terminated),
+            }
+        }
+    }
+
+    /// The main container, once it can be told.
+    fn main_container(&mut self) -> Result<Option<&Container>, Error> {
+        if self.main.is_none() {
+            self.main = self.select()?;
+            if let Some(id) = self.main
+                && let Some(c) = self.monitor.pod().container(id)
+            {
+                tracing::info!(container = %c.name, "main container found");
+            }
+        }
+        Ok(self.main.and_then(|id| self.monitor.pod().container(id)))
+    }
+
+    fn select(&self) -> Result<Option<u64>, Error> {
+        let pod = self.monitor.pod();
+        if let Some(want) = &self.selector.id {
+            return Ok(pod
+                .containers()
+                .find(|c| {
+                    c.name == *want
+                        || crate::cgroup::container_id::parse(&c.name).as_deref() == Some(want)
+                })
+                .map(|c| c.cgroup_id));
+        }
+        let candidates: Vec<&Container> = pod
+            .containers()
+            .filter(|c| {
+                let comm = c.main_comm.as_deref();
+                pod::role(&c.name, comm, &self.own_cgroup) == Role::Candidate
+                    // Another copilot (the downloader init container) is not the task.
+                    && comm != Some(self.own_comm.as_str())
+            })
+            .collect();
+        match candidates.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(one.cgroup_id)),
+            many => Err(Error::Ambiguous {
+                count: many.len(),
+                found: many
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{} ({})",
+                            c.name,
+                            c.main_comm.as_deref().unwrap_or("not started")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+}
+
+fn log_outputs(outputs: &[Output]) {
+    for o in outputs {
+        match o {
+            Output::Change { change, name, .. } => {
+                tracing::debug!(container = %name, state = change.state.name(), source = ?change.source, "container");
+            }
+            Output::Lost { count } => tracing::warn!(count, "kernel events lost; state re-read"),
+            Output::Process { .. } => {}
+        }
+    }
+}
+
+/// Waits for SIGTERM (the `signal` watcher's exit).
+pub async fn wait_sigterm() -> Result<(), Error> {
+    let mut s = signal(SignalKind::terminate()).map_err(Error::Signal)?;
+    s.recv().await;
+    Ok(())
+}
+
+/// Waits for `_SUCCESS` or `_ERROR` to appear in `dir` (the `file` watcher's exit).
+pub async fn wait_marker_file(dir: &Path) -> Result<(), Error> {
+    use inotify::{Inotify, WatchMask};
+    let err = |source| Error::File {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let present = || ["_SUCCESS", "_ERROR"].iter().any(|f| dir.join(f).exists());
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let inotify = Inotify::init().map_err(err)?;
+    inotify
+        .watches()
+        .add(
+            dir,
+            WatchMask::CREATE | WatchMask::MOVED_TO | WatchMask::CLOSE_WRITE,
+        )
+        .map_err(err)?;
+    // After the watch is in place, so a file made in between is not missed.
+    if present() {
+        return Ok(());
+    }
+    // SAFETY: `Inotify` owns its fd and keeps it open, unchanged, until dropped.
+    let fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(inotify, tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| err(e.into_parts().1))?;
+    let mut fd = fd;
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut guard = fd.readable_mut().await.map_err(err)?;
+        match guard.get_inner_mut().read_events(&mut buf) {
+            Ok(_) => {
+                if present() {
+                    return Ok(());
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => guard.clear_ready(),
+            Err(e) => return Err(err(e)),
+        }
+    }
+}
