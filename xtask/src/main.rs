@@ -1,5 +1,7 @@
 //! `cargo xtask`: the project's developer and CI commands (alias in `.cargo/config.toml`).
+mod bench;
 mod cmd;
+mod demo;
 mod integration_test;
 mod setup;
 mod test;
@@ -15,6 +17,10 @@ enum Subcommand {
     Test(test::Options),
     /// Only the privileged integration tests (builds copilot first).
     IntegrationTest(integration_test::Options),
+    /// A whole task: download, a runc main container, the sidecar, upload (local files).
+    Demo(demo::Options),
+    /// Benchmarks: figures and ratios against the polling designs.
+    Bench(bench::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -22,5 +28,7 @@ fn main() -> anyhow::Result<()> {
         Subcommand::Setup(opts) => setup::run(opts),
         Subcommand::Test(opts) => test::run(opts),
         Subcommand::IntegrationTest(opts) => integration_test::run(opts),
+        Subcommand::Demo(opts) => demo::run(opts),
+        Subcommand::Bench(opts) => bench::run(opts),
     }
 }
