@@ -128,6 +128,31 @@ fn fill_common(ev: &mut Event, kind: EventKind, container: u64) {
     ev.ppid = read_kernel(parent, config!(task_tgid_off)).unwrap_or(0);
 }
 
+/// Reserves a record, fills the common fields, lets `fill` write the
+/// kind-specific ones (it returns `FLAG_*` bits), and submits it, waking the
+/// consumer when `urgent` or when the ring is filling up.
+#[inline(always)]
+fn send(kind: EventKind, container: u64, urgent: bool, fill: impl FnOnce(&mut Event) -> u32) {
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count_drop();
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved, exclusively owned record of Event size.
+    let ev = unsafe {
+        ev.write(Event::zeroed());
+        &mut *ev
+    };
+    fill_common(ev, kind, container);
+    let mut flags = fill(ev);
+    let submit = submit_flags(urgent);
+    if submit == BPF_RB_FORCE_WAKEUP as u64 {
+        flags |= FLAG_WAKEUP;
+    }
+    ev.flags = flags;
+    entry.submit(submit);
+}
+
 #[inline(always)]
 fn container_id() -> u64 {
     let level = config!(pod_cgroup_level) + 1;
@@ -157,37 +182,23 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     // Also wake for a process userspace is waiting on (a container's init that
     // was already there when the snapshot was taken, exec'ing its entrypoint).
     let urgent = flags & FLAG_MAIN != 0 || MAINS.get_ptr(tgid).is_some();
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        count_drop();
-        return 0;
-    };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points at a reserved, exclusively owned record of Event size.
-    let ev = unsafe {
-        ev.write(Event::zeroed());
-        &mut *ev
-    };
-    fill_common(ev, EventKind::Exec, container);
-    // `__data_loc char[] filename`: u32 with the offset (low 16 bits) and length
-    // (high 16 bits) of the string inside the tracepoint record.
-    // SAFETY: reading inside the tracepoint record at a format-file offset.
-    if let Ok(loc) = unsafe { ctx.read_at::<u32>(config!(exec_filename_off) as usize) } {
-        let off = (loc & 0xffff) as usize;
-        let len = (loc >> 16) as usize;
-        // SAFETY: the string lies inside the tracepoint record.
-        let src = unsafe { (ctx.as_ptr() as *const u8).add(off) };
-        // SAFETY: the helper bounds the read to the destination buffer.
-        let _ = unsafe { bpf_probe_read_kernel_str_bytes(src, &mut ev.filename) };
-        if len > ev.filename.len() {
-            flags |= FLAG_FILENAME_TRUNCATED;
+    send(EventKind::Exec, container, urgent, |ev| {
+        // `__data_loc char[] filename`: u32 with the offset (low 16 bits) and
+        // length (high 16 bits) of the string inside the tracepoint record.
+        // SAFETY: reading inside the tracepoint record at a format-file offset.
+        if let Ok(loc) = unsafe { ctx.read_at::<u32>(config!(exec_filename_off) as usize) } {
+            let off = (loc & 0xffff) as usize;
+            let len = (loc >> 16) as usize;
+            // SAFETY: the string lies inside the tracepoint record.
+            let src = unsafe { (ctx.as_ptr() as *const u8).add(off) };
+            // SAFETY: the helper bounds the read to the destination buffer.
+            let _ = unsafe { bpf_probe_read_kernel_str_bytes(src, &mut ev.filename) };
+            if len > ev.filename.len() {
+                flags |= FLAG_FILENAME_TRUNCATED;
+            }
         }
-    }
-    let submit = submit_flags(urgent);
-    if submit == BPF_RB_FORCE_WAKEUP as u64 {
-        flags |= FLAG_WAKEUP;
-    }
-    ev.flags = flags;
-    entry.submit(submit);
+        flags
+    });
     0
 }
 
@@ -200,7 +211,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let task = unsafe { bpf_get_current_task() };
     let signal: u64 = read_kernel(task, config!(task_signal_off)).unwrap_or(0);
     let group_dead_off = config!(exit_group_dead_off);
-    let (group_dead, mut flags) = if group_dead_off != OFFSET_ABSENT {
+    let (group_dead, flags) = if group_dead_off != OFFSET_ABSENT {
         // SAFETY: reading inside the tracepoint record at a format-file offset.
         let gd = unsafe { ctx.read_at::<u8>(group_dead_off as usize) }.unwrap_or(0);
         (gd != 0, FLAG_GROUP_DEAD_FIELD)
@@ -228,24 +239,10 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     if urgent {
         let _ = MAINS.remove(tgid);
     }
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        count_drop();
-        return 0;
-    };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points at a reserved, exclusively owned record of Event size.
-    let ev = unsafe {
-        ev.write(Event::zeroed());
-        &mut *ev
-    };
-    fill_common(ev, EventKind::Exit, container_id());
-    ev.exit_status = status;
-    let submit = submit_flags(urgent);
-    if submit == BPF_RB_FORCE_WAKEUP as u64 {
-        flags |= FLAG_WAKEUP;
-    }
-    ev.flags = flags;
-    entry.submit(submit);
+    send(EventKind::Exit, container_id(), urgent, |ev| {
+        ev.exit_status = status;
+        flags
+    });
     0
 }
 
@@ -264,21 +261,11 @@ pub fn mark_victim(ctx: TracePointContext) -> u32 {
     let Ok(victim) = (unsafe { ctx.read_at::<i32>(off as usize) }) else {
         return 0;
     };
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        count_drop();
-        return 0;
-    };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points at a reserved, exclusively owned record of Event size.
-    let ev = unsafe {
-        ev.write(Event::zeroed());
-        &mut *ev
-    };
-    fill_common(ev, EventKind::OomVictim, container_id());
-    // The victim, not the task that triggered the kill.
-    ev.tgid = victim as u32;
-    ev.flags = FLAG_WAKEUP;
-    entry.submit(BPF_RB_FORCE_WAKEUP as u64);
+    send(EventKind::OomVictim, container_id(), true, |ev| {
+        // The victim, not the task that triggered the kill.
+        ev.tgid = victim as u32;
+        0
+    });
     0
 }
 

@@ -125,13 +125,7 @@ impl Hierarchy {
             }
             joined
         };
-        let meta = fs::metadata(&path).map_err(|source| match source.kind() {
-            io::ErrorKind::NotFound => Error::NotFound { path: path.clone() },
-            _ => Error::Read {
-                path: path.clone(),
-                source,
-            },
-        })?;
+        let meta = stat(&path)?;
         if !meta.is_dir() {
             return Err(Error::NotADirectory { path });
         }
@@ -232,13 +226,7 @@ impl Cgroup {
     /// The child cgroup `name`, resolved without re-checking the filesystem type.
     pub fn child(&self, name: &str) -> Result<Cgroup, Error> {
         let path = self.path.join(name);
-        let meta = fs::metadata(&path).map_err(|source| match source.kind() {
-            io::ErrorKind::NotFound => Error::NotFound { path: path.clone() },
-            _ => Error::Read {
-                path: path.clone(),
-                source,
-            },
-        })?;
+        let meta = stat(&path)?;
         Ok(Cgroup {
             id: meta.ino(),
             level: self.level + 1,
@@ -246,6 +234,18 @@ impl Cgroup {
             path,
         })
     }
+}
+
+fn stat(path: &Path) -> Result<fs::Metadata, Error> {
+    fs::metadata(path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => Error::NotFound {
+            path: path.to_path_buf(),
+        },
+        _ => Error::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+    })
 }
 
 fn collect_procs(dir: &Path, out: &mut Vec<u32>) -> Result<(), Error> {

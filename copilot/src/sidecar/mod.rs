@@ -284,7 +284,7 @@ async fn sidecar(store: &Store, args: &SidecarArgs) -> Result<Option<ErrorDocume
             let since_exit = exit
                 .as_ref()
                 .and_then(|e| e.time_ns)
-                .and_then(|t| boottime_ns().checked_sub(t));
+                .and_then(|t| crate::tracer::boottime_ns().checked_sub(t));
             tracing::info!(
                 %url,
                 outputs = map.literals.len(),
@@ -403,17 +403,6 @@ fn write_ready(path: &Path) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, format!("{}\n", std::process::id()))?;
     std::fs::rename(tmp, path)
-}
-
-/// CLOCK_BOOTTIME now, the clock of the kernel's event timestamps.
-fn boottime_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-parameter.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn go_duration(s: &str) -> Result<Duration, String> {

@@ -336,3 +336,14 @@ fn resolve_config(kbtf: &btf::Btf, opts: &Options) -> Result<(Config, KernelPath
     };
     Ok((config, paths))
 }
+
+/// CLOCK_BOOTTIME now: the clock of the events' `time_ns` (`bpf_ktime_get_boot_ns`).
+pub fn boottime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-parameter.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
