@@ -24,11 +24,15 @@
 mod cgroup;
 mod container;
 mod env;
+mod moto;
 mod rootfs;
+mod sidecar;
 mod trace;
 
 pub use cgroup::{Layout, PodCgroup, cgroup2_mount, v1_mounts};
 pub use container::{Container, ContainerOpts, Gate, Mount};
 pub use env::{copilot_bin, is_ci, pidfd_wait, preflight, random_hex, workspace_root};
+pub use moto::Moto;
 pub use rootfs::{HELPERS, rootfs};
+pub use sidecar::{Copilot, Placement, run_copilot};
 pub use trace::{Event, Trace};

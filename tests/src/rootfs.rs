@@ -14,7 +14,8 @@ use crate::env::{missing, random_hex, workspace_root};
 ///   and then `exit(CODE)`s the process.
 /// - `spawner N CODE`: forks and execs `/bin/true` N times, one after the other, then exits CODE.
 /// - `memhog`: allocates and touches 1 MiB at a time until the OOM killer ends it.
-pub const HELPERS: &[&str] = &["leader_exit", "spawner", "memhog"];
+/// - `pause`: sleeps until SIGTERM/SIGINT (exit 0); the pod sandbox, comm `pause`.
+pub const HELPERS: &[&str] = &["leader_exit", "spawner", "memhog", "pause"];
 
 const BUSYBOX: &str = "/bin/busybox";
 /// busybox applets linked into `/bin`.

@@ -1,0 +1,715 @@
+//! Whole tasks, end to end: a pod-like cgroup with a sandbox (`pause`) container, the
+//! `copilot sidecar` beside it, a main container started with runc once the sidecar is
+//! ready, a real S3 server (moto) on loopback, `copilot download` before the main
+//! container; then `outputs.pb` / `errors.pb` are read back from S3 and every value is
+//! checked.
+//!
+//! The sidecar is a host process. In the first test it is moved into its own container
+//! cgroup in the pod and given no pod flags, so it infers the pod from its own cgroup and
+//! finds the main container by the sibling rule; the others name the pod with
+//! `--pod-cgroup` or `--pod-uid` and `--cgroup-root`.
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use base64::Engine as _;
+use copilot::{
+    literals::make,
+    proto::core::{
+        ErrorDocument, Literal, LiteralMap, LiteralType, SimpleType, TypedInterface, Variable,
+        VariableMap, blob_type::BlobDimensionality, container_error, execution_error, literal,
+        primitive, scalar,
+    },
+};
+use integration_test::{
+    Container, ContainerOpts, Copilot, Layout, Moto, Mount, Placement, PodCgroup, cgroup2_mount,
+    run_copilot,
+};
+use prost::Message as _;
+
+/// Generous: a loaded CI machine may be slow, but nothing here should take long.
+const T: Duration = Duration::from_secs(20);
+const BUCKET: &str = "flyte";
+const INPUT_BLOB: &[u8] = b"line one\nline two\n";
+
+/// How the sidecar learns its pod.
+#[derive(Clone, Copy, Debug)]
+enum PodArgs {
+    /// In its own container cgroup, no flags: parent of its own cgroup.
+    Inferred,
+    /// `--pod-cgroup <path>`.
+    Cgroup,
+    /// `--pod-uid <uid> --cgroup-root /sys/fs/cgroup`.
+    Uid,
+}
+
+/// One task's world: S3, the pod with its sandbox, the shared volumes.
+struct Task {
+    /// Declared first: dropped (killed) before the pod and the server go away.
+    sidecar: Option<Copilot>,
+    main: Option<Container>,
+    _sandbox: Container,
+    pod: PodCgroup,
+    moto: Moto,
+    dir: tempfile::TempDir,
+    run: String,
+    outputs: VariableMap,
+}
+
+impl Task {
+    /// Starts S3 with the task's inputs and a pod with a running `pause` sandbox.
+    fn new(layout: Layout, outputs: VariableMap) -> Self {
+        let moto = Moto::start();
+        moto.create_bucket(BUCKET);
+        let run = format!("s3://{BUCKET}/run-{}", integration_test::random_hex(4));
+        moto.put(&format!("{run}/raw-in/data.txt"), INPUT_BLOB);
+        let inputs = make::literal_map([
+            ("n", make::integer(7)),
+            ("name", make::string("world")),
+            (
+                "data",
+                make::blob(format!("{run}/raw-in/data.txt"), "txt", false),
+            ),
+        ]);
+        moto.put(&format!("{run}/inputs.pb"), inputs.encode_to_vec());
+        let pod = PodCgroup::new(layout);
+        let sandbox = Container::run(&pod, &["pause"], ContainerOpts::default());
+        wait_comm(sandbox.pid(), "pause");
+        let dir = tempfile::Builder::new()
+            .prefix("e2e-")
+            .tempdir()
+            .expect("tempdir");
+        for d in ["inputs", "outputs", "run"] {
+            std::fs::create_dir(dir.path().join(d)).expect("mkdir");
+        }
+        Task {
+            sidecar: None,
+            main: None,
+            _sandbox: sandbox,
+            pod,
+            moto,
+            dir,
+            run,
+            outputs,
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn ready_file(&self) -> PathBuf {
+        self.path("run/ready")
+    }
+
+    fn interface(&self) -> String {
+        let iface = TypedInterface {
+            inputs: Some(input_variables()),
+            outputs: Some(self.outputs.clone()),
+        };
+        base64::engine::general_purpose::STANDARD.encode(iface.encode_to_vec())
+    }
+
+    /// `copilot download` as the init container would run it; checks the files.
+    fn download(&self) {
+        let vars =
+            base64::engine::general_purpose::STANDARD.encode(input_variables().encode_to_vec());
+        let mut args = self.moto.flags();
+        args.extend(strings(&[
+            "download",
+            "--from-remote",
+            &format!("{}/inputs.pb", self.run),
+            "--to-output-prefix",
+            &format!("{}/out", self.run),
+            "--to-local-dir",
+            &self.path("inputs").to_string_lossy(),
+            "--format",
+            "JSON",
+            "--input-interface",
+            &vars,
+        ]));
+        let (code, stderr) = run_copilot(&args, &Moto::env());
+        assert_eq!(code, 0, "copilot download failed:\n{stderr}");
+        let read = |name: &str| std::fs::read(self.path("inputs").join(name)).expect(name);
+        assert_eq!(read("n"), b"7");
+        assert_eq!(read("name"), b"world");
+        assert_eq!(read("data"), INPUT_BLOB);
+        assert!(self.path("inputs/inputs.pb").is_file());
+    }
+
+    /// The sidecar's command line (storage flags, `sidecar`, its flags, `extra`).
+    fn sidecar_args(&self, pod: PodArgs, extra: &[&str]) -> Vec<String> {
+        let mut args = self.moto.flags();
+        args.extend(strings(&[
+            "sidecar",
+            "--to-output-prefix",
+            &format!("{}/out", self.run),
+            "--to-raw-output",
+            &format!("{}/raw", self.run),
+            "--from-local-dir",
+            &self.path("outputs").to_string_lossy(),
+            "--interface",
+            &self.interface(),
+            "--ready-file",
+            &self.ready_file().to_string_lossy(),
+            "--timeout",
+            "1m",
+        ]));
+        match pod {
+            PodArgs::Inferred => {}
+            PodArgs::Cgroup => args.extend(strings(&[
+                "--pod-cgroup",
+                &self.pod.path().to_string_lossy(),
+            ])),
+            PodArgs::Uid => {
+                // The cgroupfs root as a pod would mount it: /sys/fs/cgroup (the v2 tree is
+                // its `unified` child on this hybrid host, or the mount itself).
+                let root = if cgroup2_mount().ends_with("unified") {
+                    cgroup2_mount().parent().expect("parent")
+                } else {
+                    cgroup2_mount()
+                };
+                args.extend(strings(&[
+                    "--pod-uid",
+                    self.pod.uid(),
+                    "--cgroup-root",
+                    &root.to_string_lossy(),
+                ]));
+            }
+        }
+        args.extend(strings(extra));
+        args
+    }
+
+    /// Starts the sidecar and waits for its ready file (checking `copilot probe` on both
+    /// sides of it).
+    fn start_sidecar(&mut self, pod: PodArgs, extra: &[&str]) {
+        let probe = strings(&[
+            "probe",
+            "--ready-file",
+            &self.ready_file().to_string_lossy(),
+        ]);
+        let (code, stderr) = run_copilot(&probe, &[]);
+        assert_eq!(code, 1, "probe before the sidecar is ready: {stderr}");
+        assert!(stderr.contains("not ready"), "{stderr}");
+        let placement = match pod {
+            PodArgs::Inferred => Placement::OwnContainer,
+            PodArgs::Cgroup | PodArgs::Uid => Placement::Host,
+        };
+        let mut sidecar = Copilot::spawn(
+            "sidecar",
+            &self.sidecar_args(pod, extra),
+            &Moto::env(),
+            &self.pod,
+            placement,
+        );
+        sidecar.wait_for_file(&self.ready_file(), T);
+        let (code, stderr) = run_copilot(&probe, &[]);
+        assert_eq!(code, 0, "probe after the ready file appeared: {stderr}");
+        self.sidecar = Some(sidecar);
+    }
+
+    fn sidecar(&mut self) -> &mut Copilot {
+        self.sidecar.as_mut().expect("the sidecar was started")
+    }
+
+    /// Creates and starts the main container with the inputs at `/in` (read-only) and
+    /// the outputs folder at `/out`.
+    fn start_main(&mut self, script: &str, opts: ContainerOpts) -> &Container {
+        let main = Container::create(&self.pod, &["sh", "-c", script], self.main_opts(opts));
+        main.start();
+        self.main.insert(main)
+    }
+
+    fn main_opts(&self, mut opts: ContainerOpts) -> ContainerOpts {
+        opts.mounts.push(Mount {
+            source: self.path("inputs"),
+            destination: "/in".into(),
+            read_only: true,
+        });
+        opts.mounts.push(Mount {
+            source: self.path("outputs"),
+            destination: "/out".into(),
+            read_only: false,
+        });
+        opts
+    }
+
+    fn wait_main(&self) {
+        let main = self.main.as_ref().expect("main container");
+        assert!(
+            main.wait_exited(T),
+            "main container did not exit:\n{}",
+            main.output()
+        );
+    }
+
+    /// Waits for the sidecar to exit and asserts exit code 0.
+    fn sidecar_exits_0(&mut self) -> String {
+        let code = self.sidecar().exit_code(T);
+        let logs = self.sidecar().stderr();
+        assert_eq!(code, 0, "sidecar exit code:\n{logs}");
+        logs
+    }
+
+    fn outputs_pb(&self) -> Option<LiteralMap> {
+        self.moto
+            .get(&format!("{}/out/outputs.pb", self.run))
+            .map(|b| LiteralMap::decode(b.as_slice()).expect("outputs.pb is a LiteralMap"))
+    }
+
+    fn errors_pb(&self) -> Option<ErrorDocument> {
+        self.moto
+            .get(&format!("{}/out/errors.pb", self.run))
+            .map(|b| ErrorDocument::decode(b.as_slice()).expect("errors.pb is an ErrorDocument"))
+    }
+
+    /// The error document, asserting that there is one and no outputs.pb.
+    fn error(
+        &self,
+    ) -> (
+        String,
+        String,
+        container_error::Kind,
+        execution_error::ErrorKind,
+    ) {
+        assert!(
+            self.outputs_pb().is_none(),
+            "outputs.pb was written although the task failed"
+        );
+        let doc = self.errors_pb().expect("errors.pb was written");
+        let e = doc.error.expect("ErrorDocument.error");
+        (
+            e.code,
+            e.message,
+            container_error::Kind::try_from(e.kind).expect("kind"),
+            execution_error::ErrorKind::try_from(e.origin).expect("origin"),
+        )
+    }
+
+    /// The outputs, asserting that there is no error document.
+    fn outputs(&self) -> LiteralMap {
+        assert!(
+            self.errors_pb().is_none(),
+            "errors.pb was written: {:?}",
+            self.errors_pb()
+        );
+        self.outputs_pb().expect("outputs.pb was written")
+    }
+}
+
+fn strings(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+fn var(ty: LiteralType) -> Variable {
+    Variable {
+        r#type: Some(ty),
+        description: String::new(),
+    }
+}
+
+fn input_variables() -> VariableMap {
+    VariableMap {
+        variables: [
+            ("n", var(make::simple_type(SimpleType::Integer))),
+            ("name", var(make::simple_type(SimpleType::String))),
+            ("data", var(make::blob_literal_type("txt", false))),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
+    }
+}
+
+/// The mixed outputs of the success scenarios.
+fn mixed_outputs() -> VariableMap {
+    VariableMap {
+        variables: [
+            ("answer", var(make::simple_type(SimpleType::Integer))),
+            ("ratio", var(make::simple_type(SimpleType::Float))),
+            ("greeting", var(make::simple_type(SimpleType::String))),
+            ("ok", var(make::simple_type(SimpleType::Boolean))),
+            ("report", var(make::blob_literal_type("txt", false))),
+            ("parts", var(make::blob_literal_type("", true))),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
+    }
+}
+
+fn single_int_output() -> VariableMap {
+    VariableMap {
+        variables: [(
+            "answer".to_string(),
+            var(make::simple_type(SimpleType::Integer)),
+        )]
+        .into_iter()
+        .collect(),
+    }
+}
+
+/// Writes the mixed outputs from the downloaded inputs (the task's work).
+const MIXED_SCRIPT: &str = r#"set -e
+n=$(cat /in/n)
+echo $((n * 6)) > /out/answer
+echo 3.25 > /out/ratio
+printf 'hello %s' "$(cat /in/name)" > /out/greeting
+echo true > /out/ok
+cat /in/data /in/data > /out/report
+mkdir -p /out/parts/sub
+echo alpha > /out/parts/a.txt
+echo beta > /out/parts/sub/b.txt"#;
+
+fn primitive(lit: &Literal) -> &primitive::Value {
+    match &lit.value {
+        Some(literal::Value::Scalar(s)) => match &s.value {
+            Some(scalar::Value::Primitive(p)) => p.value.as_ref().expect("primitive value"),
+            other => panic!("not a primitive: {other:?}"),
+        },
+        other => panic!("not a scalar: {other:?}"),
+    }
+}
+
+fn blob_uri(lit: &Literal, multipart: bool) -> &str {
+    let Some(literal::Value::Scalar(s)) = &lit.value else {
+        panic!("not a scalar: {lit:?}")
+    };
+    let Some(scalar::Value::Blob(b)) = &s.value else {
+        panic!("not a blob: {lit:?}")
+    };
+    let dim = b
+        .metadata
+        .as_ref()
+        .and_then(|m| m.r#type.as_ref())
+        .map(|t| t.dimensionality);
+    let want = if multipart {
+        BlobDimensionality::Multipart
+    } else {
+        BlobDimensionality::Single
+    };
+    assert_eq!(dim, Some(want as i32), "{lit:?}");
+    &b.uri
+}
+
+/// Checks every value of the mixed outputs, and the blobs' content in S3.
+fn check_mixed(task: &Task, outputs: &LiteralMap) {
+    let names: Vec<&str> = outputs.literals.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["answer", "greeting", "ok", "parts", "ratio", "report"]
+    );
+    let get = |k: &str| &outputs.literals[k];
+    assert_eq!(primitive(get("answer")), &primitive::Value::Integer(42));
+    assert_eq!(primitive(get("ratio")), &primitive::Value::FloatValue(3.25));
+    assert_eq!(
+        primitive(get("greeting")),
+        &primitive::Value::StringValue("hello world".into())
+    );
+    assert_eq!(primitive(get("ok")), &primitive::Value::Boolean(true));
+    let report = blob_uri(get("report"), false);
+    assert!(
+        report.starts_with(&format!("{}/raw/", task.run)),
+        "report uploaded under the raw prefix: {report}"
+    );
+    let mut doubled = INPUT_BLOB.to_vec();
+    doubled.extend_from_slice(INPUT_BLOB);
+    assert_eq!(task.moto.get(report).expect("report blob"), doubled);
+    let parts = blob_uri(get("parts"), true);
+    assert_eq!(
+        task.moto.list(parts),
+        [("a.txt".to_string(), 6), ("sub/b.txt".to_string(), 5)],
+        "multipart blob keeps its nesting"
+    );
+    assert_eq!(
+        task.moto
+            .get(&format!("{parts}/sub/b.txt"))
+            .expect("nested part"),
+        b"beta\n"
+    );
+}
+
+/// `since_exit_ms` of the sidecar's "outputs written" line.
+fn since_exit_ms(logs: &str) -> Option<f64> {
+    let line = logs.lines().find(|l| l.contains("outputs written"))?;
+    let v = line.split("since_exit_ms=").nth(1)?;
+    v.split_whitespace().next()?.parse().ok()
+}
+
+/// Waits until process `pid` runs `comm` (i.e. has exec'd it).
+fn wait_comm(pid: u32, comm: &str) {
+    let path = format!("/proc/{pid}/comm");
+    let deadline = Instant::now() + T;
+    loop {
+        let now = std::fs::read_to_string(&path).unwrap_or_default();
+        if now.trim() == comm {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} is {now:?}, never became {comm:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn log_line<'a>(logs: &'a str, needle: &str) -> &'a str {
+    logs.lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no log line with {needle:?}:\n{logs}"))
+}
+
+/// The whole happy path, with the sidecar in its own container cgroup of the pod and no
+/// pod flags: it infers the pod from its own cgroup and picks the main container by the
+/// sibling rule (not the `pause` sandbox, not itself).
+#[test]
+fn success_mixed_outputs_sibling_rule() {
+    let mut task = Task::new(Layout::Cgroupfs, mixed_outputs());
+    task.download();
+    task.start_sidecar(PodArgs::Inferred, &[]);
+    let own = task
+        .sidecar()
+        .own_cgroup()
+        .expect("own container")
+        .to_path_buf();
+    assert!(own.starts_with(task.pod.path()));
+    task.start_main(MIXED_SCRIPT, ContainerOpts::default());
+    task.wait_main();
+    let main_id = task.main.as_ref().expect("main").id().to_string();
+    let logs = task.sidecar_exits_0();
+    let found = log_line(&logs, "main container found");
+    assert!(
+        found.contains(&main_id),
+        "picked the wrong container: {found}"
+    );
+    let exited = log_line(&logs, "main container exited");
+    assert!(exited.contains("status=exit code 0"), "{exited}");
+    assert!(
+        log_line(&logs, "attached to the pod").contains(&*task.pod.path().to_string_lossy()),
+        "pod inferred from the own cgroup"
+    );
+    let outputs = task.outputs();
+    check_mixed(&task, &outputs);
+    let ms = since_exit_ms(&logs).expect("since_exit_ms in the outputs line");
+    eprintln!("E2E TIMING success_mixed_outputs_sibling_rule: main exit -> outputs.pb {ms:.1} ms");
+    assert!(ms > 0.0 && ms < 10_000.0, "{ms} ms");
+}
+
+/// The same task in the systemd layout, the pod found by its UID under --cgroup-root.
+#[test]
+fn success_systemd_layout_pod_uid() {
+    let mut task = Task::new(Layout::Systemd, mixed_outputs());
+    task.download();
+    task.start_sidecar(PodArgs::Uid, &[]);
+    task.start_main(MIXED_SCRIPT, ContainerOpts::default());
+    task.wait_main();
+    let logs = task.sidecar_exits_0();
+    let outputs = task.outputs();
+    check_mixed(&task, &outputs);
+    let ms = since_exit_ms(&logs).expect("since_exit_ms in the outputs line");
+    eprintln!("E2E TIMING success_systemd_layout_pod_uid: main exit -> outputs.pb {ms:.1} ms");
+}
+
+#[test]
+fn nonzero_exit_writes_the_exit_code() {
+    let mut task = Task::new(Layout::Systemd, single_int_output());
+    task.download();
+    task.start_sidecar(PodArgs::Uid, &[]);
+    // The output exists: the exit code alone makes the task fail.
+    task.start_main("echo 1 > /out/answer; exit 3", ContainerOpts::default());
+    task.wait_main();
+    task.sidecar_exits_0();
+    let (code, message, kind, origin) = task.error();
+    assert_eq!(code, "NonZeroExitCode");
+    let id = task.main.as_ref().expect("main").id();
+    assert_eq!(
+        message,
+        format!("the main container {} exited with code 3", &id[..12])
+    );
+    assert_eq!(kind, container_error::Kind::NonRecoverable);
+    assert_eq!(origin, execution_error::ErrorKind::User);
+}
+
+#[test]
+fn oom_kill_is_reported() {
+    let mut task = Task::new(Layout::Cgroupfs, single_int_output());
+    task.start_sidecar(PodArgs::Cgroup, &[]);
+    let opts = ContainerOpts {
+        memory_limit: Some(32 << 20),
+        ..Default::default()
+    };
+    // memhog is the container's main process: the OOM killer kills main itself.
+    let main = Container::create(&task.pod, &["memhog"], task.main_opts(opts));
+    main.start();
+    task.main = Some(main);
+    task.wait_main();
+    task.sidecar_exits_0();
+    let (code, message, kind, origin) = task.error();
+    assert_eq!(code, "OOMKilled");
+    assert!(message.contains("OOM killer"), "{message}");
+    assert_eq!(kind, container_error::Kind::Recoverable);
+    assert_eq!(origin, execution_error::ErrorKind::User);
+}
+
+#[test]
+fn main_that_never_starts_hits_the_start_timeout() {
+    let mut task = Task::new(Layout::Cgroupfs, single_int_output());
+    // Created (runc init waits in the container cgroup) but never started.
+    let main = Container::create(
+        &task.pod,
+        &["sh", "-c", "echo 1 > /out/answer"],
+        task.main_opts(ContainerOpts::default()),
+    );
+    task.main = Some(main);
+    let started = Instant::now();
+    task.start_sidecar(PodArgs::Cgroup, &["--start-timeout", "2s"]);
+    task.sidecar_exits_0();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(12),
+        "the sidecar gave up after {took:?}"
+    );
+    let (code, message, kind, _) = task.error();
+    assert_eq!(code, "ContainerNotStarted");
+    assert!(message.contains("2s"), "{message}");
+    assert_eq!(kind, container_error::Kind::Recoverable);
+}
+
+#[test]
+fn main_that_exited_before_the_sidecar_still_uploads() {
+    let mut task = Task::new(Layout::Cgroupfs, mixed_outputs());
+    task.download();
+    task.start_main(MIXED_SCRIPT, ContainerOpts::default());
+    task.wait_main();
+    let started = Instant::now();
+    task.start_sidecar(PodArgs::Cgroup, &[]);
+    let logs = task.sidecar_exits_0();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "handled at once, not by a timeout"
+    );
+    let exited = log_line(&logs, "main container exited");
+    assert!(
+        exited.contains("unknown (exited before copilot attached)"),
+        "{exited}"
+    );
+    let outputs = task.outputs();
+    check_mixed(&task, &outputs);
+}
+
+#[test]
+fn error_file_becomes_a_user_error() {
+    let mut task = Task::new(Layout::Cgroupfs, single_int_output());
+    task.start_sidecar(PodArgs::Cgroup, &[]);
+    task.start_main(
+        "printf 'bad input: n must be even\\n' > /out/_ERROR; exit 1",
+        ContainerOpts::default(),
+    );
+    task.wait_main();
+    task.sidecar_exits_0();
+    let (code, message, kind, origin) = task.error();
+    assert_eq!(code, "UserError");
+    assert_eq!(message, "bad input: n must be even");
+    assert_eq!(kind, container_error::Kind::NonRecoverable);
+    assert_eq!(origin, execution_error::ErrorKind::User);
+}
+
+#[test]
+fn missing_output_names_the_variable() {
+    let mut task = Task::new(Layout::Systemd, mixed_outputs());
+    task.download();
+    task.start_sidecar(PodArgs::Cgroup, &[]);
+    task.start_main(
+        &format!("{MIXED_SCRIPT}\nrm /out/greeting"),
+        ContainerOpts::default(),
+    );
+    task.wait_main();
+    task.sidecar_exits_0();
+    let (code, message, kind, origin) = task.error();
+    assert_eq!(code, "OutputUploadFailed");
+    assert!(message.contains("greeting"), "{message}");
+    assert_eq!(kind, container_error::Kind::Recoverable);
+    assert_eq!(origin, execution_error::ErrorKind::System);
+}
+
+/// `--exit-watcher-type signal`: nothing is uploaded until SIGTERM, then everything.
+#[test]
+fn signal_watcher_uploads_on_sigterm() {
+    let mut task = Task::new(Layout::Cgroupfs, mixed_outputs());
+    task.download();
+    task.start_sidecar(
+        PodArgs::Cgroup,
+        &[
+            "--start-watcher-type",
+            "noop",
+            "--exit-watcher-type",
+            "signal",
+        ],
+    );
+    task.start_main(MIXED_SCRIPT, ContainerOpts::default());
+    task.wait_main();
+    assert!(
+        task.sidecar().wait(Duration::from_millis(300)).is_none(),
+        "the signal watcher must wait for SIGTERM"
+    );
+    assert!(task.outputs_pb().is_none(), "uploaded before SIGTERM");
+    task.sidecar().signal(libc::SIGTERM);
+    let logs = task.sidecar_exits_0();
+    assert!(logs.contains("outputs written"), "{logs}");
+    let outputs = task.outputs();
+    check_mixed(&task, &outputs);
+}
+
+/// `--exit-watcher-type file`: `_SUCCESS` appearing in the outputs folder ends the wait.
+#[test]
+fn file_watcher_uploads_on_success_marker() {
+    let mut task = Task::new(Layout::Cgroupfs, mixed_outputs());
+    task.download();
+    task.start_sidecar(
+        PodArgs::Cgroup,
+        &[
+            "--start-watcher-type",
+            "noop",
+            "--exit-watcher-type",
+            "file",
+        ],
+    );
+    // The task stays alive after writing the marker: the file, not the exit, ends the wait.
+    task.start_main(
+        &format!("{MIXED_SCRIPT}\ntouch /out/_SUCCESS\nexec sleep 1000"),
+        ContainerOpts::default(),
+    );
+    task.sidecar_exits_0();
+    let outputs = task.outputs();
+    check_mixed(&task, &outputs);
+    assert_eq!(
+        task.main.as_ref().expect("main").state(),
+        "running",
+        "the upload did not wait for the container to exit"
+    );
+}
+
+/// SIGTERM to an eBPF-watching sidecar while the main container still runs: an
+/// `UploadCutShort` error document, exit 0, promptly.
+#[test]
+fn sigterm_while_main_runs_is_upload_cut_short() {
+    let mut task = Task::new(Layout::Systemd, single_int_output());
+    task.start_sidecar(PodArgs::Cgroup, &[]);
+    let main = task.start_main("exec sleep 1000", ContainerOpts::default());
+    let pid = main.pid();
+    wait_comm(pid, "sleep");
+    let sent = Instant::now();
+    task.sidecar().signal(libc::SIGTERM);
+    let code = task.sidecar().exit_code(Duration::from_secs(5));
+    let took = sent.elapsed();
+    assert_eq!(code, 0, "{}", task.sidecar().stderr());
+    assert!(took < Duration::from_secs(3), "took {took:?} after SIGTERM");
+    let (code, message, kind, origin) = task.error();
+    assert_eq!(code, "UploadCutShort");
+    assert!(message.contains("SIGTERM"), "{message}");
+    assert_eq!(kind, container_error::Kind::Recoverable);
+    assert_eq!(origin, execution_error::ErrorKind::System);
+    assert_eq!(task.main.as_ref().expect("main").state(), "running");
+}
