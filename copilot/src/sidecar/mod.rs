@@ -162,6 +162,10 @@ pub async fn run(root: &RootArgs, args: SidecarArgs) -> Result<ExitCode, Error> 
 
 /// Waits and uploads; `Ok(Some(doc))` is an error document to write (the task's own).
 async fn sidecar(store: &Store, args: &SidecarArgs) -> Result<Option<ErrorDocument>, Failure> {
+    // Installed first, so a SIGTERM never kills the sidecar silently: before the
+    // main container's exit it becomes `UploadCutShort`, after it is logged.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Failure::upload(format!("installing the SIGTERM handler: {e}")))?;
     let interface = decode_interface(args.interface.as_deref())?;
     if args.watch_container.is_some() && args.main_container_id.is_none() {
         tracing::warn!(
@@ -197,7 +201,7 @@ async fn sidecar(store: &Store, args: &SidecarArgs) -> Result<Option<ErrorDocume
         })?;
     }
 
-    let waited = wait_main(ebpf.as_mut(), args).await;
+    let waited = wait_main(ebpf.as_mut(), args, &mut sigterm).await;
     let exit = match waited {
         Ok(exit) => exit,
         Err(wait::Error::Terminated) => {
@@ -264,8 +268,18 @@ async fn sidecar(store: &Store, args: &SidecarArgs) -> Result<Option<ErrorDocume
         &limits,
         &progress,
     );
-    let collected = tokio::time::timeout(args.timeout, collect)
-        .await
+    let upload = tokio::time::timeout(args.timeout, collect);
+    tokio::pin!(upload);
+    // The main container is done: a SIGTERM now (the pod is being torn down)
+    // does not stop the upload; the kubelet's grace period bounds it.
+    let collected = tokio::select! {
+        r = &mut upload => r,
+        _ = sigterm.recv() => {
+            tracing::warn!("SIGTERM during the upload: finishing it within the grace period");
+            upload.await
+        }
+    };
+    let collected = collected
         .map_err(|_| {
             Failure::upload(format!(
                 "the upload did not finish within {:?} (--timeout)",
@@ -299,6 +313,7 @@ async fn sidecar(store: &Store, args: &SidecarArgs) -> Result<Option<ErrorDocume
 async fn wait_main(
     ebpf: Option<&mut EbpfWatcher>,
     args: &SidecarArgs,
+    sigterm: &mut tokio::signal::unix::Signal,
 ) -> Result<Option<MainExit>, wait::Error> {
     let timeout = (!args.start_timeout.is_zero()).then_some(args.start_timeout);
     let mut ebpf = ebpf;
@@ -316,9 +331,10 @@ async fn wait_main(
             None => Err(wait::Error::Unsupported(WatcherType::Ebpf, "no pod")),
         },
         WatcherType::Signal => wait::wait_sigterm().await.map(|()| None),
-        WatcherType::File => wait::wait_marker_file(&args.from_local_dir)
-            .await
-            .map(|()| None),
+        WatcherType::File => tokio::select! {
+            r = wait::wait_marker_file(&args.from_local_dir) => r.map(|()| None),
+            _ = sigterm.recv() => Err(wait::Error::Terminated),
+        },
         WatcherType::Noop => Ok(None),
     }
 }
