@@ -23,6 +23,7 @@
 //! ```
 mod cgroup;
 mod container;
+pub mod demo;
 mod env;
 mod moto;
 mod rootfs;
