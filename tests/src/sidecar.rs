@@ -50,8 +50,29 @@ impl Copilot {
         pod: &PodCgroup,
         placement: Placement,
     ) -> Self {
+        Self::spawn_wrapped(label, &[], args, env, pod, placement)
+    }
+
+    /// Like [`Copilot::spawn`], but runs `wrapper… $COPILOT_BIN args…` (e.g. `setpriv`
+    /// with a reduced capability set). The process is moved into its cgroup before the
+    /// wrapper runs.
+    pub fn spawn_wrapped(
+        label: &str,
+        wrapper: &[&str],
+        args: &[String],
+        env: &[(&str, &str)],
+        pod: &PodCgroup,
+        placement: Placement,
+    ) -> Self {
         preflight();
-        let mut cmd = Command::new(copilot_bin());
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(copilot_bin());
+                cmd
+            }
+            None => Command::new(copilot_bin()),
+        };
         cmd.args(args)
             .envs(env.iter().copied())
             .env_remove("AWS_CA_BUNDLE")

@@ -185,6 +185,11 @@ impl Task {
     /// Starts the sidecar and waits for its ready file (checking `copilot probe` on both
     /// sides of it).
     fn start_sidecar(&mut self, pod: PodArgs, extra: &[&str]) {
+        self.start_sidecar_wrapped(&[], pod, extra);
+    }
+
+    /// [`Task::start_sidecar`] under `wrapper` (e.g. `setpriv …`).
+    fn start_sidecar_wrapped(&mut self, wrapper: &[&str], pod: PodArgs, extra: &[&str]) {
         let probe = strings(&[
             "probe",
             "--ready-file",
@@ -197,8 +202,9 @@ impl Task {
             PodArgs::Inferred => Placement::OwnContainer,
             PodArgs::Cgroup | PodArgs::Uid => Placement::Host,
         };
-        let mut sidecar = Copilot::spawn(
+        let mut sidecar = Copilot::spawn_wrapped(
             "sidecar",
+            wrapper,
             &self.sidecar_args(pod, extra),
             &Moto::env(),
             &self.pod,
@@ -712,4 +718,112 @@ fn sigterm_while_main_runs_is_upload_cut_short() {
     assert_eq!(kind, container_error::Kind::Recoverable);
     assert_eq!(origin, execution_error::ErrorKind::System);
     assert_eq!(task.main.as_ref().expect("main").state(), "running");
+}
+
+/// CAP_PERFMON (38) and CAP_BPF (39) as bits of /proc/PID/status `Cap*` masks.
+const BPF_PERFMON: u64 = (1 << 38) | (1 << 39);
+const CAP_DAC_READ_SEARCH: u64 = 1 << 2;
+
+/// `setpriv` arguments that leave exactly `caps` (e.g. `+bpf,+perfmon`) in every set.
+fn setpriv(user: Option<u32>, caps: &str) -> Vec<String> {
+    let mut v = vec!["setpriv".to_string()];
+    if let Some(uid) = user {
+        v.extend([
+            format!("--reuid={uid}"),
+            format!("--regid={uid}"),
+            "--clear-groups".into(),
+        ]);
+    }
+    v.extend([
+        format!("--inh-caps=-all,{caps}"),
+        format!("--ambient-caps=-all,{caps}"),
+        format!("--bounding-set=-all,{caps}"),
+        "--".into(),
+    ]);
+    v
+}
+
+/// A `Cap*:` mask of /proc/PID/status.
+fn cap_mask(pid: u32, which: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{which}:")))
+        .unwrap_or_else(|| panic!("no {which} in {status}"));
+    u64::from_str_radix(line.trim(), 16).expect("hex mask")
+}
+
+/// The capability set of `deploy/pod.yaml`, proven: uid 0 with nothing but CAP_BPF and
+/// CAP_PERFMON (effective, permitted and bounding) loads, attaches, follows the pod and
+/// uploads.
+#[test]
+fn least_privilege_root_with_only_bpf_and_perfmon() {
+    let mut task = Task::new(Layout::Cgroupfs, mixed_outputs());
+    task.download();
+    let wrapper = setpriv(None, "+bpf,+perfmon");
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    task.start_sidecar_wrapped(&wrapper, PodArgs::Inferred, &[]);
+    let pid = task.sidecar().pid();
+    for set in ["CapEff", "CapPrm", "CapBnd"] {
+        assert_eq!(cap_mask(pid, set), BPF_PERFMON, "{set} of the sidecar");
+    }
+    task.start_main(MIXED_SCRIPT, ContainerOpts::default());
+    task.wait_main();
+    let logs = task.sidecar_exits_0();
+    assert!(
+        log_line(&logs, "main container exited").contains("status=exit code 0"),
+        "{logs}"
+    );
+    let outputs = task.outputs();
+    check_mixed(&task, &outputs);
+}
+
+/// Not root: CAP_BPF + CAP_PERFMON are not enough, because tracefs (where tracepoint ids
+/// live) is mode 0700 root; CAP_DAC_READ_SEARCH makes it readable.
+#[test]
+fn non_root_needs_dac_read_search_for_tracefs() {
+    let mut task = Task::new(Layout::Cgroupfs, mixed_outputs());
+    let without = setpriv(Some(65532), "+bpf,+perfmon");
+    let mut args = without.clone();
+    args.extend(strings(&[
+        &integration_test::copilot_bin().to_string_lossy(),
+        "trace",
+        "--pod-cgroup",
+        &task.pod.path().to_string_lossy(),
+    ]));
+    let out = std::process::Command::new(&args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "uid 65532 attached without DAC_READ_SEARCH"
+    );
+    assert!(stderr.contains("tracefs"), "{stderr}");
+
+    task.download();
+    // The ready file's directory must be writable for uid 65532.
+    std::fs::set_permissions(
+        task.path("run"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    let with = setpriv(Some(65532), "+bpf,+perfmon,+dac_read_search");
+    let with: Vec<&str> = with.iter().map(String::as_str).collect();
+    task.start_sidecar_wrapped(&with, PodArgs::Cgroup, &[]);
+    let pid = task.sidecar().pid();
+    assert_eq!(cap_mask(pid, "CapEff"), BPF_PERFMON | CAP_DAC_READ_SEARCH);
+    let uid_line = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .map(str::to_owned)
+        .expect("Uid line");
+    assert!(uid_line.contains("65532"), "{uid_line}");
+    task.start_main(MIXED_SCRIPT, ContainerOpts::default());
+    task.wait_main();
+    task.sidecar_exits_0();
+    let outputs = task.outputs();
+    check_mixed(&task, &outputs);
 }
