@@ -4,6 +4,9 @@
 //! The tests share the kernel (cgroups, BPF programs, runc state), so they run one at a
 //! time. They need root with CAP_BPF; under `CI=true` (passed through) a missing
 //! prerequisite fails the run rather than skipping.
+//!
+//! `cargo xtask integration-test vm [KERNEL…]` runs the tracer suite on other kernels in
+//! qemu instead (see [`vm`]).
 use std::{
     io::BufRead as _,
     path::PathBuf,
@@ -14,8 +17,13 @@ use anyhow::{Context as _, bail};
 
 use crate::{cmd, setup};
 
+mod vm;
+
 #[derive(clap::Args, Debug, Default)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Options {
+    #[command(subcommand)]
+    pub command: Option<Sub>,
     /// Skip `cargo xtask setup` (it is quick when everything is installed).
     #[arg(long)]
     pub skip_setup: bool,
@@ -24,11 +32,24 @@ pub struct Options {
     pub test_args: Vec<String>,
 }
 
+#[derive(clap::Subcommand, Debug)]
+pub enum Sub {
+    /// The tracer suite in qemu VMs on Debian's 6.1 and 6.12 kernels and the host's.
+    Vm(vm::Options),
+}
+
 pub fn run(opts: Options) -> anyhow::Result<()> {
-    if !opts.skip_setup {
+    let skip_setup = match &opts.command {
+        Some(Sub::Vm(o)) => o.skip_setup,
+        None => opts.skip_setup,
+    };
+    if !skip_setup {
         setup::run(setup::Options::default())?;
     }
-    run_tests(&opts.test_args)
+    match opts.command {
+        Some(Sub::Vm(o)) => vm::run(o),
+        None => run_tests(&opts.test_args),
+    }
 }
 
 /// Builds copilot and runs the integration tests with `COPILOT_BIN` pointing at it.
@@ -46,7 +67,7 @@ pub fn run_tests(test_args: &[String]) -> anyhow::Result<()> {
 }
 
 /// `cargo build -p copilot --bin copilot`, returning the executable cargo reports.
-fn build_copilot() -> anyhow::Result<PathBuf> {
+pub(crate) fn build_copilot() -> anyhow::Result<PathBuf> {
     let mut command = Command::new("cargo");
     command
         .current_dir(cmd::workspace_root())

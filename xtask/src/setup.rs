@@ -15,6 +15,7 @@ use crate::cmd;
 ///   runc and compile static C helpers (`gcc -static` needs `libc.a` from libc6-dev).
 /// - `rclone`: copies test data to the S3 server of the storage tests.
 /// - `python3-venv`: `python3 -m venv` for moto when python3 is Debian's.
+/// - `qemu-system-x86`: the kernel matrix (`cargo xtask integration-test vm`) boots VMs.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libzstd-dev",
@@ -26,6 +27,7 @@ const APT_PACKAGES: &[&str] = &[
     "gcc",
     "libc6-dev",
     "python3-venv",
+    "qemu-system-x86",
 ];
 
 /// The bpf-linker release that builds against Debian's LLVM 22 on this machine kind.
