@@ -239,7 +239,7 @@ fn containerfile_builds_a_static_binary_where_flyte_calls_it() {
     for needle in [
         "RUSTFLAGS='-C target-feature=+crt-static'",
         "--target x86_64-unknown-linux-gnu",
-        "statically linked",
+        "static(-pie)? linked",
         "/bin/flyte-copilot",
         "USER 65532:65532",
     ] {

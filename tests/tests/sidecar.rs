@@ -461,6 +461,17 @@ fn wait_comm(pid: u32, comm: &str) {
     }
 }
 
+/// The exit the sidecar acted on is the main process's (runc's `pid`), not one of runc's
+/// own short-lived processes in the container cgroup.
+fn assert_main_pid(task: &Task, logs: &str) {
+    let pid = task.main.as_ref().expect("main").pid();
+    let exited = log_line(logs, "main container exited");
+    assert!(
+        exited.contains(&format!(" pid={pid} ")),
+        "the sidecar took another process's exit for main's (main pid {pid}): {exited}"
+    );
+}
+
 fn log_line<'a>(logs: &'a str, needle: &str) -> &'a str {
     logs.lines()
         .find(|l| l.contains(needle))
@@ -492,6 +503,7 @@ fn success_mixed_outputs_sibling_rule() {
     );
     let exited = log_line(&logs, "main container exited");
     assert!(exited.contains("status=exit code 0"), "{exited}");
+    assert_main_pid(&task, &logs);
     assert!(
         log_line(&logs, "attached to the pod").contains(&*task.pod.path().to_string_lossy()),
         "pod inferred from the own cgroup"
@@ -512,6 +524,7 @@ fn success_systemd_layout_pod_uid() {
     task.start_main(MIXED_SCRIPT, ContainerOpts::default());
     task.wait_main();
     let logs = task.sidecar_exits_0();
+    assert_main_pid(&task, &logs);
     let outputs = task.outputs();
     check_mixed(&task, &outputs);
     let ms = since_exit_ms(&logs).expect("since_exit_ms in the outputs line");
