@@ -130,7 +130,8 @@ fn fill_common(ev: &mut Event, kind: EventKind, container: u64) {
 
 /// Reserves a record, fills the common fields, lets `fill` write the
 /// kind-specific ones (it returns `FLAG_*` bits), and submits it, waking the
-/// consumer when `urgent` or when the ring is filling up.
+/// consumer when `urgent`, for a container's main exec, or when the ring is
+/// filling up.
 #[inline(always)]
 fn send(kind: EventKind, container: u64, urgent: bool, fill: impl FnOnce(&mut Event) -> u32) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
@@ -145,7 +146,7 @@ fn send(kind: EventKind, container: u64, urgent: bool, fill: impl FnOnce(&mut Ev
     };
     fill_common(ev, kind, container);
     let mut flags = fill(ev);
-    let submit = submit_flags(urgent);
+    let submit = submit_flags(urgent || flags & FLAG_MAIN != 0);
     if submit == BPF_RB_FORCE_WAKEUP as u64 {
         flags |= FLAG_WAKEUP;
     }
@@ -167,22 +168,11 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     }
     let container = container_id();
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let mut flags = 0;
-    // The first exec in a container cgroup is its main process. The insert is
-    // atomic (BPF_NOEXIST), so two racing first execs cannot both win.
-    if container != 0
-        && CONTAINERS.get_ptr(container).is_none()
-        && CONTAINERS
-            .insert(container, tgid, BPF_NOEXIST as u64)
-            .is_ok()
-    {
-        flags |= FLAG_MAIN;
-        let _ = MAINS.insert(tgid, container, 0);
-    }
     // Also wake for a process userspace is waiting on (a container's init that
     // was already there when the snapshot was taken, exec'ing its entrypoint).
-    let urgent = flags & FLAG_MAIN != 0 || MAINS.get_ptr(tgid).is_some();
-    send(EventKind::Exec, container, urgent, |ev| {
+    let waited_on = MAINS.get_ptr(tgid).is_some();
+    send(EventKind::Exec, container, waited_on, |ev| {
+        let mut flags = 0;
         // `__data_loc char[] filename`: u32 with the offset (low 16 bits) and
         // length (high 16 bits) of the string inside the tracepoint record.
         // SAFETY: reading inside the tracepoint record at a format-file offset.
@@ -197,9 +187,49 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
                 flags |= FLAG_FILENAME_TRUNCATED;
             }
         }
+        // The first exec in a container cgroup is its main process, except the
+        // runtime's own re-exec (see `runtime_self_exec`). The insert is atomic
+        // (BPF_NOEXIST), so two racing first execs cannot both win.
+        if container != 0
+            && !runtime_self_exec(ev)
+            && CONTAINERS.get_ptr(container).is_none()
+            && CONTAINERS
+                .insert(container, tgid, BPF_NOEXIST as u64)
+                .is_ok()
+        {
+            flags |= FLAG_MAIN;
+            let _ = MAINS.insert(tgid, container, 0);
+        }
         flags
     });
     0
+}
+
+/// runc re-execs a memfd copy of itself (`/dev/fd/N` or `/proc/self/fd/N`,
+/// comm `runc…`, its guard against CVE-2019-5736), sometimes after it has
+/// been moved into the container cgroup. That pid exits at once; the
+/// entrypoint is exec'd later by another one. An entrypoint is a path, never
+/// an open fd, so an exec through an fd is never a container's main process.
+#[inline(always)]
+fn runtime_self_exec(ev: &Event) -> bool {
+    starts_with(&ev.filename, b"/dev/fd/")
+        || starts_with(&ev.filename, b"/proc/self/fd/")
+        || starts_with(&ev.comm, b"runc")
+}
+
+#[inline(always)]
+fn starts_with<const N: usize>(s: &[u8], prefix: &[u8; N]) -> bool {
+    if s.len() < N {
+        return false;
+    }
+    let mut i = 0;
+    while i < N {
+        if s[i] != prefix[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]

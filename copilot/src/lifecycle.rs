@@ -27,8 +27,9 @@ pub struct Exit {
 pub enum State {
     /// The cgroup exists; the main process has not exec'd yet.
     Created,
+    /// `pid` is `None` when the processes are in a PID namespace we cannot see.
     Started {
-        pid: u32,
+        pid: Option<u32>,
         time_ns: Option<u64>,
     },
     Exited(Exit),
@@ -69,6 +70,8 @@ pub struct Container {
     pub main_pid: Option<u32>,
     /// The main process's command name (after its exec), when known.
     pub main_comm: Option<String>,
+    /// Its processes were in a PID namespace the snapshot could not see.
+    pub hidden: bool,
     pub state: State,
 }
 
@@ -83,7 +86,7 @@ pub struct Change {
 /// What the snapshot found in a container cgroup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seen {
-    /// No process, and none ever ran (`cpu.stat usage_usec 0`).
+    /// No process of its own yet (none ever ran, or only the runtime's set-up).
     NeverRan,
     /// No process now, but some ran: the container exited before we looked.
     Emptied,
@@ -94,6 +97,8 @@ pub enum Seen {
     Running {
         pid: u32,
     },
+    /// Populated, but its processes are in a PID namespace we cannot see.
+    Hidden,
 }
 
 #[derive(Debug, Default)]
@@ -138,6 +143,7 @@ impl Pod {
                 name: name.to_owned(),
                 main_pid: None,
                 main_comm: None,
+                hidden: false,
                 state: State::Created,
             },
         );
@@ -163,7 +169,25 @@ impl Pod {
                 }
                 None
             }
-            Seen::Running { pid } => Some((Some(pid), State::Started { pid, time_ns: None })),
+            Seen::Running { pid } => Some((
+                Some(pid),
+                State::Started {
+                    pid: Some(pid),
+                    time_ns: None,
+                },
+            )),
+            Seen::Hidden => {
+                if let Some(c) = self.containers.get_mut(&cgroup_id) {
+                    c.hidden = true;
+                }
+                Some((
+                    None,
+                    State::Started {
+                        pid: None,
+                        time_ns: None,
+                    },
+                ))
+            }
             Seen::Emptied => {
                 let pid = self.containers.get(&cgroup_id).and_then(|c| c.main_pid);
                 let exit = Exit {
@@ -203,7 +227,7 @@ impl Pod {
                     c.main_comm = Some(ev.comm.clone());
                 }
                 let state = State::Started {
-                    pid: ev.tgid,
+                    pid: Some(ev.tgid),
                     time_ns: Some(ev.time_ns),
                 };
                 self.advance(cg, Some(ev.tgid), state, Source::Event)
@@ -325,7 +349,7 @@ mod tests {
     fn start_then_exit_from_events() {
         let mut pod = Pod::default();
         let c = pod.event(&exec(10, 7, true)).unwrap();
-        assert!(matches!(c.state, State::Started { pid: 10, .. }));
+        assert!(matches!(c.state, State::Started { pid: Some(10), .. }));
         assert_eq!(
             pod.event(&exec(11, 7, false)),
             None,
@@ -376,7 +400,30 @@ mod tests {
         let changes = pod.snapshot(5, "abc", Seen::Waiting { pid: 30 });
         assert_eq!(changes.len(), 1, "created only");
         let c = pod.event(&exec(30, 5, false)).unwrap();
-        assert!(matches!(c.state, State::Started { pid: 30, .. }));
+        assert!(matches!(c.state, State::Started { pid: Some(30), .. }));
+    }
+
+    #[test]
+    fn hidden_processes_are_started_without_a_pid() {
+        let mut pod = Pod::default();
+        let changes = pod.snapshot(5, "abc", Seen::Hidden);
+        assert_eq!(
+            changes[1].state,
+            State::Started {
+                pid: None,
+                time_ns: None
+            }
+        );
+        assert!(pod.container(5).unwrap().hidden);
+        let c = pod.emptied(5, true).unwrap();
+        assert!(matches!(
+            c.state,
+            State::Exited(Exit {
+                pid: None,
+                status: None,
+                ..
+            })
+        ));
     }
 
     #[test]

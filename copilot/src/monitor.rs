@@ -359,6 +359,10 @@ fn snapshot(pod: &Cgroup) -> Result<Snapshot, Error> {
 
 /// What a container cgroup holds: its root process (the one whose parent is
 /// outside the container, earliest started), or whether it ever ran.
+///
+/// runc's own processes are not the container's: `runc init` (re-exec'd from
+/// a memfd), `runc:[0:PARENT]` and `runc:[1:CHILD]` come and go while the
+/// container is set up; `runc:[2:INIT]` is the one that execs the entrypoint.
 fn seen(cg: &Cgroup) -> Result<(Seen, Option<String>), Error> {
     let pids = cg.procs_recursive()?;
     let mut best: Option<(u64, u32, String)> = None;
@@ -366,7 +370,7 @@ fn seen(cg: &Cgroup) -> Result<(Seen, Option<String>), Error> {
         let Ok(stat) = procfs::process::Process::new(pid as i32).and_then(|p| p.stat()) else {
             continue;
         };
-        if pids.binary_search(&(stat.ppid as u32)).is_ok() {
+        if pids.binary_search(&(stat.ppid as u32)).is_ok() || runc_transient(&stat.comm) {
             continue;
         }
         if best
@@ -378,9 +382,17 @@ fn seen(cg: &Cgroup) -> Result<(Seen, Option<String>), Error> {
     }
     Ok(match best {
         // runc's init waits as `runc:[2:INIT]` until `runc start` makes it exec.
-        Some((_, pid, comm)) if comm.starts_with("runc:[") => (Seen::Waiting { pid }, None),
+        Some((_, pid, comm)) if comm == "runc:[2:INIT]" => (Seen::Waiting { pid }, None),
         Some((_, pid, comm)) => (Seen::Running { pid }, Some(comm)),
+        // Only runc's set-up processes: the entrypoint is not there yet.
+        None if !pids.is_empty() => (Seen::NeverRan, None),
+        // `populated 1` but no pid we can see: another PID namespace.
+        None if cg.populated()? => (Seen::Hidden, None),
         None if cg.ever_ran()? => (Seen::Emptied, None),
         None => (Seen::NeverRan, None),
     })
+}
+
+fn runc_transient(comm: &str) -> bool {
+    comm == "runc" || comm == "runc:[0:PARENT]" || comm == "runc:[1:CHILD]"
 }

@@ -79,7 +79,7 @@ pub async fn run(args: TraceArgs) -> Result<ExitCode, Error> {
         "attached"
     );
     let pod_path = monitor.pod_cgroup().path.clone();
-    emit(&mut stdout, text, &pod_path, &first)?;
+    emit(&mut stdout, text, &pod_path, &first, boottime_ns())?;
     let ready = json!({
         "type": "ready",
         "pod_cgroup": monitor.pod_cgroup().path,
@@ -89,7 +89,12 @@ pub async fn run(args: TraceArgs) -> Result<ExitCode, Error> {
 
     loop {
         tokio::select! {
-            r = monitor.next() => emit(&mut stdout, text, &pod_path, &r?)?,
+            // `seen_ns`: when the lifecycle decision was made (benchmarks compare
+            // it with the kernel's `time_ns` of the exit, same clock).
+            r = monitor.next() => {
+                let outputs = r?;
+                emit(&mut stdout, text, &pod_path, &outputs, boottime_ns())?
+            }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
@@ -102,9 +107,10 @@ fn emit(
     text: bool,
     pod: &std::path::Path,
     outputs: &[Output],
+    seen_ns: u64,
 ) -> Result<(), Error> {
     for o in outputs {
-        line(out, text, &to_json(o, pod))?;
+        line(out, text, &to_json(o, pod, seen_ns))?;
     }
     out.flush().map_err(Error::Stdout)
 }
@@ -115,7 +121,7 @@ fn line(out: &mut impl std::io::Write, text: bool, v: &Value) -> Result<(), Erro
     out.flush().map_err(Error::Stdout)
 }
 
-fn to_json(o: &Output, pod: &std::path::Path) -> Value {
+fn to_json(o: &Output, pod: &std::path::Path, seen_ns: u64) -> Value {
     match o {
         Output::Process {
             event,
@@ -168,7 +174,7 @@ fn to_json(o: &Output, pod: &std::path::Path) -> Value {
         } => {
             let (pid, code, sig, oom, time) = match change.state {
                 State::Created => (None, None, None, false, None),
-                State::Started { pid, time_ns } => (Some(pid), None, None, false, time_ns),
+                State::Started { pid, time_ns } => (pid, None, None, false, time_ns),
                 State::Exited(e) => (
                     e.pid,
                     e.status.and_then(|s| s.code()),
@@ -188,11 +194,23 @@ fn to_json(o: &Output, pod: &std::path::Path) -> Value {
                 "signal": sig,
                 "oom_killed": oom,
                 "time_ns": time,
+                "seen_ns": seen_ns,
                 "source": change.source,
             })
         }
         Output::Lost { count } => json!({ "type": "lost", "count": count }),
     }
+}
+
+/// CLOCK_BOOTTIME, the clock of the kernel's `time_ns`.
+fn boottime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-parameter.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn to_text(v: &Value) -> String {

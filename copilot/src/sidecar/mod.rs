@@ -54,7 +54,7 @@ pub struct SidecarArgs {
     #[arg(short = 't', long = "timeout", default_value = "1h", value_parser = go_duration)]
     pub timeout: Duration,
     /// Longest wait for the main container to start; 0 means no limit.
-    #[arg(long = "start-timeout", default_value = "0", value_parser = go_duration)]
+    #[arg(long = "start-timeout", env = "COPILOT_START_TIMEOUT", default_value = "0", value_parser = go_duration)]
     pub start_timeout: Duration,
     /// Metadata format (accepted for compatibility: outputs are always written as outputs.pb).
     #[arg(short = 'm', long = "format", default_value = "JSON", value_parser = ["JSON", "YAML", "PROTO"])]
@@ -101,7 +101,7 @@ pub struct SidecarArgs {
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
     /// Written once the watcher is attached: from then on no exit can be missed.
-    #[arg(long)]
+    #[arg(long, env = "COPILOT_READY_FILE")]
     pub ready_file: Option<PathBuf>,
 }
 

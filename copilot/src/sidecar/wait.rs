@@ -39,6 +39,12 @@ pub enum Error {
         "cannot tell the main container: {count} candidates in the pod ({found}); pass --main-container-id or --watch-container"
     )]
     Ambiguous { count: usize, found: String },
+    #[error(
+        "the processes of container {name} are in a PID namespace copilot cannot see, so it \
+         cannot tell the sandbox from the main container: run the sidecar with `hostPID: true` \
+         (kernel events carry host PIDs) or pass --main-container-id"
+    )]
+    Hidden { name: String },
     #[error("the main container did not start within {0:?} (--start-timeout)")]
     StartTimeout(Duration),
     #[error("SIGTERM arrived while the main container was still running")]
@@ -188,6 +194,11 @@ impl EbpfWatcher {
                     && comm != Some(self.own_comm.as_str())
             })
             .collect();
+        if let Some(hidden) = candidates.iter().find(|c| c.hidden) {
+            return Err(Error::Hidden {
+                name: hidden.name.clone(),
+            });
+        }
         match candidates.as_slice() {
             [] => Ok(None),
             [one] => Ok(Some(one.cgroup_id)),

@@ -16,6 +16,11 @@ pub enum Error {
         "tracefs is not mounted (looked for {tried:?}); mount it with `mount -t tracefs nodev /sys/kernel/tracing`"
     )]
     NoTracefs { tried: Vec<PathBuf> },
+    #[error(
+        "tracefs at {path} is not readable by this process (it is root-only, mode 0700): run as \
+         uid 0 with CAP_BPF and CAP_PERFMON, or add CAP_DAC_READ_SEARCH"
+    )]
+    TracefsDenied { path: PathBuf },
     #[error("tracepoint {category}/{name} is not available in this kernel ({path})")]
     NoTracepoint {
         category: String,
@@ -53,13 +58,18 @@ pub fn tracefs() -> Result<PathBuf, Error> {
         PathBuf::from("/sys/kernel/tracing"),
         PathBuf::from("/sys/kernel/debug/tracing"),
     ];
-    tried
-        .iter()
-        .find(|p| p.join("events").is_dir())
-        .cloned()
-        .ok_or_else(|| Error::NoTracefs {
-            tried: tried.to_vec(),
-        })
+    for p in &tried {
+        match std::fs::metadata(p.join("events")) {
+            Ok(m) if m.is_dir() => return Ok(p.clone()),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                return Err(Error::TracefsDenied { path: p.clone() });
+            }
+            _ => {}
+        }
+    }
+    Err(Error::NoTracefs {
+        tried: tried.to_vec(),
+    })
 }
 
 impl Format {
