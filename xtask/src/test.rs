@@ -6,7 +6,7 @@ use std::process::Command;
 
 use anyhow::bail;
 
-use crate::{cmd, integration_test, setup};
+use crate::{bench, cmd, integration_test, setup};
 
 #[derive(clap::Args, Debug, Default)]
 pub struct Options {
@@ -29,7 +29,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         // Without the tools nothing below can pass: stop here.
         setup::run(setup::Options::default())?;
     }
-    let steps: [(&str, Step); 5] = [
+    let steps: [(&str, Step); 6] = [
         (
             "fmt",
             (|| cmd::run(&mut cargo(&["fmt", "--all", "--", "--check"]))),
@@ -84,6 +84,17 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             }),
         ),
         ("integration tests", (|| integration_test::run_tests(&[]))),
+        (
+            // So the benchmarks cannot rot: every figure once, with small counts.
+            "bench --quick",
+            (|| {
+                bench::run(bench::Options {
+                    quick: true,
+                    skip_setup: true,
+                    ..bench::Options::default()
+                })
+            }),
+        ),
     ];
     let mut failed = Vec::new();
     for (name, step) in &steps {

@@ -1,0 +1,336 @@
+//! The BPF syscalls the kernel-cost figures need, without a BPF library:
+//! run-time statistics (`BPF_ENABLE_STATS`), program info by id, copilot's programs
+//! found through `/proc/PID/fdinfo`, and two reference programs (an empty one and one
+//! that only reads and compares the cgroup id) attached to the same tracepoints.
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+};
+
+use anyhow::{Context as _, bail};
+
+const BPF_PROG_LOAD: i64 = 5;
+const BPF_PROG_GET_FD_BY_ID: i64 = 13;
+const BPF_MAP_GET_FD_BY_ID: i64 = 14;
+const BPF_OBJ_GET_INFO_BY_FD: i64 = 15;
+const BPF_ENABLE_STATS: i64 = 32;
+const BPF_PROG_TYPE_TRACEPOINT: u32 = 5;
+const BPF_FUNC_GET_CURRENT_ANCESTOR_CGROUP_ID: i32 = 123;
+/// `sizeof(struct bpf_prog_info)` and the offsets used, from `linux/bpf.h` (6.x).
+const PROG_INFO_LEN: usize = 232;
+const PROG_INFO_ID: usize = 4;
+const PROG_INFO_NR_MAP_IDS: usize = 52;
+const PROG_INFO_MAP_IDS: usize = 56;
+const PROG_INFO_RUN_TIME_NS: usize = 192;
+const PROG_INFO_RUN_CNT: usize = 200;
+const MAP_INFO_LEN: usize = 88;
+const MAP_INFO_NAME: usize = 24;
+const PERF_TYPE_TRACEPOINT: u32 = 2;
+const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
+const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408;
+
+fn sys_bpf(cmd: i64, attr: &mut [u8]) -> std::io::Result<i64> {
+    // SAFETY: `attr` is a buffer of the given length, laid out as `union bpf_attr` wants.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn put_u32(buf: &mut [u8], off: usize, v: u32) {
+    buf[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+}
+
+fn put_u64(buf: &mut [u8], off: usize, v: u64) {
+    buf[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+}
+
+fn get_u32(buf: &[u8], off: usize) -> u32 {
+    u32::from_ne_bytes(buf[off..off + 4].try_into().expect("4 bytes"))
+}
+
+fn get_u64(buf: &[u8], off: usize) -> u64 {
+    u64::from_ne_bytes(buf[off..off + 8].try_into().expect("8 bytes"))
+}
+
+fn owned(fd: i64) -> OwnedFd {
+    // SAFETY: a new fd returned by the kernel, owned by nobody else.
+    unsafe { OwnedFd::from_raw_fd(fd as i32) }
+}
+
+/// `BPF_ENABLE_STATS(BPF_STATS_RUN_TIME)`: run_time_ns/run_cnt are counted while this
+/// lives (the same switch as `kernel.bpf_stats_enabled=1`, released if we crash).
+pub struct StatsEnabled(#[expect(dead_code, reason = "held for its Drop")] OwnedFd);
+
+pub fn enable_stats() -> anyhow::Result<StatsEnabled> {
+    let mut attr = [0u8; 8];
+    let fd = sys_bpf(BPF_ENABLE_STATS, &mut attr).context("BPF_ENABLE_STATS (needs root)")?;
+    Ok(StatsEnabled(owned(fd)))
+}
+
+/// Cumulative run statistics of one program.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stats {
+    pub run_time_ns: u64,
+    pub run_cnt: u64,
+}
+
+impl Stats {
+    pub fn since(self, before: Stats) -> Stats {
+        Stats {
+            run_time_ns: self.run_time_ns.saturating_sub(before.run_time_ns),
+            run_cnt: self.run_cnt.saturating_sub(before.run_cnt),
+        }
+    }
+
+    pub fn add(self, other: Stats) -> Stats {
+        Stats {
+            run_time_ns: self.run_time_ns + other.run_time_ns,
+            run_cnt: self.run_cnt + other.run_cnt,
+        }
+    }
+
+    pub fn mean_ns(self) -> f64 {
+        if self.run_cnt == 0 {
+            0.0
+        } else {
+            self.run_time_ns as f64 / self.run_cnt as f64
+        }
+    }
+}
+
+fn info(fd: &OwnedFd, out: &mut [u8]) -> anyhow::Result<()> {
+    let mut attr = [0u8; 16];
+    put_u32(&mut attr, 0, fd.as_raw_fd() as u32);
+    put_u32(&mut attr, 4, out.len() as u32);
+    put_u64(&mut attr, 8, out.as_mut_ptr() as u64);
+    sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).context("BPF_OBJ_GET_INFO_BY_FD")?;
+    Ok(())
+}
+
+fn prog_fd(id: u32) -> anyhow::Result<OwnedFd> {
+    let mut attr = [0u8; 12];
+    put_u32(&mut attr, 0, id);
+    Ok(owned(
+        sys_bpf(BPF_PROG_GET_FD_BY_ID, &mut attr)
+            .with_context(|| format!("BPF_PROG_GET_FD_BY_ID {id}"))?,
+    ))
+}
+
+fn prog_stats_fd(fd: &OwnedFd) -> anyhow::Result<Stats> {
+    let mut buf = vec![0u8; PROG_INFO_LEN];
+    info(fd, &mut buf)?;
+    Ok(Stats {
+        run_time_ns: get_u64(&buf, PROG_INFO_RUN_TIME_NS),
+        run_cnt: get_u64(&buf, PROG_INFO_RUN_CNT),
+    })
+}
+
+/// Names of the maps a program uses.
+fn prog_map_names(fd: &OwnedFd) -> anyhow::Result<Vec<String>> {
+    let mut ids = [0u32; 16];
+    let mut buf = vec![0u8; PROG_INFO_LEN];
+    put_u32(&mut buf, PROG_INFO_NR_MAP_IDS, ids.len() as u32);
+    put_u64(&mut buf, PROG_INFO_MAP_IDS, ids.as_mut_ptr() as u64);
+    info(fd, &mut buf)?;
+    let n = (get_u32(&buf, PROG_INFO_NR_MAP_IDS) as usize).min(ids.len());
+    let mut names = Vec::new();
+    for &id in &ids[..n] {
+        let mut attr = [0u8; 12];
+        put_u32(&mut attr, 0, id);
+        let mfd = owned(sys_bpf(BPF_MAP_GET_FD_BY_ID, &mut attr).context("BPF_MAP_GET_FD_BY_ID")?);
+        let mut minfo = vec![0u8; MAP_INFO_LEN];
+        info(&mfd, &mut minfo)?;
+        names.push(c_name(&minfo[MAP_INFO_NAME..MAP_INFO_NAME + 16]));
+    }
+    Ok(names)
+}
+
+fn c_name(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+/// One of copilot's programs, found in a process's fd table.
+pub struct Prog {
+    /// `exec`, `exit` or `oom`: told apart by their maps (program names are cut
+    /// to 15 characters, `sched_process_e` for both sched programs).
+    pub role: &'static str,
+    fd: OwnedFd,
+}
+
+impl Prog {
+    pub fn stats(&self) -> anyhow::Result<Stats> {
+        prog_stats_fd(&self.fd)
+    }
+}
+
+/// The BPF programs that process `pid` holds open (copilot's tracer).
+pub fn programs_of(pid: u32) -> anyhow::Result<Vec<Prog>> {
+    let mut ids = Vec::new();
+    let dir = format!("/proc/{pid}/fdinfo");
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        let Ok(text) = std::fs::read_to_string(entry?.path()) else {
+            continue;
+        };
+        if let Some(id) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("prog_id:"))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            && !ids.contains(&id)
+        {
+            ids.push(id);
+        }
+    }
+    let mut progs = Vec::new();
+    for id in ids {
+        let fd = prog_fd(id)?;
+        let maps = prog_map_names(&fd)?;
+        let role = if maps.iter().any(|m| m == "CONTAINERS") {
+            "exec"
+        } else if maps.iter().any(|m| m == "MAINS") {
+            "exit"
+        } else {
+            "oom"
+        };
+        progs.push(Prog { role, fd });
+    }
+    let roles: Vec<_> = progs.iter().map(|p| p.role).collect();
+    if !roles.contains(&"exec") || !roles.contains(&"exit") {
+        bail!("process {pid} holds BPF programs {roles:?}: copilot's exec/exit programs not found");
+    }
+    Ok(progs)
+}
+
+/// Sums the stats of `progs` by role.
+pub fn stats_by_role(progs: &[Prog]) -> anyhow::Result<BTreeMap<&'static str, Stats>> {
+    let mut m: BTreeMap<&'static str, Stats> = BTreeMap::new();
+    for p in progs {
+        let s = p.stats()?;
+        let e = m.entry(p.role).or_default();
+        *e = e.add(s);
+    }
+    Ok(m)
+}
+
+/// A reference program attached to `sched_process_exec` and `sched_process_exit`.
+pub struct RefProg {
+    prog: OwnedFd,
+    _perf: Vec<OwnedFd>,
+}
+
+impl RefProg {
+    /// `r0 = 0; exit`: what any attached tracepoint program costs at least.
+    pub fn empty() -> anyhow::Result<Self> {
+        let insns = [insn(0xb7, 0, 0, 0, 0), insn(0x95, 0, 0, 0, 0)];
+        Self::load("ref_empty", &insns)
+    }
+
+    /// copilot's pod filter alone: `bpf_get_current_ancestor_cgroup_id(level) == pod_id`.
+    pub fn cgroup_filter(level: u32, pod_id: u64) -> anyhow::Result<Self> {
+        let insns = [
+            insn(0xb7, 1, 0, 0, level as i32), // r1 = level
+            insn(0x85, 0, 0, 0, BPF_FUNC_GET_CURRENT_ANCESTOR_CGROUP_ID), // call
+            insn(0x18, 1, 0, 0, pod_id as u32 as i32), // r1 = pod_id (lo)
+            insn(0x00, 0, 0, 0, (pod_id >> 32) as u32 as i32), // (hi)
+            insn(0x5d, 0, 1, 1, 0),            // if r0 != r1 goto +1
+            insn(0xb7, 0, 0, 0, 1),            // r0 = 1
+            insn(0xb7, 0, 0, 0, 0),            // r0 = 0
+            insn(0x95, 0, 0, 0, 0),            // exit
+        ];
+        Self::load("ref_cgroup_id", &insns)
+    }
+
+    fn load(name: &'static str, insns: &[u64]) -> anyhow::Result<Self> {
+        let license = b"GPL\0";
+        let mut log = vec![0u8; 4096];
+        let mut attr = [0u8; 128];
+        put_u32(&mut attr, 0, BPF_PROG_TYPE_TRACEPOINT);
+        put_u32(&mut attr, 4, insns.len() as u32);
+        put_u64(&mut attr, 8, insns.as_ptr() as u64);
+        put_u64(&mut attr, 16, license.as_ptr() as u64);
+        put_u32(&mut attr, 24, 1);
+        put_u32(&mut attr, 28, log.len() as u32);
+        put_u64(&mut attr, 32, log.as_mut_ptr() as u64);
+        let pname = name.as_bytes();
+        attr[48..48 + pname.len().min(15)].copy_from_slice(&pname[..pname.len().min(15)]);
+        let prog = match sys_bpf(BPF_PROG_LOAD, &mut attr) {
+            Ok(fd) => owned(fd),
+            Err(e) => bail!("loading {name}: {e}\n{}", c_name(&log)),
+        };
+        let mut perf = Vec::new();
+        for tp in ["sched_process_exec", "sched_process_exit"] {
+            perf.push(attach(&prog, "sched", tp).with_context(|| format!("attaching {name}"))?);
+        }
+        Ok(Self { prog, _perf: perf })
+    }
+
+    pub fn stats(&self) -> anyhow::Result<Stats> {
+        prog_stats_fd(&self.prog)
+    }
+
+    pub fn id(&self) -> anyhow::Result<u32> {
+        let mut buf = vec![0u8; PROG_INFO_LEN];
+        info(&self.prog, &mut buf)?;
+        Ok(get_u32(&buf, PROG_INFO_ID))
+    }
+}
+
+/// One `struct bpf_insn` as a u64 (little-endian layout).
+fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
+    u64::from(code)
+        | (u64::from(dst & 0xf) << 8)
+        | (u64::from(src & 0xf) << 12)
+        | (u64::from(off as u16) << 16)
+        | (u64::from(imm as u32) << 32)
+}
+
+/// perf_event_open on a tracepoint + PERF_EVENT_IOC_SET_BPF, as libbpf does for
+/// classic tracepoints (one event on CPU 0 runs the program on every CPU).
+fn attach(prog: &OwnedFd, category: &str, name: &str) -> anyhow::Result<OwnedFd> {
+    let id_path = format!("/sys/kernel/tracing/events/{category}/{name}/id");
+    let tp_id: u64 = std::fs::read_to_string(&id_path)
+        .with_context(|| format!("reading {id_path}"))?
+        .trim()
+        .parse()
+        .context("tracepoint id")?;
+    let mut attr = [0u8; 128];
+    put_u32(&mut attr, 0, PERF_TYPE_TRACEPOINT);
+    put_u32(&mut attr, 4, 128);
+    put_u64(&mut attr, 8, tp_id);
+    put_u64(&mut attr, 16, 1); // sample_period
+    put_u32(&mut attr, 48, 1); // wakeup_events
+    // SAFETY: attr is a zeroed perf_event_attr of the size given in it.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr.as_ptr(),
+            -1i32,
+            0i32,
+            -1i32,
+            8u64, // PERF_FLAG_FD_CLOEXEC
+        )
+    };
+    if fd < 0 {
+        bail!(
+            "perf_event_open {category}/{name}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let fd = owned(fd);
+    // SAFETY: ioctls on our perf event fd with an int argument.
+    unsafe {
+        if libc::ioctl(fd.as_raw_fd(), PERF_EVENT_IOC_SET_BPF, prog.as_raw_fd()) < 0 {
+            bail!(
+                "PERF_EVENT_IOC_SET_BPF: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        if libc::ioctl(fd.as_raw_fd(), PERF_EVENT_IOC_ENABLE, 0) < 0 {
+            bail!("PERF_EVENT_IOC_ENABLE: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(fd)
+}

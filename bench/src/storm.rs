@@ -1,0 +1,156 @@
+//! Figures 5 and 10: a main container whose children exec and exit as fast as this
+//! machine can, traced with the normal ring buffer and with a tiny one.
+use std::{path::Path, time::Duration};
+
+use anyhow::{Context as _, bail};
+use integration_test::{Container, ContainerOpts, Layout, PodCgroup};
+use serde_json::{Value, json};
+
+use crate::{bpf, tracer::Trace};
+
+pub struct Storm {
+    pub json: Value,
+}
+
+/// `spawners` × `per` execs of /bin/true in one container; `ring_bytes` None = default.
+/// `stall`: the consumer is stopped (SIGSTOP) for 300 ms once the storm runs, as a
+/// node under CPU pressure would stall it: with a tiny ring, events must be dropped
+/// (the consumer otherwise keeps up, woken each time the ring is half full).
+/// `outside_ns` = copilot's (exec, exit) mean ns for events outside the pod (figure 4),
+/// to take the node's other processes out of the in-pod cost.
+pub fn run(
+    copilot: &Path,
+    ring_bytes: Option<u32>,
+    spawners: usize,
+    per: usize,
+    stall: bool,
+    outside_ns: (f64, f64),
+) -> anyhow::Result<Storm> {
+    let _stats = bpf::enable_stats()?;
+    let pod = PodCgroup::new(Layout::Cgroupfs);
+    let mut trace = Trace::start(copilot, pod.path(), ring_bytes)?;
+    let progs = bpf::programs_of(trace.pid())?;
+    let before = bpf::stats_by_role(&progs)?;
+    let script = format!(
+        "{} wait; exit 5",
+        (0..spawners)
+            .map(|_| format!("spawner {per} 0 &"))
+            .collect::<String>()
+    );
+    let ctr = Container::run(&pod, &["sh", "-c", &script], ContainerOpts::default());
+    let id = ctr.id().to_string();
+    let timeout = Duration::from_secs(120 + (spawners * per / 100) as u64);
+    let mut lines = Vec::new();
+    if stall {
+        lines = trace.collect_until(
+            |v| v["type"] == "exec" && v["container_id"] == id.as_str() && v["comm"] == "spawner",
+            Duration::from_secs(30),
+        )?;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(trace.pid() as i32, libc::SIGSTOP) };
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: as above.
+        unsafe { libc::kill(trace.pid() as i32, libc::SIGCONT) };
+    }
+    let rest = trace
+        .collect_until(
+            |v| {
+                v["type"] == "container"
+                    && v["state"] == "exited"
+                    && v["container_id"] == id.as_str()
+            },
+            timeout,
+        )
+        .with_context(|| {
+            format!("the main container's exit was never reported (ring {ring_bytes:?})")
+        })?;
+    lines.extend(rest);
+    let after = bpf::stats_by_role(&progs)?;
+    // Lines that were already on their way (a `lost` report follows the batch).
+    std::thread::sleep(Duration::from_millis(200));
+    lines.extend(trace.drain());
+    let stop = trace.stop()?;
+    if !ctr.wait_exited(Duration::from_secs(10)) {
+        bail!("the storm container did not finish");
+    }
+
+    let in_ctr = |v: &Value| v["container_id"] == id.as_str();
+    let execs = lines
+        .iter()
+        .filter(|v| v["type"] == "exec" && in_ctr(v))
+        .count();
+    let exits = lines
+        .iter()
+        .filter(|v| v["type"] == "exit" && in_ctr(v))
+        .count();
+    let lost: u64 = lines
+        .iter()
+        .filter(|v| v["type"] == "lost")
+        .filter_map(|v| v["count"].as_u64())
+        .sum();
+    let exited = lines
+        .iter()
+        .find(|v| v["type"] == "container" && v["state"] == "exited" && in_ctr(v))
+        .cloned()
+        .unwrap_or_default();
+    let times: Vec<u64> = lines
+        .iter()
+        .filter(|v| v["type"] == "exec" && in_ctr(v))
+        .filter_map(|v| v["time_ns"].as_u64())
+        .collect();
+    let span_s = match (times.iter().min(), times.iter().max()) {
+        (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e9,
+        _ => 0.0,
+    };
+    let expected = spawners * per;
+    let d = |role: &str| {
+        let b = before.get(role).copied().unwrap_or_default();
+        after.get(role).copied().unwrap_or_default().since(b)
+    };
+    let (exec, exit) = (d("exec"), d("exit"));
+    // Runs for processes outside the pod in the same window, at their measured cost.
+    let out_exec = exec.run_cnt.saturating_sub(execs as u64);
+    let out_exit = exit.run_cnt.saturating_sub(exits as u64);
+    let inside_ns = (exec.run_time_ns + exit.run_time_ns) as f64
+        - out_exec as f64 * outside_ns.0
+        - out_exit as f64 * outside_ns.1;
+    let inside_runs = (execs + exits).max(1) as f64;
+    let json = json!({
+        "ring_bytes": ring_bytes,
+        "consumer_stalled_ms": if stall { 300 } else { 0 },
+        "spawners": spawners,
+        "execs_started": expected,
+        "exec_lines": execs,
+        "exit_lines": exits,
+        "lost": lost,
+        "execs_per_s": if span_s > 0.0 { times.len() as f64 / span_s } else { 0.0 },
+        "main_exit": {
+            "exit_code": exited["exit_code"],
+            "source": exited["source"],
+        },
+        "stop_after_sigterm_ms": stop.as_secs_f64() * 1e3,
+        "kernel": {
+            "exec_mean_ns": exec.mean_ns(),
+            "exit_mean_ns": exit.mean_ns(),
+            "all_runs_mean_ns": exec.add(exit).mean_ns(),
+            "outside_runs": out_exec + out_exit,
+            "inside_mean_ns": inside_ns / inside_runs,
+        },
+    });
+    if ring_bytes.is_none() {
+        if lost != 0 {
+            bail!("normal ring buffer lost {lost} events: {json}");
+        }
+        if execs < expected {
+            bail!("normal ring buffer: {execs} exec lines for {expected} execs: {json}");
+        }
+        if exited["exit_code"] != 5 {
+            bail!("the main exit (code 5) was not reported with its status: {json}");
+        }
+    } else if lost == 0 {
+        bail!(
+            "the tiny ring buffer with a stalled consumer lost nothing: drops not exercised: {json}"
+        );
+    }
+    Ok(Storm { json })
+}
