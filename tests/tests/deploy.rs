@@ -227,6 +227,28 @@ fn flyte_config_swaps_the_image_and_the_pod_template_adds_the_privileges() {
     // that name onto it; slices are appended, so the template must not carry a command.
     let up = container(inits, &format!("{prefix}uploader"));
     assert!(up.command.is_none() && up.args.is_none());
+    // The ready file comes from the environment, which `sidecar` and `probe` both read.
+    let ready = up
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "COPILOT_READY_FILE")
+        .and_then(|e| e.value.clone())
+        .expect("COPILOT_READY_FILE");
+    let probe = up
+        .startup_probe
+        .as_ref()
+        .and_then(|p| p.exec.as_ref())
+        .and_then(|e| e.command.clone())
+        .expect("startupProbe exec");
+    assert_eq!(probe, ["/bin/flyte-copilot", "probe"]);
+    assert!(
+        up.volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| ready.starts_with(&format!("{}/", m.mount_path))),
+        "the ready file is on a volume"
+    );
     check_sidecar_security(up);
     check_host_mounts(up, spec);
     check_pod_uid_env(up);

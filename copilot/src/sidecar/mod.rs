@@ -441,7 +441,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 #[derive(clap::Args, Debug, Clone)]
 pub struct ProbeArgs {
     /// The file `copilot sidecar --ready-file` writes.
-    #[arg(long)]
+    #[arg(long, env = "COPILOT_READY_FILE")]
     pub ready_file: PathBuf,
 }
 
