@@ -149,6 +149,12 @@ pub async fn run(root: &RootArgs, args: SidecarArgs) -> Result<ExitCode, Error> 
     };
     if let Some(doc) = outcome {
         let url = join_url(&args.to_output_prefix, &root.err_output_name);
+        // The downloader's document (inputs missing, so the main container never
+        // ran) explains the failure; a later "cut short" must not replace it.
+        if store.read_bytes(&url, 1 << 20).await.is_ok() {
+            tracing::warn!(%url, "an error document is already there (the downloader's?); keeping it");
+            return Ok(ExitCode::SUCCESS);
+        }
         write_error_document(&store, &args.to_output_prefix, &root.err_output_name, &doc)
             .await
             .map_err(|source| Error::ErrorDocument {
