@@ -17,9 +17,9 @@ use base64::Engine as _;
 use copilot::{
     literals::make,
     proto::core::{
-        ErrorDocument, Literal, LiteralMap, LiteralType, SimpleType, TypedInterface, Variable,
-        VariableMap, blob_type::BlobDimensionality, container_error, execution_error, literal,
-        primitive, scalar,
+        ContainerError, ErrorDocument, Literal, LiteralMap, LiteralType, SimpleType,
+        TypedInterface, Variable, VariableMap, blob_type::BlobDimensionality, container_error,
+        execution_error, literal, primitive, scalar,
     },
 };
 use integration_test::{
@@ -839,4 +839,39 @@ fn non_root_needs_dac_read_search_for_tracefs() {
     task.sidecar_exits_0();
     let outputs = task.outputs();
     check_mixed(&task, &outputs);
+}
+
+/// The downloader failed (its document is there) so the main container never runs; the
+/// SIGTERM that tears the pod down must not replace the downloader's explanation.
+#[test]
+fn an_existing_error_document_is_kept() {
+    let mut task = Task::new(Layout::Cgroupfs, single_int_output());
+    let theirs = ErrorDocument {
+        error: Some(ContainerError {
+            code: "InputDownloadFailed".into(),
+            message: "inputs.pb: not found".into(),
+            kind: container_error::Kind::Recoverable as i32,
+            ..Default::default()
+        }),
+    };
+    task.moto.put(
+        &format!("{}/out/errors.pb", task.run),
+        theirs.encode_to_vec(),
+    );
+    task.start_sidecar(PodArgs::Cgroup, &[]);
+    task.sidecar().signal(libc::SIGTERM);
+    assert_eq!(
+        task.sidecar().exit_code(T),
+        0,
+        "{}",
+        task.sidecar().stderr()
+    );
+    let (code, message, ..) = task.error();
+    assert_eq!(code, "InputDownloadFailed");
+    assert_eq!(message, "inputs.pb: not found");
+    assert!(
+        task.sidecar().stderr().contains("keeping it"),
+        "{}",
+        task.sidecar().stderr()
+    );
 }
