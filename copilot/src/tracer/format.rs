@@ -7,10 +7,6 @@ use std::{
 };
 
 #[derive(Debug, thiserror::Error)]
-#[expect(
-    clippy::enum_variant_names,
-    reason = "each variant names what is missing"
-)]
 pub enum Error {
     #[error(
         "tracefs is not mounted (looked for {tried:?}); mount it with `mount -t tracefs nodev /sys/kernel/tracing`"
