@@ -52,6 +52,11 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     }
 }
 
+/// The kernel matrix with its defaults (6.1, 6.12 and the host's kernel, where readable).
+pub fn run_vm_matrix() -> anyhow::Result<()> {
+    vm::run(vm::Options::default())
+}
+
 /// Builds copilot and runs the integration tests with `COPILOT_BIN` pointing at it.
 pub fn run_tests(test_args: &[String]) -> anyhow::Result<()> {
     let copilot = build_copilot()?;

@@ -29,7 +29,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         // Without the tools nothing below can pass: stop here.
         setup::run(setup::Options::default())?;
     }
-    let steps: [(&str, Step); 6] = [
+    let steps: [(&str, Step); 7] = [
         (
             "fmt",
             (|| cmd::run(&mut cargo(&["fmt", "--all", "--", "--check"]))),
@@ -84,6 +84,11 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             }),
         ),
         ("integration tests", (|| integration_test::run_tests(&[]))),
+        (
+            // The tracer suite again on Debian's 6.1 and 6.12 kernels, in qemu VMs.
+            "kernel matrix (VMs)",
+            integration_test::run_vm_matrix,
+        ),
         (
             // So the benchmarks cannot rot: every figure once, with small counts.
             "bench --quick",

@@ -46,10 +46,10 @@ pub struct Options {
     #[arg(long, value_enum, default_value_t = Accel::Auto)]
     pub accel: Accel,
     /// Per-kernel deadline in seconds (boot to result); a VM still running then is killed.
-    #[arg(long, default_value_t = 900)]
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECS)]
     pub timeout: u64,
     /// Guest memory in MiB.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = DEFAULT_MEMORY_MIB)]
     pub memory: u32,
     /// Also run the fixtures' own tests (`tests/tests/fixtures.rs`) in each VM.
     #[arg(long)]
@@ -64,6 +64,26 @@ pub struct Options {
     #[arg(last = true)]
     pub test_args: Vec<String>,
 }
+
+impl Default for Options {
+    /// What `cargo xtask integration-test vm` does without arguments (`cargo xtask test`'s
+    /// step).
+    fn default() -> Self {
+        Options {
+            kernels: Vec::new(),
+            accel: Accel::Auto,
+            timeout: DEFAULT_TIMEOUT_SECS,
+            memory: DEFAULT_MEMORY_MIB,
+            fixtures: false,
+            skip_setup: false,
+            verbose: false,
+            test_args: Vec::new(),
+        }
+    }
+}
+
+const DEFAULT_TIMEOUT_SECS: u64 = 900;
+const DEFAULT_MEMORY_MIB: u32 = 2048;
 
 /// How long KVM gets to boot the guest to its first line before `--accel auto` gives up
 /// on it (a good KVM boot takes about a second; TCG about four).
