@@ -243,22 +243,82 @@ impl RefProg {
         Self::load("ref_cgroup_id", &insns)
     }
 
+    /// The pod check, then what every in-pod event of copilot's costs at least: a
+    /// 336-byte ring-buffer record reserved and submitted without a wake-up. With
+    /// `fill`, also what copilot writes into it: the record zeroed, boottime, pid/tgid,
+    /// cgroup id, comm, the current task and two kernel reads (the parent's tgid).
+    /// Nobody consumes this ring: it is sized to hold every record of the run.
+    pub fn submit(level: u32, pod_id: u64, ring: &Ring, fill: bool) -> anyhow::Result<Self> {
+        const RECORD: i32 = 336;
+        let mut p = Asm::default();
+        p.push(insn(0xb7, 1, 0, 0, level as i32));
+        p.push(insn(0x85, 0, 0, 0, BPF_FUNC_GET_CURRENT_ANCESTOR_CGROUP_ID));
+        p.push(insn(0x18, 1, 0, 0, pod_id as u32 as i32));
+        p.push(insn(0x00, 0, 0, 0, (pod_id >> 32) as u32 as i32));
+        p.jump_to_exit(insn(0x5d, 0, 1, 0, 0)); // if r0 != r1 goto exit
+        p.push(insn(0x18, 1, 1, 0, ring.fd.as_raw_fd())); // r1 = &ring (BPF_PSEUDO_MAP_FD)
+        p.push(insn(0x00, 0, 0, 0, 0));
+        p.push(insn(0xb7, 2, 0, 0, RECORD));
+        p.push(insn(0xb7, 3, 0, 0, 0));
+        p.push(insn(0x85, 0, 0, 0, 131)); // bpf_ringbuf_reserve
+        p.jump_to_exit(insn(0x15, 0, 0, 0, 0)); // if r0 == 0 goto exit
+        p.push(insn(0xbf, 6, 0, 0, 0)); // r6 = record
+        if fill {
+            for i in 0..(RECORD / 8) {
+                p.push(insn(0x7a, 6, 0, (i * 8) as i16, 0)); // *(u64 *)(r6 + 8i) = 0
+            }
+            for (helper, off) in [(125, 0i16), (14, 8), (80, 16)] {
+                p.push(insn(0x85, 0, 0, 0, helper)); // ktime_get_boot_ns, pid_tgid, cgroup id
+                p.push(insn(0x7b, 6, 0, off, 0)); // *(u64 *)(r6 + off) = r0
+            }
+            p.push(insn(0xbf, 1, 6, 0, 0)); // r1 = r6 + 24
+            p.push(insn(0x07, 1, 0, 0, 24));
+            p.push(insn(0xb7, 2, 0, 0, 16));
+            p.push(insn(0x85, 0, 0, 0, 16)); // bpf_get_current_comm
+            p.push(insn(0x85, 0, 0, 0, 35)); // bpf_get_current_task
+            p.push(insn(0xbf, 7, 0, 0, 0)); // r7 = task
+            for off in [40, 48] {
+                p.push(insn(0xbf, 1, 6, 0, 0)); // r1 = r6 + off
+                p.push(insn(0x07, 1, 0, 0, off));
+                p.push(insn(0xb7, 2, 0, 0, 8));
+                p.push(insn(0xbf, 3, 7, 0, 0)); // r3 = task + off
+                p.push(insn(0x07, 3, 0, 0, off));
+                p.push(insn(0x85, 0, 0, 0, 113)); // bpf_probe_read_kernel
+            }
+        }
+        p.push(insn(0xbf, 1, 6, 0, 0));
+        p.push(insn(0xb7, 2, 0, 0, 1)); // BPF_RB_NO_WAKEUP
+        p.push(insn(0x85, 0, 0, 0, 132)); // bpf_ringbuf_submit
+        let insns = p.finish();
+        Self::load(if fill { "ref_event" } else { "ref_submit" }, &insns)
+    }
+
     fn load(name: &'static str, insns: &[u64]) -> anyhow::Result<Self> {
         let license = b"GPL\0";
-        let mut log = vec![0u8; 4096];
-        let mut attr = [0u8; 128];
-        put_u32(&mut attr, 0, BPF_PROG_TYPE_TRACEPOINT);
-        put_u32(&mut attr, 4, insns.len() as u32);
-        put_u64(&mut attr, 8, insns.as_ptr() as u64);
-        put_u64(&mut attr, 16, license.as_ptr() as u64);
-        put_u32(&mut attr, 24, 1);
-        put_u32(&mut attr, 28, log.len() as u32);
-        put_u64(&mut attr, 32, log.as_mut_ptr() as u64);
-        let pname = name.as_bytes();
-        attr[48..48 + pname.len().min(15)].copy_from_slice(&pname[..pname.len().min(15)]);
-        let prog = match sys_bpf(BPF_PROG_LOAD, &mut attr) {
+        let load = |log: &mut [u8]| {
+            let mut attr = [0u8; 128];
+            put_u32(&mut attr, 0, BPF_PROG_TYPE_TRACEPOINT);
+            put_u32(&mut attr, 4, insns.len() as u32);
+            put_u64(&mut attr, 8, insns.as_ptr() as u64);
+            put_u64(&mut attr, 16, license.as_ptr() as u64);
+            if !log.is_empty() {
+                put_u32(&mut attr, 24, 1);
+                put_u32(&mut attr, 28, log.len() as u32);
+                put_u64(&mut attr, 32, log.as_mut_ptr() as u64);
+            }
+            let pname = name.as_bytes();
+            let n = pname.len().min(15);
+            attr[48..48 + n].copy_from_slice(&pname[..n]);
+            sys_bpf(BPF_PROG_LOAD, &mut attr)
+        };
+        let prog = match load(&mut []) {
             Ok(fd) => owned(fd),
-            Err(e) => bail!("loading {name}: {e}\n{}", c_name(&log)),
+            Err(e) => {
+                // Again with the verifier's log, to say why.
+                let mut log = vec![0u8; 1 << 20];
+                let _ = load(&mut log);
+                bail!("loading {name}: {e}\n{}", c_name(&log));
+            }
         };
         let mut perf = Vec::new();
         for tp in ["sched_process_exec", "sched_process_exit"] {
@@ -275,6 +335,52 @@ impl RefProg {
         let mut buf = vec![0u8; PROG_INFO_LEN];
         info(&self.prog, &mut buf)?;
         Ok(get_u32(&buf, PROG_INFO_ID))
+    }
+}
+
+/// A program under construction whose forward jumps all go to a final `r0 = 0; exit`.
+#[derive(Default)]
+struct Asm {
+    insns: Vec<u64>,
+    exits: Vec<usize>,
+}
+
+impl Asm {
+    fn push(&mut self, i: u64) {
+        self.insns.push(i);
+    }
+
+    fn jump_to_exit(&mut self, i: u64) {
+        self.exits.push(self.insns.len());
+        self.insns.push(i);
+    }
+
+    fn finish(mut self) -> Vec<u64> {
+        let exit = self.insns.len();
+        for at in self.exits {
+            let off = (exit - at - 1) as u16;
+            self.insns[at] = (self.insns[at] & !(0xffff << 16)) | (u64::from(off) << 16);
+        }
+        self.insns.push(insn(0xb7, 0, 0, 0, 0));
+        self.insns.push(insn(0x95, 0, 0, 0, 0));
+        self.insns
+    }
+}
+
+/// A BPF ring buffer map (for the reference programs).
+pub struct Ring {
+    fd: OwnedFd,
+}
+
+impl Ring {
+    pub fn new(bytes: u32) -> anyhow::Result<Self> {
+        const BPF_MAP_CREATE: i64 = 0;
+        const BPF_MAP_TYPE_RINGBUF: u32 = 27;
+        let mut attr = [0u8; 72];
+        put_u32(&mut attr, 0, BPF_MAP_TYPE_RINGBUF);
+        put_u32(&mut attr, 12, bytes.next_power_of_two());
+        let fd = sys_bpf(BPF_MAP_CREATE, &mut attr).context("BPF_MAP_CREATE ringbuf")?;
+        Ok(Self { fd: owned(fd) })
     }
 }
 

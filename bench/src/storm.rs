@@ -30,7 +30,20 @@ pub fn run(
     let pod = PodCgroup::new(Layout::Cgroupfs);
     let mut trace = Trace::start(copilot, pod.path(), ring_bytes)?;
     let progs = bpf::programs_of(trace.pid())?;
+    // Reference programs for the in-pod cost, on the same events (normal ring only).
+    let level = pod.rel().components().skip(1).count() as u32;
+    let refs = if ring_bytes.is_none() {
+        let ring = bpf::Ring::new(((spawners * per * 4 + 1024) * 344) as u32)?;
+        let submit = bpf::RefProg::submit(level, pod.id(), &ring, false)?;
+        let event = bpf::RefProg::submit(level, pod.id(), &ring, true)?;
+        let filter = bpf::RefProg::cgroup_filter(level, pod.id())?;
+        let b = [filter.stats()?, submit.stats()?, event.stats()?];
+        Some((ring, [filter, submit, event], b))
+    } else {
+        None
+    };
     let before = bpf::stats_by_role(&progs)?;
+    let consumer_before = crate::util::Usage::of(trace.pid())?;
     let script = format!(
         "{} wait; exit 5",
         (0..spawners)
@@ -66,6 +79,7 @@ pub fn run(
         })?;
     lines.extend(rest);
     let after = bpf::stats_by_role(&progs)?;
+    let consumer = crate::util::Usage::of(trace.pid())?.since(&consumer_before);
     // Lines that were already on their way (a `lost` report follows the batch).
     std::thread::sleep(Duration::from_millis(200));
     lines.extend(trace.drain());
@@ -115,6 +129,26 @@ pub fn run(
         - out_exec as f64 * outside_ns.0
         - out_exit as f64 * outside_ns.1;
     let inside_runs = (execs + exits).max(1) as f64;
+    // The same estimate for the reference programs: their outside runs cost what the
+    // filter-only program costs.
+    let mut reference = json!(null);
+    if let Some((_ring, progs, b)) = &refs {
+        let d: Vec<bpf::Stats> = progs
+            .iter()
+            .zip(b)
+            .map(|(p, b)| p.stats().map(|s| s.since(*b)))
+            .collect::<Result<_, _>>()?;
+        let filter_mean = d[0].mean_ns();
+        let inside = |s: bpf::Stats| {
+            let outside = s.run_cnt.saturating_sub(execs as u64 + exits as u64);
+            (s.run_time_ns as f64 - outside as f64 * filter_mean) / inside_runs
+        };
+        reference = json!({
+            "filter_only_ns": inside(d[0]),
+            "reserve_submit_no_wakeup_ns": inside(d[1]),
+            "reserve_fill_submit_no_wakeup_ns": inside(d[2]),
+        });
+    }
     let json = json!({
         "ring_bytes": ring_bytes,
         "consumer_stalled_ms": if stall { 300 } else { 0 },
@@ -129,12 +163,15 @@ pub fn run(
             "source": exited["source"],
         },
         "stop_after_sigterm_ms": stop.as_secs_f64() * 1e3,
+        // Each time the consumer sleeps again after a wake-up is a voluntary switch.
+        "consumer": consumer.to_json(),
         "kernel": {
             "exec_mean_ns": exec.mean_ns(),
             "exit_mean_ns": exit.mean_ns(),
             "all_runs_mean_ns": exec.add(exit).mean_ns(),
             "outside_runs": out_exec + out_exit,
             "inside_mean_ns": inside_ns / inside_runs,
+            "reference_inside_ns": reference,
         },
     });
     if ring_bytes.is_none() {
