@@ -33,7 +33,6 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs tmpfs /run
-mount -t tracefs tracefs /sys/kernel/tracing
 mount -t bpf bpf /sys/fs/bpf
 # Pure cgroup v2 at /sys/fs/cgroup, as on most production nodes (and what runc checks
 # to choose its v2 driver); the fixtures find it in /proc/self/mountinfo.
@@ -42,12 +41,6 @@ hostname copilot-vm
 . /etc/copilot-vm.env
 export COPILOT_BIN CI=true RUST_BACKTRACE=1 HOME=/root TMPDIR=/tmp
 say "STAGE2 $(uptime_s)"
-
-format=/sys/kernel/tracing/events/sched/sched_process_exit/format
-if grep -q 'group_dead;' "$format"; then gd=true; else gd=false; fi
-if [ -d /sys/kernel/tracing/events/oom/mark_victim ]; then mv=true; else mv=false; fi
-if [ -r /sys/kernel/btf/vmlinux ]; then btf=true; else btf=false; fi
-say "KERNEL release=$(uname -r) group_dead_field=$gd mark_victim=$mv btf=$btf cgroup2_controllers=$(tr ' ' , </sys/fs/cgroup/cgroup.controllers)"
 
 failed=""
 # run_step NAME COMMAND…: runs it, reports pass/fail and how long it took.
@@ -61,6 +54,43 @@ run_step() {
 	if [ $rc = 0 ]; then res=pass; else res=fail; failed="$failed $name"; fi
 	say "STEP $name $res rc=$rc start=$start end=$(uptime_s)"
 }
+
+# clear_error NAME PATTERN: `copilot trace` on a pod cgroup must fail at once with an
+# error matching PATTERN: exit status 1..123 (124 is busybox timeout's, > 128 a signal,
+# i.e. a crash), no `ready` line, no panic.
+clear_error() {
+	label=$1
+	pattern=$2
+	pod=/sys/fs/cgroup/copilot-missing
+	mkdir -p $pod
+	timeout 60 "$COPILOT_BIN" trace --pod-cgroup $pod >/tmp/missing.out 2>/tmp/missing.err
+	rc=$?
+	rmdir $pod
+	sed "s/^/COPILOT-VM-ERROR-$label /" /tmp/missing.err
+	[ $rc -ne 0 ] && [ $rc -lt 124 ] && grep -q "$pattern" /tmp/missing.err &&
+		! grep -q panicked /tmp/missing.err && ! grep -q '"ready"' /tmp/missing.out
+}
+
+# 0. What copilot says on a kernel without what it needs, simulated on this one: no
+#    tracefs (not mounted yet), and no BTF (an empty file bind-mounted over
+#    /sys/kernel/btf/vmlinux).
+run_step copilot-no-tracefs clear_error no-tracefs 'tracefs is not mounted'
+mount -t tracefs tracefs /sys/kernel/tracing
+no_btf() {
+	: >/tmp/empty-btf
+	mount --bind /tmp/empty-btf /sys/kernel/btf/vmlinux || return 2
+	clear_error no-btf 'BTF'
+	rc=$?
+	umount /sys/kernel/btf/vmlinux
+	return $rc
+}
+run_step copilot-no-btf no_btf
+
+format=/sys/kernel/tracing/events/sched/sched_process_exit/format
+if grep -q 'group_dead;' "$format"; then gd=true; else gd=false; fi
+if [ -d /sys/kernel/tracing/events/oom/mark_victim ]; then mv=true; else mv=false; fi
+if [ -r /sys/kernel/btf/vmlinux ]; then btf=true; else btf=false; fi
+say "KERNEL release=$(uname -r) group_dead_field=$gd mark_victim=$mv btf=$btf cgroup2_controllers=$(tr ' ' , </sys/fs/cgroup/cgroup.controllers)"
 
 # 1. Bad input on a cgroup v1 hierarchy. The tracer suite's own test wants a v1 *memory*
 #    hierarchy: mount one while no v2 cgroup uses the memory controller yet (a controller
@@ -98,7 +128,7 @@ v1_bad_input() {
 	rc=$?
 	rmdir /run/cgroup-v1/named/pod
 	umount /run/cgroup-v1/named
-	sed 's/^/COPILOT-VM-V1-ERROR /' /tmp/v1.err
+	sed 's/^/COPILOT-VM-ERROR-v1 /' /tmp/v1.err
 	# 124 is busybox timeout's "killed"; > 128 a signal (a crash).
 	[ $rc -ne 0 ] && [ $rc -lt 124 ] && grep -q /run/cgroup-v1/named/pod /tmp/v1.err &&
 		! grep -q '"ready"' /tmp/v1.out
@@ -118,15 +148,23 @@ if [ -n "$FIXTURES" ]; then
 	run_step fixtures "$FIXTURES" --test-threads=1 $FIXTURES_FILTER
 fi
 
-# 3. A direct look at the kernel paths copilot takes here, without runc: a container-like
-#    cgroup under a 32 MiB limit runs leader_exit (the leader thread exits 300 ms before
-#    the process) and memhog (OOM-killed). The xtask reads the JSON lines.
+# 3. A direct look at the kernel paths copilot takes here, without runc. Two container-like
+#    cgroups: A runs leader_exit (its leader thread exits 300 ms before the process), B,
+#    under a 32 MiB limit, runs memhog (OOM-killed). The xtask reads the JSON lines.
+#    `probe no-mark-victim` hides oom/mark_victim from copilot (an empty directory
+#    bind-mounted over events/oom), so B's OOM kill can only come from memory.events.
+A=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
+B=bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
 probe() {
+	label=$1
 	pod=/sys/fs/cgroup/copilot-probe
-	ctr=$pod/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
-	mkdir -p "$ctr" || return 2
+	mkdir -p "$pod/$A" "$pod/$B" || return 2
 	echo "+memory" >"$pod/cgroup.subtree_control" || return 2
-	echo $((32 << 20)) >"$ctr/memory.max" || return 2
+	echo $((32 << 20)) >"$pod/$B/memory.max" || return 2
+	if [ "$label" = no-mark-victim ]; then
+		mkdir -p /tmp/empty-dir
+		mount --bind /tmp/empty-dir /sys/kernel/tracing/events/oom || return 2
+	fi
 	"$COPILOT_BIN" trace --pod-cgroup "$pod" >/tmp/probe.jsonl 2>/tmp/probe.err &
 	tracer=$!
 	i=0
@@ -134,25 +172,31 @@ probe() {
 		sleep 0.1
 		i=$((i + 1))
 	done
-	sh -c "echo \$\$ >$ctr/cgroup.procs && exec $HELPERS_DIR/leader_exit 300 6"
-	say "PROBE-RC leader_exit $?"
-	sh -c "echo \$\$ >$ctr/cgroup.procs && exec $HELPERS_DIR/memhog"
+	if [ "$label" = full ]; then
+		sh -c "echo \$\$ >$pod/$A/cgroup.procs && exec $HELPERS_DIR/leader_exit 300 6"
+		say "PROBE-RC leader_exit $?"
+	fi
+	sh -c "echo \$\$ >$pod/$B/cgroup.procs && exec $HELPERS_DIR/memhog"
 	say "PROBE-RC memhog $?"
 	i=0
-	while ! grep -q '"comm":"memhog".*"type":"exit"\|"type":"exit".*"comm":"memhog"' /tmp/probe.jsonl && [ $i -lt 300 ]; do
+	while ! grep -q "\"container_id\":\"$B\".*\"state\":\"exited\"" /tmp/probe.jsonl && [ $i -lt 300 ]; do
 		sleep 0.1
 		i=$((i + 1))
 	done
 	kill -TERM $tracer
 	wait $tracer
 	rc=$?
-	sed 's/^/COPILOT-VM-PROBE /' /tmp/probe.jsonl
-	sed 's/^/COPILOT-VM-PROBE-LOG /' /tmp/probe.err
-	say "PROBE-MEMORY-EVENTS $(tr '\n' ' ' <"$ctr/memory.events")"
-	rmdir "$ctr" "$pod"
+	if [ "$label" = no-mark-victim ]; then
+		umount /sys/kernel/tracing/events/oom
+	fi
+	sed "s/^/COPILOT-VM-PROBE-$label /" /tmp/probe.jsonl
+	sed "s/^/COPILOT-VM-PROBE-LOG-$label /" /tmp/probe.err
+	say "PROBE-MEMORY-EVENTS-$label $(tr '\n' ' ' <"$pod/$B/memory.events")"
+	rmdir "$pod/$A" "$pod/$B" "$pod"
 	return $rc
 }
-run_step probe probe
+run_step probe probe full
+run_step probe-no-mark-victim probe no-mark-victim
 
 if [ -z "$failed" ]; then
 	say "RESULT: pass"

@@ -351,9 +351,22 @@ impl Report {
                 "copilot's group_dead_field disagrees with the tracepoint format (field present: {field:?})"
             ));
         }
+        let want = if field == Some(true) {
+            "tracepoint"
+        } else {
+            "derived"
+        };
+        self.check_probe(console, "full", want, mark_victim == Some(true));
+        self.check_probe(console, "no-mark-victim", want, false);
+    }
+
+    /// Checks one run of the init script's probe (see `init.sh`): container A runs
+    /// leader_exit (only in `full`), container B memhog under a 32 MiB limit.
+    fn check_probe(&mut self, console: &[String], label: &str, want: &str, mark_victim: bool) {
+        let prefix = format!("COPILOT-VM-PROBE-{label} ");
         let probe: Vec<Value> = console
             .iter()
-            .filter_map(|l| l.strip_prefix("COPILOT-VM-PROBE "))
+            .filter_map(|l| l.strip_prefix(&prefix))
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
         if probe.is_empty() {
@@ -361,10 +374,17 @@ impl Report {
                 .iter()
                 .any(|l| l.starts_with("COPILOT-VM-STEP probe"))
             {
-                self.problems.push("the probe printed no JSON lines".into());
+                self.problems
+                    .push(format!("probe {label}: no JSON lines from copilot"));
             }
             return;
         }
+        let log_prefix = format!("COPILOT-VM-PROBE-LOG-{label} ");
+        let attached = console
+            .iter()
+            .filter_map(|l| l.strip_prefix(&log_prefix))
+            .find(|l| l.contains("attached"))
+            .unwrap_or_default();
         let exits = |comm: &str| -> Vec<&Value> {
             probe
                 .iter()
@@ -376,72 +396,74 @@ impl Report {
             .filter(|e| e["type"] == "exit")
             .filter_map(|e| e["group_dead"].as_str())
             .collect();
-        let want = if field == Some(true) {
-            "tracepoint"
-        } else {
-            "derived"
-        };
-        self.paths.push(format!(
-            "probe exit lines: group_dead {}",
-            group_dead.iter().copied().collect::<Vec<_>>().join("+")
-        ));
         if group_dead.iter().any(|g| *g != want) {
             self.problems.push(format!(
-                "probe: exit lines say group_dead {group_dead:?}, expected {want}"
+                "probe {label}: exit lines say group_dead {group_dead:?}, expected {want}"
             ));
         }
-        // Thread-group death: one exit for leader_exit, by the surviving thread, code 6.
-        let le = exits("leader_exit");
-        match le.as_slice() {
-            [e] if e["exit_code"] == 6 && e["tid"] != e["pid"] => self.paths.push(format!(
-                "probe leader_exit: one process exit, by thread {} of {}, code 6",
-                e["tid"], e["pid"]
-            )),
-            _ => self.problems.push(format!(
-                "probe: leader_exit should exit once, code 6, by a non-leader thread: {}",
-                le.iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            )),
+        if label == "full" {
+            self.paths.push(format!(
+                "probe: exit lines carry group_dead {}",
+                group_dead.iter().copied().collect::<Vec<_>>().join("+")
+            ));
+            // Thread-group death: one exit for leader_exit, by the surviving thread.
+            let le = exits("leader_exit");
+            match le.as_slice() {
+                [e] if e["exit_code"] == 6 && e["tid"] != e["pid"] => self.paths.push(format!(
+                    "probe: leader_exit exits once, when its last thread ({} of {}) ends, code 6",
+                    e["tid"], e["pid"]
+                )),
+                _ => self.problems.push(format!(
+                    "probe: leader_exit should exit once, code 6, by a non-leader thread: {}",
+                    le.iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )),
+            }
         }
-        // OOM: mark_victim names the victim (an `oom_victim` line) and the exit is
-        // flagged; memory.events' counter backs the container's state line.
-        let victim = probe.iter().any(|e| e["type"] == "oom_victim");
-        let hog = exits("memhog");
-        let hog_oom = hog
+        // OOM: the exit line's `oom_killed` comes from a mark_victim event only; the
+        // container's `exited` line also from memory.events' `oom_kill` counter.
+        let b = "b".repeat(64);
+        let hog_oom = exits("memhog")
             .iter()
             .any(|e| e["oom_killed"] == true && e["signal"] == 9);
-        let ctr_oom = probe
-            .iter()
-            .any(|e| e["type"] == "container" && e["state"] == "exited" && e["oom_killed"] == true);
+        let ctr_oom = probe.iter().any(|e| {
+            e["type"] == "container"
+                && e["container_id"] == b.as_str()
+                && e["state"] == "exited"
+                && e["oom_killed"] == true
+        });
+        let events_prefix = format!("COPILOT-VM-PROBE-MEMORY-EVENTS-{label} ");
         let events = console
             .iter()
-            .find_map(|l| l.strip_prefix("COPILOT-VM-PROBE-MEMORY-EVENTS "))
-            .unwrap_or("?");
+            .find_map(|l| l.strip_prefix(&events_prefix))
+            .unwrap_or_default();
         let oom_kill = events
             .split_whitespace()
             .collect::<Vec<_>>()
             .windows(2)
             .find(|w| w[0] == "oom_kill")
-            .map(|w| w[1].to_string())
-            .unwrap_or_else(|| "?".into());
+            .map_or("?", |w| w[1]);
+        let tracepoint = attached.contains("oom_tracepoint=true");
         self.paths.push(format!(
-            "probe OOM: mark_victim line {}, exit oom_killed {}, container exited oom_killed {}, memory.events oom_kill {}",
-            yes(victim),
-            yes(hog_oom),
-            yes(ctr_oom),
-            oom_kill
+            "probe {label}: oom_tracepoint={tracepoint}, memhog's exit oom_killed={hog_oom}, \
+             its container's exited oom_killed={ctr_oom}, memory.events oom_kill={oom_kill}"
         ));
-        if mark_victim == Some(true) && !victim {
+        if label == "full" && mark_victim && !(tracepoint && hog_oom) {
             self.problems.push(
-                "probe: the kernel has oom/mark_victim but copilot printed no oom_victim line"
+                "probe full: the kernel has oom/mark_victim but memhog's exit is not oom_killed"
                     .into(),
             );
         }
-        if !hog_oom || !ctr_oom {
+        if label == "no-mark-victim" && tracepoint {
             self.problems
-                .push("probe: memhog's OOM kill was not attributed to the OOM killer".into());
+                .push("probe no-mark-victim: copilot still found oom/mark_victim".into());
+        }
+        if !ctr_oom {
+            self.problems.push(format!(
+                "probe {label}: memhog's container is not reported exited oom_killed"
+            ));
         }
     }
 
@@ -485,10 +507,6 @@ impl Report {
         }
         s
     }
-}
-
-fn yes(b: bool) -> &'static str {
-    if b { "yes" } else { "no" }
 }
 
 /// `rc=0 start=12.3 end=45.6` → 33.3.
