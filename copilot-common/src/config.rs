@@ -7,7 +7,7 @@
 /// Name of the global that holds [`Config`] in the eBPF object.
 pub const CONFIG_GLOBAL: &str = "CONFIG";
 
-/// An offset the running kernel does not have (e.g. `group_dead` before 6.6).
+/// An offset the running kernel does not have (e.g. `group_dead` on 6.1 and 6.12).
 pub const OFFSET_ABSENT: u32 = u32::MAX;
 
 /// Load-time configuration; see the module docs.

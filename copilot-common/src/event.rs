@@ -51,7 +51,7 @@ pub const FLAG_MAIN: u32 = 1 << 0;
 pub const FLAG_FILENAME_TRUNCATED: u32 = 1 << 1;
 /// Thread-group death came from the tracepoint's `group_dead` field.
 pub const FLAG_GROUP_DEAD_FIELD: u32 = 1 << 2;
-/// Thread-group death was derived from `signal_struct.live` (kernels before 6.6).
+/// Thread-group death was derived from `signal_struct.live` (kernels whose tracepoint lacks `group_dead`, e.g. 6.1 and 6.12).
 pub const FLAG_GROUP_DEAD_DERIVED: u32 = 1 << 3;
 /// The submit woke the consumer (the event needs action at once).
 pub const FLAG_WAKEUP: u32 = 1 << 4;

@@ -246,7 +246,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         let gd = unsafe { ctx.read_at::<u8>(group_dead_off as usize) }.unwrap_or(0);
         (gd != 0, FLAG_GROUP_DEAD_FIELD)
     } else {
-        // Before 6.6 the tracepoint has no `group_dead`; do_exit() has already
+        // Older kernels (Debian's 6.1 and 6.12) lack `group_dead`; do_exit() has already
         // decremented `signal->live`, so zero means this is the last thread.
         let live: i32 = read_kernel(signal, config!(signal_live_off)).unwrap_or(1);
         (live == 0, FLAG_GROUP_DEAD_DERIVED)

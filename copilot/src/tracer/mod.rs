@@ -106,7 +106,7 @@ impl Options {
 /// Which kernel-dependent paths the loaded programs use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct KernelPaths {
-    /// `sched_process_exit` has `group_dead` (6.6+); else derived from `signal->live`.
+    /// `sched_process_exit` has `group_dead` (6.18 has it; 6.1 and 6.12 do not); else derived from `signal->live`.
     pub group_dead_field: bool,
     /// `oom/mark_victim` is available and attached.
     pub oom_tracepoint: bool,
