@@ -18,7 +18,6 @@ const BPF_PROG_TYPE_TRACEPOINT: u32 = 5;
 const BPF_FUNC_GET_CURRENT_ANCESTOR_CGROUP_ID: i32 = 123;
 /// `sizeof(struct bpf_prog_info)` and the offsets used, from `linux/bpf.h` (6.x).
 const PROG_INFO_LEN: usize = 232;
-const PROG_INFO_ID: usize = 4;
 const PROG_INFO_NR_MAP_IDS: usize = 52;
 const PROG_INFO_MAP_IDS: usize = 56;
 const PROG_INFO_RUN_TIME_NS: usize = 192;
@@ -243,6 +242,24 @@ impl RefProg {
         Self::load("ref_cgroup_id", &insns)
     }
 
+    /// The same check with the level and pod id read from a frozen read-only array
+    /// map, as copilot reads its `CONFIG` from `.rodata` (volatile loads, so the
+    /// values are not folded into the instructions).
+    pub fn cgroup_filter_rodata(level: u32, pod_id: u64) -> anyhow::Result<(Self, OwnedFd)> {
+        let map = rodata(level, pod_id)?;
+        let mut p = Asm::default();
+        p.push(insn(0x18, 6, 2, 0, map.as_raw_fd())); // r6 = &value (BPF_PSEUDO_MAP_VALUE)
+        p.push(insn(0x00, 0, 0, 0, 0)); // offset 0
+        p.push(insn(0x61, 1, 6, 0, 0)); // r1 = *(u32 *)(r6 + 0)
+        p.push(insn(0x85, 0, 0, 0, BPF_FUNC_GET_CURRENT_ANCESTOR_CGROUP_ID));
+        p.jump_to_exit(insn(0x15, 0, 0, 0, 0)); // if r0 == 0 goto exit
+        p.push(insn(0x79, 1, 6, 8, 0)); // r1 = *(u64 *)(r6 + 8)
+        p.jump_to_exit(insn(0x5d, 0, 1, 0, 0)); // if r0 != r1 goto exit
+        p.push(insn(0xb7, 0, 0, 0, 1)); // in the pod
+        let insns = p.finish();
+        Ok((Self::load("ref_cgroup_ro", &insns)?, map))
+    }
+
     /// The pod check, then what every in-pod event of copilot's costs at least: a
     /// 336-byte ring-buffer record reserved and submitted without a wake-up. With
     /// `fill`, also what copilot writes into it: the record zeroed, boottime, pid/tgid,
@@ -330,12 +347,6 @@ impl RefProg {
     pub fn stats(&self) -> anyhow::Result<Stats> {
         prog_stats_fd(&self.prog)
     }
-
-    pub fn id(&self) -> anyhow::Result<u32> {
-        let mut buf = vec![0u8; PROG_INFO_LEN];
-        info(&self.prog, &mut buf)?;
-        Ok(get_u32(&buf, PROG_INFO_ID))
-    }
 }
 
 /// A program under construction whose forward jumps all go to a final `r0 = 0; exit`.
@@ -365,6 +376,35 @@ impl Asm {
         self.insns.push(insn(0x95, 0, 0, 0, 0));
         self.insns
     }
+}
+
+/// A frozen, program-read-only array map holding `{level: u32, _pad: u32, pod_id: u64}`.
+fn rodata(level: u32, pod_id: u64) -> anyhow::Result<OwnedFd> {
+    const BPF_MAP_CREATE: i64 = 0;
+    const BPF_MAP_UPDATE_ELEM: i64 = 2;
+    const BPF_MAP_FREEZE: i64 = 22;
+    const BPF_MAP_TYPE_ARRAY: u32 = 2;
+    const BPF_F_RDONLY_PROG: u32 = 1 << 7;
+    let mut attr = [0u8; 72];
+    put_u32(&mut attr, 0, BPF_MAP_TYPE_ARRAY);
+    put_u32(&mut attr, 4, 4);
+    put_u32(&mut attr, 8, 16);
+    put_u32(&mut attr, 12, 1);
+    put_u32(&mut attr, 16, BPF_F_RDONLY_PROG);
+    let map = owned(sys_bpf(BPF_MAP_CREATE, &mut attr).context("BPF_MAP_CREATE array")?);
+    let key = 0u32;
+    let mut value = [0u8; 16];
+    put_u32(&mut value, 0, level);
+    put_u64(&mut value, 8, pod_id);
+    let mut attr = [0u8; 32];
+    put_u32(&mut attr, 0, map.as_raw_fd() as u32);
+    put_u64(&mut attr, 8, &raw const key as u64);
+    put_u64(&mut attr, 16, value.as_ptr() as u64);
+    sys_bpf(BPF_MAP_UPDATE_ELEM, &mut attr).context("BPF_MAP_UPDATE_ELEM")?;
+    let mut attr = [0u8; 8];
+    put_u32(&mut attr, 0, map.as_raw_fd() as u32);
+    sys_bpf(BPF_MAP_FREEZE, &mut attr).context("BPF_MAP_FREEZE")?;
+    Ok(map)
 }
 
 /// A BPF ring buffer map (for the reference programs).

@@ -25,6 +25,7 @@ pub fn run(copilot: &Path, exits: usize) -> anyhow::Result<Value> {
     let mut trace = Trace::start(copilot, pod.path(), None)?;
     let mut latencies_us = Vec::with_capacity(exits);
     let mut by_cgroup = 0;
+    let mut examples = Vec::new();
     for i in 0..exits {
         let name = random_hex(32);
         let dir = pod.path().join(&name);
@@ -65,7 +66,12 @@ pub fn run(copilot: &Path, exits: usize) -> anyhow::Result<Value> {
             (Some(t), Some(seen)) if line["source"] == "event" => {
                 latencies_us.push(seen.saturating_sub(t) as f64 / 1e3);
             }
-            _ => by_cgroup += 1,
+            _ => {
+                by_cgroup += 1;
+                if examples.len() < 3 {
+                    examples.push(line.clone());
+                }
+            }
         }
         let _ = std::fs::remove_dir(&dir);
         if i % 500 == 499 {
@@ -84,5 +90,6 @@ pub fn run(copilot: &Path, exits: usize) -> anyhow::Result<Value> {
         "latency_us": summary(&latencies_us),
         "exits": exits,
         "decided_from_cgroup_instead": by_cgroup,
+        "cgroup_decided_examples": examples,
     }))
 }

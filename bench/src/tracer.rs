@@ -3,7 +3,11 @@ use std::{
     io::BufRead as _,
     path::Path,
     process::{Child, Command, Stdio},
-    sync::mpsc::{Receiver, RecvTimeoutError, channel},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc::{Receiver, RecvTimeoutError, channel},
+    },
     time::{Duration, Instant},
 };
 
@@ -13,11 +17,24 @@ use serde_json::Value;
 pub struct Trace {
     child: Child,
     lines: Receiver<Value>,
+    /// Its stderr, for the error message when it fails.
+    stderr: tempfile::NamedTempFile,
+    _stdout: tempfile::NamedTempFile,
+    /// Tells the reader thread that no more lines will come.
+    done: Arc<AtomicBool>,
 }
 
 impl Trace {
     /// Starts `copilot trace --pod-cgroup POD` and waits for its `ready` line.
     pub fn start(copilot: &Path, pod: &Path, ring_bytes: Option<u32>) -> anyhow::Result<Self> {
+        let out = tempfile::Builder::new()
+            .prefix("bench-trace-stdout-")
+            .tempfile()
+            .context("trace stdout file")?;
+        let stderr = tempfile::Builder::new()
+            .prefix("bench-trace-stderr-")
+            .tempfile()
+            .context("trace stderr file")?;
         let mut cmd = Command::new(copilot);
         cmd.args([
             "trace",
@@ -29,25 +46,49 @@ impl Trace {
         ])
         .arg(pod)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        // A file, not a pipe: a reader that falls behind must never block copilot's
+        // writes (that would stall the ring buffer's consumer and lose events).
+        .stdout(out.reopen().context("trace stdout file")?)
+        .stderr(stderr.reopen().context("trace stderr file")?);
         if let Some(b) = ring_bytes {
             cmd.arg("--ring-bytes").arg(b.to_string());
         }
-        let mut child = cmd.spawn().context("spawning copilot trace")?;
-        let stdout = child.stdout.take().context("trace stdout")?;
+        let child = cmd.spawn().context("spawning copilot trace")?;
         let (tx, rx) = channel();
+        let mut file = std::io::BufReader::new(out.reopen().context("trace stdout file")?);
+        let done = Arc::new(AtomicBool::new(false));
+        let finished = Arc::clone(&done);
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && tx.send(v).is_err()
-                {
-                    break;
+            // `tail -f`: partial lines wait for their newline; EOF means "not yet" until
+            // the tracer is gone.
+            let mut line = String::new();
+            loop {
+                match file.read_line(&mut line) {
+                    Ok(0) | Err(_) => {
+                        if finished.load(Ordering::Acquire) {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Ok(_) if line.ends_with('\n') => {
+                        if let Ok(v) = serde_json::from_str::<Value>(&line)
+                            && tx.send(v).is_err()
+                        {
+                            break;
+                        }
+                        line.clear();
+                    }
+                    Ok(_) => {}
                 }
             }
         });
-        let mut t = Self { child, lines: rx };
+        let mut t = Self {
+            child,
+            lines: rx,
+            stderr,
+            _stdout: out,
+            done,
+        };
         t.next_matching(|v| v["type"] == "ready", Duration::from_secs(30))
             .context("copilot trace never printed its ready line")?;
         Ok(t)
@@ -57,7 +98,8 @@ impl Trace {
         self.child.id()
     }
 
-    /// The next line that satisfies `f`; other lines are handed to `seen`.
+    /// The next line that satisfies `f` (other lines are skipped); fails if the tracer
+    /// exits first or nothing matches within `timeout`.
     pub fn next_matching(
         &mut self,
         mut f: impl FnMut(&Value) -> bool,
@@ -66,15 +108,27 @@ impl Trace {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
+            match self
+                .lines
+                .recv_timeout(left.min(Duration::from_millis(100)))
+            {
                 Ok(v) if f(&v) => return Ok(v),
                 Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => {
+                Err(RecvTimeoutError::Timeout) if left.is_zero() => {
                     bail!("no matching trace line within {timeout:?}")
                 }
-                Err(RecvTimeoutError::Disconnected) => {
-                    bail!("copilot trace exited: {:?}", self.child.try_wait())
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Some(status) = self.child.try_wait()? {
+                        // Lines it printed before exiting are still being read.
+                        std::thread::sleep(Duration::from_millis(50));
+                        if let Some(v) = self.lines.try_iter().find(|v| f(v)) {
+                            return Ok(v);
+                        }
+                        let err = std::fs::read_to_string(self.stderr.path()).unwrap_or_default();
+                        bail!("copilot trace exited ({status}): {}", err.trim());
+                    }
                 }
+                Err(RecvTimeoutError::Disconnected) => bail!("the trace reader stopped"),
             }
         }
     }
@@ -125,6 +179,7 @@ impl Trace {
 
 impl Drop for Trace {
     fn drop(&mut self) {
+        self.done.store(true, Ordering::Release);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

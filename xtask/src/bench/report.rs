@@ -137,9 +137,15 @@ pub fn markdown(v: &Value) -> String {
             )
         }),
         reference: format!(
-            "empty prog {} ns; cgroup-id check only {} ns",
+            "empty prog {} ns; cgroup-id check only {} ns ({} ns with the ids read from .rodata); \
+             attached first/after: copilot {}/{}, check {}/{}",
             n(&o["ref_empty"]["mean_ns"]),
-            n(&o["ref_cgroup_filter"]["mean_ns"])
+            n(&o["ref_cgroup_filter"]["mean_ns"]),
+            n(&o["ref_cgroup_filter_rodata"]["mean_ns"]),
+            n(&o["copilot_attached_first"]["copilot_mean_ns"]),
+            n(&o["refs_attached_first"]["copilot_mean_ns"]),
+            n(&o["refs_attached_first"]["ref_cgroup_filter_ns"]),
+            n(&o["copilot_attached_first"]["ref_cgroup_filter_ns"])
         ),
         ratio: ratio(
             f(&o["copilot_mean_ns"]),
@@ -190,23 +196,32 @@ pub fn markdown(v: &Value) -> String {
         copilot: err("6_pods").unwrap_or_else(|| {
             curve
                 .iter()
-                .map(|c| format!("N={}: {}", c["tracers"], n(&c["added_ns_per_exec"])))
+                .map(|c| match c["error"].as_str() {
+                    Some(e) => format!("N={}: **cannot start** ({e})", c["tracers"]),
+                    None => format!("N={}: {}", c["tracers"], n(&c["added_ns_per_exec"])),
+                })
                 .collect::<Vec<_>>()
                 .join("; ")
         }),
         reference: curve
-            .last()
+            .iter()
+            .rfind(|c| c["error"].is_null())
             .map(|c| format!("tracer RSS {} MiB each", n(&c["tracer_rss_mib_mean"])))
             .unwrap_or_default(),
         ratio: curve
-            .last()
+            .iter()
+            .rfind(|c| c["error"].is_null())
             .map(|c| {
                 let per = f(&c["added_ns_per_exec"]).zip(f(&c["tracers"]));
                 per.map_or("—".into(), |(ns, t)| format!("{:.0} ns/tracer", ns / t))
             })
             .unwrap_or_default(),
         target: "report the curve",
-        met: "—",
+        met: if curve.iter().any(|c| !c["error"].is_null()) {
+            "**missed**"
+        } else {
+            "—"
+        },
     });
     let i = &g["7_idle"];
     let side = &i["sidecar"];
