@@ -157,7 +157,9 @@ A=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 B=bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
 probe() {
 	label=$1
-	pod=/sys/fs/cgroup/copilot-probe
+	# A pod of its own per run: a cgroup that already ran something is, rightly, reported
+	# as exited by copilot's snapshot.
+	pod=/sys/fs/cgroup/copilot-probe-$label
 	mkdir -p "$pod/$A" "$pod/$B" || return 2
 	echo "+memory" >"$pod/cgroup.subtree_control" || return 2
 	echo $((32 << 20)) >"$pod/$B/memory.max" || return 2
@@ -192,7 +194,7 @@ probe() {
 	sed "s/^/COPILOT-VM-PROBE-$label /" /tmp/probe.jsonl
 	sed "s/^/COPILOT-VM-PROBE-LOG-$label /" /tmp/probe.err
 	say "PROBE-MEMORY-EVENTS-$label $(tr '\n' ' ' <"$pod/$B/memory.events")"
-	rmdir "$pod/$A" "$pod/$B" "$pod"
+	rmdir "$pod/$A" "$pod/$B" "$pod" || say "WARN could not remove $pod"
 	return $rc
 }
 run_step probe probe full

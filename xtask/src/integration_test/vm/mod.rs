@@ -499,8 +499,13 @@ impl Report {
         for p in &self.paths {
             let _ = write!(s, "\n    path: {p}");
         }
+        let what = if self.pass.is_none() {
+            "why"
+        } else {
+            "problem"
+        };
         for p in &self.problems {
-            let _ = write!(s, "\n    problem: {p}");
+            let _ = write!(s, "\n    {what}: {p}");
         }
         if let Some(log) = &self.log {
             let _ = write!(s, "\n    console log: {}", log.display());
