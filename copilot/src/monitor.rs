@@ -126,8 +126,10 @@ impl Monitor {
         m.apply_batch(&mut out);
         // A container whose cgroup emptied between the snapshot and the watch.
         for (_, cg, ..) in &after {
+            // `ever_ran` first: read after `populated 0`, it could already count
+            // the first process of a container that is just starting.
+            let ran = cg.ever_ran().unwrap_or(true);
             if !cg.populated().unwrap_or(false) {
-                let ran = cg.ever_ran().unwrap_or(true);
                 if let Some(c) = m.pod.emptied(cg.id, ran) {
                     m.push_changes(vec![c], &mut out);
                 }
@@ -214,8 +216,8 @@ impl Monitor {
                     .collect();
                 self.push_changes(changes, out);
                 // It may have run and emptied before the watch was in place.
+                let ran = cg.ever_ran().unwrap_or(false);
                 if !cg.populated().unwrap_or(true) {
-                    let ran = cg.ever_ran().unwrap_or(false);
                     let changes = self.pod.emptied(cg.id, ran).into_iter().collect();
                     self.push_changes(changes, out);
                 }
@@ -240,8 +242,8 @@ impl Monitor {
                     self.push_changes(changes, out);
                     return Ok(());
                 };
+                let ran = cg.ever_ran().unwrap_or(true);
                 if !cg.populated().unwrap_or(true) {
-                    let ran = cg.ever_ran().unwrap_or(true);
                     let changes = self.pod.emptied(id, ran).into_iter().collect();
                     self.push_changes(changes, out);
                 }
@@ -364,6 +366,8 @@ fn snapshot(pod: &Cgroup) -> Result<Snapshot, Error> {
 /// a memfd), `runc:[0:PARENT]` and `runc:[1:CHILD]` come and go while the
 /// container is set up; `runc:[2:INIT]` is the one that execs the entrypoint.
 fn seen(cg: &Cgroup) -> Result<(Seen, Option<String>), Error> {
+    // Before anything else, for the reason given in `Monitor::start`.
+    let ran = cg.ever_ran()?;
     let pids = cg.procs_recursive()?;
     let mut best: Option<(u64, u32, String)> = None;
     for &pid in &pids {
@@ -388,7 +392,7 @@ fn seen(cg: &Cgroup) -> Result<(Seen, Option<String>), Error> {
         None if !pids.is_empty() => (Seen::NeverRan, None),
         // `populated 1` but no pid we can see: another PID namespace.
         None if cg.populated()? => (Seen::Hidden, None),
-        None if cg.ever_ran()? => (Seen::Emptied, None),
+        None if ran => (Seen::Emptied, None),
         None => (Seen::NeverRan, None),
     })
 }

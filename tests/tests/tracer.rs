@@ -360,10 +360,16 @@ fn execs_in_other_cgroups_never_reach_userspace(layout: Layout) {
             );
         }
     }
-    let n = trace.history().iter().filter(|e| e.is_exec()).count();
+    // runc 1.1 re-execs a memfd copy of itself (`/dev/fd/N`), twice; on a slow machine
+    // both can land in the container cgroup.
+    let n = trace
+        .history()
+        .iter()
+        .filter(|e| e.is_exec() && !e.str("filename").is_some_and(|f| f.starts_with("/dev/fd/")))
+        .count();
     assert!(
-        n <= 2,
-        "{n} exec lines; only the sentinel's (and runc's re-exec) expected"
+        n <= 1,
+        "{n} exec lines besides runc's /dev/fd/N re-execs; only the sentinel's expected"
     );
 }
 
