@@ -129,10 +129,10 @@ impl Monitor {
             // `ever_ran` first: read after `populated 0`, it could already count
             // the first process of a container that is just starting.
             let ran = cg.ever_ran().unwrap_or(true);
-            if !cg.populated().unwrap_or(false) {
-                if let Some(c) = m.pod.emptied(cg.id, ran) {
-                    m.push_changes(vec![c], &mut out);
-                }
+            if !cg.populated().unwrap_or(false)
+                && let Some(c) = m.pod.emptied(cg.id, ran)
+            {
+                m.push_changes(vec![c], &mut out);
             }
         }
         Ok((m, out))
