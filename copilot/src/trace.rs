@@ -79,7 +79,13 @@ pub async fn run(args: TraceArgs) -> Result<ExitCode, Error> {
         "attached"
     );
     let pod_path = monitor.pod_cgroup().path.clone();
-    emit(&mut stdout, text, &pod_path, &first, boottime_ns())?;
+    emit(
+        &mut stdout,
+        text,
+        &pod_path,
+        &first,
+        crate::tracer::boottime_ns(),
+    )?;
     let ready = json!({
         "type": "ready",
         "pod_cgroup": monitor.pod_cgroup().path,
@@ -93,7 +99,7 @@ pub async fn run(args: TraceArgs) -> Result<ExitCode, Error> {
             // it with the kernel's `time_ns` of the exit, same clock).
             r = monitor.next() => {
                 let outputs = r?;
-                emit(&mut stdout, text, &pod_path, &outputs, boottime_ns())?
+                emit(&mut stdout, text, &pod_path, &outputs, crate::tracer::boottime_ns())?
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
@@ -200,17 +206,6 @@ fn to_json(o: &Output, pod: &std::path::Path, seen_ns: u64) -> Value {
         }
         Output::Lost { count } => json!({ "type": "lost", "count": count }),
     }
-}
-
-/// CLOCK_BOOTTIME, the clock of the kernel's `time_ns`.
-fn boottime_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-parameter.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn to_text(v: &Value) -> String {
