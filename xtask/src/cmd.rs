@@ -67,3 +67,37 @@ pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
     }
     String::from_utf8(out.stdout).with_context(|| format!("`{line}` printed non-UTF-8"))
 }
+
+/// `cargo build ARGS…` in the workspace, returning the executable of target `name`
+/// that cargo reports (the path differs between profiles and target dirs).
+pub fn cargo_build(args: &[&str], name: &str) -> anyhow::Result<PathBuf> {
+    use std::io::BufRead as _;
+    let mut command = Command::new("cargo");
+    command
+        .current_dir(workspace_root())
+        .arg("build")
+        .args(args)
+        .arg("--message-format=json-render-diagnostics")
+        .stdout(Stdio::piped());
+    eprintln!("xtask: $ {}", display(&command));
+    let mut child = command.spawn().context("spawning cargo build")?;
+    let stdout = child.stdout.take().context("cargo build stdout")?;
+    let mut executable = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo build output")?;
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if msg["reason"] == "compiler-artifact"
+            && msg["target"]["name"] == name
+            && let Some(path) = msg["executable"].as_str()
+        {
+            executable = Some(PathBuf::from(path));
+        }
+    }
+    let status = child.wait().context("waiting for cargo build")?;
+    if !status.success() {
+        bail!("building {name} failed: {status}");
+    }
+    executable.with_context(|| format!("cargo build did not report the {name} executable"))
+}

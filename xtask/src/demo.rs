@@ -5,11 +5,7 @@
 //! crate (which owns the pod, container and process fixtures), and runs the driver with
 //! `COPILOT_BIN` pointing at the fresh binary. The driver prints what happened and exits
 //! non-zero if anything failed; it cleans up its cgroups and containers itself.
-use std::{
-    io::BufRead as _,
-    path::PathBuf,
-    process::{Command, Stdio},
-};
+use std::{path::PathBuf, process::Command};
 
 use anyhow::{Context as _, bail};
 
@@ -33,8 +29,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     if root.trim() != "0" {
         bail!("the demo needs root (cgroups, runc, eBPF): run it as root");
     }
-    let copilot = build(&["-p", "copilot", "--bin", "copilot"], "copilot")?;
-    let demo = build(
+    let copilot = cmd::cargo_build(&["-p", "copilot", "--bin", "copilot"], "copilot")?;
+    let demo = cmd::cargo_build(
         &["-p", "integration-test", "--bin", "copilot-demo"],
         "copilot-demo",
     )?;
@@ -51,36 +47,4 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             .env("COPILOT_LOG", "info"),
     )
     .context("the demo failed (see above)")
-}
-
-/// `cargo build ARGS…`, returning the executable of target `name` that cargo reports.
-fn build(args: &[&str], name: &str) -> anyhow::Result<PathBuf> {
-    let mut command = Command::new("cargo");
-    command
-        .current_dir(cmd::workspace_root())
-        .arg("build")
-        .args(args)
-        .arg("--message-format=json-render-diagnostics")
-        .stdout(Stdio::piped());
-    eprintln!("xtask: $ {}", cmd::display(&command));
-    let mut child = command.spawn().context("spawning cargo build")?;
-    let stdout = child.stdout.take().context("cargo build stdout")?;
-    let mut executable = None;
-    for line in std::io::BufReader::new(stdout).lines() {
-        let line = line.context("reading cargo build output")?;
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if msg["reason"] == "compiler-artifact"
-            && msg["target"]["name"] == name
-            && let Some(path) = msg["executable"].as_str()
-        {
-            executable = Some(PathBuf::from(path));
-        }
-    }
-    let status = child.wait().context("waiting for cargo build")?;
-    if !status.success() {
-        bail!("building {name} failed: {status}");
-    }
-    executable.with_context(|| format!("cargo build did not report the {name} executable"))
 }

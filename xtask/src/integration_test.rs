@@ -7,13 +7,7 @@
 //!
 //! `cargo xtask integration-test vm [KERNEL…]` runs the tracer suite on other kernels in
 //! qemu instead (see [`vm`]).
-use std::{
-    io::BufRead as _,
-    path::PathBuf,
-    process::{Command, Stdio},
-};
-
-use anyhow::{Context as _, bail};
+use std::{path::PathBuf, process::Command};
 
 use crate::{cmd, setup};
 
@@ -73,31 +67,5 @@ pub fn run_tests(test_args: &[String]) -> anyhow::Result<()> {
 
 /// `cargo build -p copilot --bin copilot`, returning the executable cargo reports.
 pub(crate) fn build_copilot() -> anyhow::Result<PathBuf> {
-    let mut command = Command::new("cargo");
-    command
-        .current_dir(cmd::workspace_root())
-        .args(["build", "-p", "copilot", "--bin", "copilot"])
-        .arg("--message-format=json-render-diagnostics")
-        .stdout(Stdio::piped());
-    eprintln!("xtask: $ {}", cmd::display(&command));
-    let mut child = command.spawn().context("spawning cargo build")?;
-    let stdout = child.stdout.take().context("cargo build stdout")?;
-    let mut executable = None;
-    for line in std::io::BufReader::new(stdout).lines() {
-        let line = line.context("reading cargo build output")?;
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if msg["reason"] == "compiler-artifact"
-            && msg["target"]["name"] == "copilot"
-            && let Some(path) = msg["executable"].as_str()
-        {
-            executable = Some(PathBuf::from(path));
-        }
-    }
-    let status = child.wait().context("waiting for cargo build")?;
-    if !status.success() {
-        bail!("building copilot failed: {status}");
-    }
-    executable.context("cargo build did not report the copilot executable")
+    cmd::cargo_build(&["-p", "copilot", "--bin", "copilot"], "copilot")
 }

@@ -11,12 +11,11 @@
 mod report;
 
 use std::{
-    io::BufRead as _,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
 use crate::{cmd, setup};
 
@@ -91,31 +90,5 @@ fn render(results: &Path, root: &Path, opts: &Options) -> anyhow::Result<()> {
 
 /// `cargo build --release -p PACKAGE --bin BIN`, returning the executable cargo reports.
 fn build_release(package: &str, bin: &str) -> anyhow::Result<PathBuf> {
-    let mut command = Command::new("cargo");
-    command
-        .current_dir(cmd::workspace_root())
-        .args(["build", "--release", "-p", package, "--bin", bin])
-        .arg("--message-format=json-render-diagnostics")
-        .stdout(Stdio::piped());
-    eprintln!("xtask: $ {}", cmd::display(&command));
-    let mut child = command.spawn().context("spawning cargo build")?;
-    let stdout = child.stdout.take().context("cargo build stdout")?;
-    let mut executable = None;
-    for line in std::io::BufReader::new(stdout).lines() {
-        let line = line.context("reading cargo build output")?;
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if msg["reason"] == "compiler-artifact"
-            && msg["target"]["name"] == bin
-            && let Some(path) = msg["executable"].as_str()
-        {
-            executable = Some(PathBuf::from(path));
-        }
-    }
-    let status = child.wait().context("waiting for cargo build")?;
-    if !status.success() {
-        bail!("building {package} failed: {status}");
-    }
-    executable.with_context(|| format!("cargo build did not report the {bin} executable"))
+    cmd::cargo_build(&["--release", "-p", package, "--bin", bin], bin)
 }
