@@ -544,11 +544,7 @@ impl Store {
             return self.copy_local(&src, dest, parent, progress, counted).await;
         }
         let mut stream = self.open(object).await?;
-        let temp = tempfile::Builder::new()
-            .prefix(".copilot-partial-")
-            .tempfile_in(parent)
-            .map_err(|e| local("create a temporary file for", e))?;
-        let (file, temp_path) = temp.into_parts();
+        let (file, temp_path) = partial_file(parent, dest)?;
         let mut file = tokio::fs::File::from_std(file);
         let mut written = 0u64;
         while let Some(chunk) = stream.body.next().await {
@@ -574,10 +570,7 @@ impl Store {
         }
         file.flush().await.map_err(|e| local("flush", e))?;
         drop(file);
-        temp_path
-            .persist(dest)
-            .map_err(|e| local("rename into place", e.error))?;
-        progress.add_file();
+        persist(temp_path, dest, progress)?;
         Ok(written)
     }
 
@@ -623,21 +616,14 @@ impl Store {
             let e = std::io::Error::new(std::io::ErrorKind::NotFound, "not a regular file");
             return Err(not_found(e));
         }
-        let temp = tempfile::Builder::new()
-            .prefix(".copilot-partial-")
-            .tempfile_in(parent)
-            .map_err(|e| local("create a temporary file for", e))?;
-        let (file, temp_path) = temp.into_parts();
+        let (file, temp_path) = partial_file(parent, dest)?;
         drop(file);
         let written = tokio::fs::copy(src, &temp_path)
             .await
             .map_err(|e| local("copy into", e))?;
         *counted += written;
         progress.add_bytes(written);
-        temp_path
-            .persist(dest)
-            .map_err(|e| local("rename into place", e.error))?;
-        progress.add_file();
+        persist(temp_path, dest, progress)?;
         Ok(written)
     }
 
@@ -861,6 +847,33 @@ fn parse_location(url: &str) -> Result<Url, StorageError> {
             source,
         }),
     }
+}
+
+/// A temporary file next to `dest`, renamed over it by [`persist`] once complete,
+/// so a reader never sees a partial file.
+fn partial_file(
+    parent: &Path,
+    dest: &Path,
+) -> Result<(std::fs::File, tempfile::TempPath), StorageError> {
+    let temp = tempfile::Builder::new()
+        .prefix(".copilot-partial-")
+        .tempfile_in(parent)
+        .map_err(|source| StorageError::Local {
+            op: "create a temporary file for",
+            path: dest.to_path_buf(),
+            source,
+        })?;
+    Ok(temp.into_parts())
+}
+
+fn persist(temp: tempfile::TempPath, dest: &Path, progress: &Progress) -> Result<(), StorageError> {
+    temp.persist(dest).map_err(|e| StorageError::Local {
+        op: "rename into place",
+        path: dest.to_path_buf(),
+        source: e.error,
+    })?;
+    progress.add_file();
+    Ok(())
 }
 
 #[cfg(test)]
