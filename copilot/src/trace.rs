@@ -1,7 +1,11 @@
 //! `copilot trace`: every exec and process exit in a pod, and every container
 //! state change, as one JSON object per line (or readable lines on a terminal).
 
-use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
+use std::{
+    io::{IsTerminal as _, Write as _},
+    path::PathBuf,
+    process::ExitCode,
+};
 
 use serde_json::{Value, json};
 use tokio::signal::unix::SignalKind;
@@ -92,6 +96,7 @@ pub async fn run(args: TraceArgs) -> Result<ExitCode, Error> {
         "cgroup_id": monitor.pod_cgroup().id,
     });
     line(&mut stdout, text, &ready)?;
+    stdout.flush().map_err(Error::Stdout)?;
 
     loop {
         tokio::select! {
@@ -123,8 +128,7 @@ fn emit(
 
 fn line(out: &mut impl std::io::Write, text: bool, v: &Value) -> Result<(), Error> {
     let s = if text { to_text(v) } else { v.to_string() };
-    writeln!(out, "{s}").map_err(Error::Stdout)?;
-    out.flush().map_err(Error::Stdout)
+    writeln!(out, "{s}").map_err(Error::Stdout)
 }
 
 fn to_json(o: &Output, pod: &std::path::Path, seen_ns: u64) -> Value {
