@@ -264,7 +264,10 @@ fn mounted_at(mountinfo: &str, fstype: &str, target: &str) -> bool {
         let mut fields = line.split(' ');
         let mount_point = fields.nth(4);
         // The filesystem type follows the " - " separator after the optional fields.
-        let fs = line.split(" - ").nth(1).and_then(|rest| rest.split(' ').next());
+        let fs = line
+            .split(" - ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next());
         mount_point == Some(target) && fs == Some(fstype)
     })
 }
@@ -287,7 +290,11 @@ mod tests {
 
     #[test]
     fn another_type_or_place_is_not_a_mount() {
-        assert!(!mounted_at(MOUNTINFO, "tracefs", "/sys/kernel/debug/tracing"));
+        assert!(!mounted_at(
+            MOUNTINFO,
+            "tracefs",
+            "/sys/kernel/debug/tracing"
+        ));
         assert!(!mounted_at(MOUNTINFO, "sysfs", "/sys/kernel/tracing"));
         assert!(!mounted_at("", "tracefs", "/sys/kernel/tracing"));
     }

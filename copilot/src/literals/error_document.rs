@@ -5,7 +5,7 @@ use prost::Message as _;
 
 use crate::{
     proto::core::{ContainerError, ErrorDocument, container_error, execution_error},
-    storage::{StorageError, Store, join_url},
+    storage::{StorageError, Store},
 };
 
 /// Whether Flyte may retry (`ContainerError.Kind`).
@@ -53,14 +53,14 @@ pub fn error_document(
     }
 }
 
-/// Writes `doc` to `<prefix>/<name>`; returns the URL written.
+/// Writes `doc` to `<prefix>/<name>` (`name` one plain file name); returns the URL written.
 pub async fn write_error_document(
     store: &Store,
     prefix: &str,
     name: &str,
     doc: &ErrorDocument,
 ) -> Result<String, StorageError> {
-    let url = join_url(prefix, name);
+    let url = store.child(prefix, &[name])?;
     store.put_bytes(&url, doc.encode_to_vec().into()).await?;
     Ok(url)
 }

@@ -1,18 +1,23 @@
 //! Local files → literals: what the task left in its outputs folder, read
 //! per the output interface, with blobs uploaded under the raw output
-//! prefix. `_ERROR` in the folder turns into a user error document instead.
+//! prefix. (`_ERROR` is the sidecar's to read first: [`super::error_file`].)
 //!
 //! Layout read (per output variable `v` of the interface):
 //! - simple types: the file `v`, or the single `v.*` file; trimmed text
 //!   parsed per type (`BINARY` taken as raw bytes);
 //! - blob: a file (SINGLE) or a directory (MULTIPART, nested paths kept);
 //!   schema: a directory; structured dataset: a file or a directory;
-//! - collection: a directory of `0..n-1` (each may carry an extension);
-//!   map: a directory whose entry names are the keys;
+//! - collection: a directory of items `0..n-1`, each named `<i>` or `<i>.<ext>`;
+//!   anything else in it, a gap or two entries for one index is an error;
+//! - map: a directory whose entry names are the keys;
 //! - union: the one variant the files fit (an absent file fits `none`);
 //!   an ambiguous fit is an error.
 //!
-//! Nothing outside the folder is read: symlinks must resolve inside it.
+//! The folder belongs to the task, whose processes may still run: every lookup is
+//! descriptor-relative and kernel-checked ([`super::beneath`]), so nothing outside
+//! the folder is ever read, and what was checked is what is uploaded. Each local
+//! name becomes one object-key segment unchanged ([`crate::storage::key`]): a
+//! name a URL would alter is refused, never renamed or merged with another.
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
@@ -22,7 +27,7 @@ use std::{
 use futures::{StreamExt as _, TryStreamExt as _};
 
 use super::{
-    error_document::{ErrorKind, ErrorOrigin, error_document},
+    beneath::{Beneath, BeneathError, Node},
     make,
     names::{self, NameError},
     types::describe_type,
@@ -30,24 +35,25 @@ use super::{
 };
 use crate::{
     proto::core::{
-        Binary, Error as ErrorValue, ErrorDocument, Literal, LiteralMap, LiteralType, Primitive,
-        Schema, SimpleType, StructuredDataset, StructuredDatasetMetadata, TypedInterface, Union,
-        Void, blob_type::BlobDimensionality, literal_type::Type as T, primitive, scalar,
+        Binary, Error as ErrorValue, Literal, LiteralMap, LiteralType, Primitive, Schema,
+        SimpleType, StructuredDataset, StructuredDatasetMetadata, TypedInterface, Union, Void,
+        blob_type::BlobDimensionality, literal_type::Type as T, primitive, scalar,
     },
-    storage::{Progress, StorageError, Store, join_url},
+    storage::{Progress, StorageError, Store},
 };
 
-/// The file a task writes to report its own failure.
-pub const ERROR_FILE: &str = "_ERROR";
+pub use super::error_file::ERROR_FILE;
 /// Tag `flyte-copilot` gives binary outputs.
 pub const BINARY_TAG: &str = "msgpack";
+/// The most items a collection folder may hold.
+pub const MAX_ITEMS: usize = 1_000_000;
 
 /// Size and count limits for what is read from the outputs folder.
 #[derive(Debug, Clone)]
 pub struct UploadLimits {
     /// A simple value's file (integer, string, struct JSON…).
     pub max_value_bytes: u64,
-    /// The `_ERROR` file.
+    /// The `_ERROR` file: longer messages are cut.
     pub max_error_bytes: u64,
     /// One blob file.
     pub max_blob_bytes: u64,
@@ -59,20 +65,11 @@ impl Default for UploadLimits {
     fn default() -> Self {
         Self {
             max_value_bytes: 1024 * 1024,
-            max_error_bytes: 1024 * 1024,
+            max_error_bytes: 64 * 1024,
             max_blob_bytes: 5 * 1024 * 1024 * 1024 * 1024,
             max_files: 1_000_000,
         }
     }
-}
-
-/// What the outputs folder held.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Collected {
-    /// The outputs, blob URIs pointing at the uploaded objects.
-    Outputs(LiteralMap),
-    /// The task wrote `_ERROR`: a user error (NON_RECOVERABLE, origin USER).
-    UserError(ErrorDocument),
 }
 
 /// Why outputs could not be collected; names the output and the path.
@@ -122,6 +119,12 @@ pub enum UploadError {
         #[source]
         source: NameError,
     },
+    #[error("output {var}: cannot be stored under the raw output prefix")]
+    Key {
+        var: String,
+        #[source]
+        source: Box<StorageError>,
+    },
     #[error("output {var}: {path} has a name that is not UTF-8")]
     NonUtf8Name { var: String, path: PathBuf },
     #[error(
@@ -130,6 +133,18 @@ pub enum UploadError {
     CollectionGap {
         var: String,
         path: PathBuf,
+        index: usize,
+    },
+    #[error(
+        "output {var}: {path} is not a collection item (items are named <i> or <i>.<ext>, \
+         i from 0 to n-1)"
+    )]
+    NotAnItem { var: String, path: PathBuf },
+    #[error("output {var}: {first} and {second} are both item {index} of the collection")]
+    DuplicateItem {
+        var: String,
+        first: PathBuf,
+        second: PathBuf,
         index: usize,
     },
     #[error("output {var}: {path} fits none of the union's variants ({variants})")]
@@ -154,8 +169,6 @@ pub enum UploadError {
     Unsupported { var: String, what: String },
     #[error("the outputs hold more than {limit} files")]
     TooManyFiles { limit: usize },
-    #[error("the _ERROR file {path} is {problem}")]
-    BadErrorFile { path: PathBuf, problem: String },
     #[error("output {var}: cannot upload {path} to {url:?}")]
     Storage {
         var: String,
@@ -164,38 +177,54 @@ pub enum UploadError {
         #[source]
         source: Box<StorageError>,
     },
-    #[error("{op} {path}")]
+    #[error("output {var}: reading the outputs folder")]
     Local {
-        op: &'static str,
-        path: PathBuf,
+        var: String,
         #[source]
-        source: std::io::Error,
+        source: BeneathError,
     },
 }
 
-/// One file to upload.
+/// One file to upload: where it is below the folder, and its URL.
 #[derive(Debug, Clone)]
 struct Upload {
     var: String,
-    src: PathBuf,
+    rel: PathBuf,
     url: String,
 }
 
+/// One output (or part of one) being read: its name in messages, its path
+/// below the folder, and its key segments below the raw prefix.
+#[derive(Debug, Clone)]
+struct Place {
+    var: String,
+    rel: PathBuf,
+    segments: Vec<String>,
+}
+
+impl Place {
+    fn child(&self, var: String, name: &str, segment: String) -> Self {
+        let mut segments = self.segments.clone();
+        segments.push(segment);
+        Self {
+            var,
+            rel: self.rel.join(name),
+            segments,
+        }
+    }
+}
+
 struct Collector<'a> {
-    root: PathBuf,
+    tree: &'a Beneath,
+    store: &'a Store,
+    raw_prefix: &'a str,
     limits: &'a UploadLimits,
     uploads: Vec<Upload>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
-    File(u64),
-    Dir,
-}
-
 /// Reads the outputs in `dir` per `interface.outputs`, uploads blobs under
-/// `raw_prefix` (`<raw_prefix>/<var>[/…]`), and returns the output literals,
-/// or the user's error document if the task wrote `_ERROR`.
+/// `raw_prefix` (`<raw_prefix>/<var>[/…]`), and returns the output literals.
+/// Every name is checked and every file opened before the first upload starts.
 pub async fn collect_outputs(
     dir: &Path,
     interface: &TypedInterface,
@@ -203,17 +232,15 @@ pub async fn collect_outputs(
     raw_prefix: &str,
     limits: &UploadLimits,
     progress: &Arc<Progress>,
-) -> Result<Collected, UploadError> {
-    let root = std::fs::canonicalize(dir).map_err(|source| UploadError::Local {
-        op: "open the outputs folder",
-        path: dir.to_path_buf(),
+) -> Result<LiteralMap, UploadError> {
+    let tree = Beneath::open(dir).map_err(|source| UploadError::Local {
+        var: "(all)".into(),
         source,
     })?;
-    if let Some(doc) = read_user_error(&root, limits)? {
-        return Ok(Collected::UserError(doc));
-    }
     let mut collector = Collector {
-        root: root.clone(),
+        tree: &tree,
+        store,
+        raw_prefix,
         limits,
         uploads: Vec::new(),
     };
@@ -224,212 +251,208 @@ pub async fn collect_outputs(
         .flat_map(|o| o.variables.iter())
         .collect();
     for (name, variable) in variables {
-        let path = names::join_component(&root, name).map_err(|source| UploadError::Name {
+        let rel =
+            PathBuf::from(
+                names::check_component(name).map_err(|source| UploadError::Name {
+                    var: name.clone(),
+                    source,
+                })?,
+            );
+        let place = Place {
             var: name.clone(),
-            source,
-        })?;
+            rel,
+            segments: vec![name.clone()],
+        };
         let ty = variable.r#type.clone().unwrap_or_default();
-        let lit = collector.literal(name, &path, &ty, &join_url(raw_prefix, name))?;
+        let lit = collector.literal(&place, &ty)?;
         outputs.literals.insert(name.clone(), lit);
     }
     let uploads = std::mem::take(&mut collector.uploads);
-    let concurrency = store.config().max_concurrency;
+    upload_all(&tree, store, uploads, progress).await?;
+    Ok(outputs)
+}
+
+async fn upload_all(
+    tree: &Beneath,
+    store: &Store,
+    uploads: Vec<Upload>,
+    progress: &Arc<Progress>,
+) -> Result<(), UploadError> {
+    let concurrency = store.config().max_concurrency.max(1);
     futures::stream::iter(uploads.into_iter().map(|u| {
         let progress = progress.clone();
         async move {
-            store
-                .upload_file(&u.src, &u.url, &progress)
-                .await
-                .map_err(|source| UploadError::Storage {
+            let storage = |source| UploadError::Storage {
+                var: u.var.clone(),
+                path: tree.display(&u.rel),
+                url: u.url.clone(),
+                source: Box::new(source),
+            };
+            // Opened again, beneath the folder: what was checked may have been
+            // replaced since, and the replacement is checked the same way.
+            let Some((file, _)) = tree
+                .open_file(&u.rel)
+                .map_err(|source| UploadError::Local {
                     var: u.var.clone(),
-                    path: u.src.clone(),
-                    url: u.url.clone(),
-                    source: Box::new(source),
-                })
+                    source,
+                })?
+            else {
+                return Err(UploadError::Missing {
+                    var: u.var.clone(),
+                    path: tree.display(&u.rel),
+                });
+            };
+            store
+                .upload_file(file, &tree.display(&u.rel), &u.url, &progress)
+                .await
+                .map_err(storage)
         }
     }))
     .buffer_unordered(concurrency)
     .try_for_each(|_| async { Ok(()) })
-    .await?;
-    Ok(Collected::Outputs(outputs))
-}
-
-/// The `_ERROR` file as a user error document, if the task wrote one.
-pub fn read_user_error(
-    root: &Path,
-    limits: &UploadLimits,
-) -> Result<Option<ErrorDocument>, UploadError> {
-    let path = root.join(ERROR_FILE);
-    let bad = |problem: String| UploadError::BadErrorFile {
-        path: path.clone(),
-        problem,
-    };
-    let meta = match std::fs::symlink_metadata(&path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(bad(format!("unreadable: {e}"))),
-    };
-    if !meta.is_file() {
-        return Err(bad("not a regular file".into()));
-    }
-    if meta.len() > limits.max_error_bytes {
-        return Err(bad(format!(
-            "{} bytes, more than {}",
-            meta.len(),
-            limits.max_error_bytes
-        )));
-    }
-    let bytes = std::fs::read(&path).map_err(|e| bad(format!("unreadable: {e}")))?;
-    let message = String::from_utf8_lossy(&bytes).trim().to_owned();
-    Ok(Some(error_document(
-        "UserError",
-        &message,
-        ErrorKind::NonRecoverable,
-        ErrorOrigin::User,
-    )))
+    .await
 }
 
 impl Collector<'_> {
-    /// What is at `path`, following a symlink only if it stays inside the root.
-    fn stat(&self, var: &str, path: &Path) -> Result<Option<(PathBuf, Kind)>, UploadError> {
-        let local = |source| UploadError::Local {
-            op: "inspect",
-            path: path.to_path_buf(),
-            source,
-        };
-        let meta = match std::fs::symlink_metadata(path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(local(e)),
-        };
-        let (real, meta) = if meta.file_type().is_symlink() {
-            let real = match std::fs::canonicalize(path) {
-                Ok(r) => r,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(local(e)),
-            };
-            if !real.starts_with(&self.root) {
-                return Err(UploadError::Escapes {
-                    var: var.to_owned(),
-                    path: path.to_path_buf(),
-                    root: self.root.clone(),
-                });
-            }
-            let meta = std::fs::metadata(&real).map_err(local)?;
-            (real, meta)
-        } else {
-            (path.to_path_buf(), meta)
-        };
-        if meta.is_dir() {
-            Ok(Some((real, Kind::Dir)))
-        } else if meta.is_file() {
-            Ok(Some((real, Kind::File(meta.len()))))
-        } else {
-            Err(UploadError::WrongKind {
-                var: var.to_owned(),
-                path: path.to_path_buf(),
-                found: "special file",
+    fn local(&self, place: &Place) -> impl Fn(BeneathError) -> UploadError {
+        let var = place.var.clone();
+        let root = self.tree.root().to_path_buf();
+        move |source| match source {
+            BeneathError::Escapes { path, .. } => UploadError::Escapes {
+                var: var.clone(),
+                path,
+                root: root.clone(),
+            },
+            BeneathError::Special { path, found } => UploadError::WrongKind {
+                var: var.clone(),
+                path,
+                found,
                 expected: "a file or directory".into(),
-            })
+            },
+            source => UploadError::Local {
+                var: var.clone(),
+                source,
+            },
         }
     }
 
-    /// `path` itself, or else the single `path.*` sibling.
-    fn find(&self, var: &str, path: &Path) -> Result<Option<(PathBuf, Kind)>, UploadError> {
-        if let Some(found) = self.stat(var, path)? {
-            return Ok(Some(found));
+    fn url(&self, place: &Place) -> Result<String, UploadError> {
+        self.store
+            .child(self.raw_prefix, &place.segments)
+            .map_err(|source| UploadError::Key {
+                var: place.var.clone(),
+                source: Box::new(source),
+            })
+    }
+
+    /// What is at `place`, following a symlink only if it stays inside the folder.
+    fn stat(&self, place: &Place) -> Result<Option<Node>, UploadError> {
+        self.tree.stat(&place.rel).map_err(self.local(place))
+    }
+
+    /// `place` itself, or else the single `place.*` sibling (the key stays `place`'s).
+    fn find(&self, place: &Place) -> Result<Option<(Place, Node)>, UploadError> {
+        if let Some(node) = self.stat(place)? {
+            return Ok(Some((place.clone(), node)));
         }
-        let (Some(parent), Some(stem)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
-        else {
+        let (Some(parent), Some(stem)) = (
+            place.rel.parent(),
+            place.rel.file_name().and_then(|n| n.to_str()),
+        ) else {
             return Ok(None);
         };
         let prefix = format!("{stem}.");
-        let mut matches = Vec::new();
-        let entries = match std::fs::read_dir(parent) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(UploadError::Local {
-                    op: "list",
-                    path: parent.to_path_buf(),
-                    source,
-                });
-            }
-        };
-        for entry in entries {
-            let entry = entry.map_err(|source| UploadError::Local {
-                op: "list",
-                path: parent.to_path_buf(),
-                source,
-            })?;
-            if let Some(name) = entry.file_name().to_str()
-                && name.starts_with(&prefix)
-                && !name.starts_with(".copilot-")
+        let mut matches: Vec<String> = match self.tree.list(parent) {
+            Ok(names) => names
+                .into_iter()
+                .filter_map(|n| n.into_string().ok())
+                .filter(|n| n.starts_with(&prefix) && !n.starts_with(".copilot-"))
+                .collect(),
+            Err(BeneathError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
             {
-                matches.push(name.to_owned());
+                return Ok(None);
             }
-        }
+            Err(e) => return Err(self.local(place)(e)),
+        };
         match matches.len() {
             0 => Ok(None),
-            1 => self.stat(var, &parent.join(&matches[0])),
+            1 => {
+                let found = Place {
+                    rel: parent.join(&matches[0]),
+                    ..place.clone()
+                };
+                Ok(self.stat(&found)?.map(|node| (found, node)))
+            }
             _ => {
                 matches.sort();
                 Err(UploadError::AmbiguousFile {
-                    var: var.to_owned(),
-                    path: path.to_path_buf(),
+                    var: place.var.clone(),
+                    path: self.tree.display(&place.rel),
                     matches,
                 })
             }
         }
     }
 
-    fn require(&self, var: &str, path: &Path) -> Result<(PathBuf, Kind), UploadError> {
-        self.find(var, path)?.ok_or_else(|| UploadError::Missing {
-            var: var.to_owned(),
-            path: path.to_path_buf(),
+    fn require(&self, place: &Place) -> Result<(Place, Node), UploadError> {
+        self.find(place)?.ok_or_else(|| UploadError::Missing {
+            var: place.var.clone(),
+            path: self.tree.display(&place.rel),
         })
     }
 
-    fn read_text(
-        &self,
-        var: &str,
-        path: &Path,
-        what: &str,
-    ) -> Result<(PathBuf, Vec<u8>), UploadError> {
-        let (real, kind) = self.require(var, path)?;
-        let Kind::File(size) = kind else {
-            return Err(UploadError::WrongKind {
-                var: var.to_owned(),
-                path: real,
-                found: "directory",
-                expected: format!("a file holding {what}"),
-            });
-        };
-        if size > self.limits.max_value_bytes {
-            return Err(UploadError::TooLarge {
-                var: var.to_owned(),
-                path: real,
-                size,
-                limit: self.limits.max_value_bytes,
-            });
+    fn wrong_kind(&self, place: &Place, found: &'static str, expected: &str) -> UploadError {
+        UploadError::WrongKind {
+            var: place.var.clone(),
+            path: self.tree.display(&place.rel),
+            found,
+            expected: expected.to_owned(),
         }
-        let bytes = std::fs::read(&real).map_err(|source| UploadError::Local {
-            op: "read",
-            path: real.clone(),
-            source,
-        })?;
-        Ok((real, bytes))
     }
 
-    fn literal(
-        &mut self,
-        var: &str,
-        path: &Path,
-        ty: &LiteralType,
-        url: &str,
-    ) -> Result<Literal, UploadError> {
+    /// The directory `place` must be, for `what`.
+    fn require_dir(&self, place: &Place, what: &str) -> Result<Place, UploadError> {
+        match self.require(place)? {
+            (found, Node::Dir) => Ok(found),
+            (found, Node::File(_)) => Err(self.wrong_kind(&found, "file", what)),
+        }
+    }
+
+    fn read_text(&self, place: &Place, what: &str) -> Result<(PathBuf, Vec<u8>), UploadError> {
+        let (found, node) = self.require(place)?;
+        let path = self.tree.display(&found.rel);
+        let Node::File(size) = node else {
+            return Err(self.wrong_kind(&found, "directory", &format!("a file holding {what}")));
+        };
+        let limit = self.limits.max_value_bytes;
+        let too_large = |size| UploadError::TooLarge {
+            var: place.var.clone(),
+            path: path.clone(),
+            size,
+            limit,
+        };
+        if size > limit {
+            return Err(too_large(size));
+        }
+        match self
+            .tree
+            .read_prefix(&found.rel, limit)
+            .map_err(self.local(place))?
+        {
+            Some((bytes, false)) => Ok((path, bytes)),
+            // It grew between the two looks.
+            Some((_, true)) => Err(too_large(limit + 1)),
+            None => Err(UploadError::Missing {
+                var: place.var.clone(),
+                path,
+            }),
+        }
+    }
+
+    fn literal(&mut self, place: &Place, ty: &LiteralType) -> Result<Literal, UploadError> {
         let unsupported = |what: String| UploadError::Unsupported {
-            var: var.to_owned(),
+            var: place.var.clone(),
             what,
         };
         match &ty.r#type {
@@ -437,252 +460,203 @@ impl Collector<'_> {
             Some(T::Simple(s)) => {
                 let simple = SimpleType::try_from(*s)
                     .map_err(|_| unsupported(format!("simple type {s}")))?;
-                self.simple(var, path, simple)
+                self.simple(place, simple)
             }
-            Some(T::EnumType(e)) => {
-                let lit = self.simple(var, path, SimpleType::String)?;
-                let value = match lit.value.as_ref() {
-                    Some(crate::proto::core::literal::Value::Scalar(s)) => match &s.value {
-                        Some(scalar::Value::Primitive(Primitive {
-                            value: Some(primitive::Value::StringValue(v)),
-                        })) => v.clone(),
-                        _ => String::new(),
-                    },
-                    _ => String::new(),
-                };
-                if e.values.is_empty() || e.values.contains(&value) {
-                    Ok(lit)
-                } else {
-                    Err(UploadError::EnumValue {
-                        var: var.to_owned(),
-                        value,
-                        values: e.values.clone(),
-                    })
-                }
-            }
+            Some(T::EnumType(e)) => self.enum_value(place, &e.values),
             Some(T::Blob(bt)) => {
-                let (real, kind) = self.require(var, path)?;
-                let declared_multipart = bt.dimensionality == BlobDimensionality::Multipart as i32;
-                match (kind, declared_multipart) {
-                    (Kind::File(size), false) => {
-                        self.check_blob_size(var, &real, size)?;
-                        self.uploads.push(Upload {
-                            var: var.to_owned(),
-                            src: real,
-                            url: url.to_owned(),
-                        });
-                        Ok(make::blob(url, bt.format.clone(), false))
-                    }
-                    (Kind::Dir, true) => {
-                        self.directory(var, &real, url)?;
-                        Ok(make::blob(url, bt.format.clone(), true))
-                    }
-                    (Kind::File(_), true) => Err(UploadError::WrongKind {
-                        var: var.to_owned(),
-                        path: real,
-                        found: "file",
-                        expected: "a directory (multipart blob)".into(),
-                    }),
-                    (Kind::Dir, false) => Err(UploadError::WrongKind {
-                        var: var.to_owned(),
-                        path: real,
-                        found: "directory",
-                        expected: "a file (single blob)".into(),
-                    }),
-                }
+                let multipart = bt.dimensionality == BlobDimensionality::Multipart as i32;
+                let url = self.blob(place, multipart)?;
+                Ok(make::blob(&url, bt.format.clone(), multipart))
             }
             Some(T::Schema(st)) => {
-                let (real, kind) = self.require(var, path)?;
-                if kind != Kind::Dir {
-                    return Err(UploadError::WrongKind {
-                        var: var.to_owned(),
-                        path: real,
-                        found: "file",
-                        expected: "a directory (schema)".into(),
-                    });
-                }
-                self.directory(var, &real, url)?;
+                let found = self.require_dir(place, "a directory (schema)")?;
+                let url = self.url(place)?;
+                self.directory(&found)?;
                 Ok(make::scalar_literal(scalar::Value::Schema(Schema {
-                    uri: url.to_owned(),
+                    uri: url,
                     r#type: Some(st.clone()),
                 })))
             }
             Some(T::StructuredDatasetType(sdt)) => {
-                let (real, kind) = self.require(var, path)?;
-                match kind {
-                    Kind::Dir => self.directory(var, &real, url)?,
-                    Kind::File(size) => {
-                        self.check_blob_size(var, &real, size)?;
-                        self.uploads.push(Upload {
-                            var: var.to_owned(),
-                            src: real,
-                            url: url.to_owned(),
-                        });
-                    }
-                }
+                let url = match self.require(place)? {
+                    (_, Node::Dir) => self.blob(place, true)?,
+                    (_, Node::File(_)) => self.blob(place, false)?,
+                };
                 Ok(make::scalar_literal(scalar::Value::StructuredDataset(
                     StructuredDataset {
-                        uri: url.to_owned(),
+                        uri: url,
                         metadata: Some(StructuredDatasetMetadata {
                             structured_dataset_type: Some(sdt.clone()),
                         }),
                     },
                 )))
             }
-            Some(T::CollectionType(inner)) => {
-                let (real, kind) = self.require(var, path)?;
-                if kind != Kind::Dir {
-                    return Err(UploadError::WrongKind {
-                        var: var.to_owned(),
-                        path: real,
-                        found: "file",
-                        expected: "a directory of items 0..n-1 (collection)".into(),
-                    });
-                }
-                let count = self.count_items(var, &real)?;
-                let mut items = Vec::with_capacity(count);
-                for i in 0..count {
-                    let item_var = format!("{var}[{i}]");
-                    let item_path = real.join(i.to_string());
-                    if self.find(&item_var, &item_path)?.is_none() {
-                        return Err(UploadError::CollectionGap {
-                            var: var.to_owned(),
-                            path: real,
-                            index: i,
-                        });
-                    }
-                    items.push(self.literal(
-                        &item_var,
-                        &item_path,
-                        inner,
-                        &join_url(url, &i.to_string()),
-                    )?);
-                }
-                Ok(make::collection(items))
-            }
-            Some(T::MapValueType(inner)) => {
-                let (real, kind) = self.require(var, path)?;
-                if kind != Kind::Dir {
-                    return Err(UploadError::WrongKind {
-                        var: var.to_owned(),
-                        path: real,
-                        found: "file",
-                        expected: "a directory of keys (map)".into(),
-                    });
-                }
-                let mut items = Vec::new();
-                for name in self.entry_names(var, &real)? {
-                    let item_var = format!("{var}[{name:?}]");
-                    let item_path = real.join(&name);
-                    items.push((
-                        name.clone(),
-                        self.literal(&item_var, &item_path, inner, &join_url(url, &name))?,
-                    ));
-                }
-                Ok(make::map(items))
-            }
-            Some(T::UnionType(union)) => {
-                let fits: Vec<&LiteralType> = union
-                    .variants
-                    .iter()
-                    .filter(|v| self.fits(var, path, v))
-                    .collect();
-                let describe = || {
-                    union
-                        .variants
-                        .iter()
-                        .map(describe_type)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                match fits.as_slice() {
-                    [] => Err(UploadError::UnionNoMatch {
-                        var: var.to_owned(),
-                        path: path.to_path_buf(),
-                        variants: describe(),
-                    }),
-                    [one] => {
-                        let value = self.literal(var, path, one, url)?;
-                        Ok(make::scalar_literal(scalar::Value::Union(Box::new(
-                            Union {
-                                value: Some(Box::new(value)),
-                                r#type: Some((*one).clone()),
-                            },
-                        ))))
-                    }
-                    _ => Err(UploadError::UnionAmbiguous {
-                        var: var.to_owned(),
-                        path: path.to_path_buf(),
-                        variants: describe(),
-                    }),
-                }
-            }
+            Some(T::CollectionType(inner)) => self.collection(place, inner),
+            Some(T::MapValueType(inner)) => self.map(place, inner),
+            Some(T::UnionType(union)) => self.union(place, &union.variants),
         }
     }
 
-    /// Whether the files at `path` fit `ty` (for choosing a union variant).
-    fn fits(&self, var: &str, path: &Path, ty: &LiteralType) -> bool {
-        let found = self.find(var, path).ok().flatten();
+    fn enum_value(&mut self, place: &Place, values: &[String]) -> Result<Literal, UploadError> {
+        let lit = self.simple(place, SimpleType::String)?;
+        let value = match lit.value.as_ref() {
+            Some(crate::proto::core::literal::Value::Scalar(s)) => match &s.value {
+                Some(scalar::Value::Primitive(Primitive {
+                    value: Some(primitive::Value::StringValue(v)),
+                })) => v.clone(),
+                _ => String::new(),
+            },
+            _ => String::new(),
+        };
+        if values.is_empty() || values.contains(&value) {
+            Ok(lit)
+        } else {
+            Err(UploadError::EnumValue {
+                var: place.var.clone(),
+                value,
+                values: values.to_vec(),
+            })
+        }
+    }
+
+    /// Queues a blob (a file, or a directory when `multipart`); returns its URL.
+    fn blob(&mut self, place: &Place, multipart: bool) -> Result<String, UploadError> {
+        let (found, node) = self.require(place)?;
+        let url = self.url(place)?;
+        match (node, multipart) {
+            (Node::File(size), false) => {
+                self.check_blob_size(&found, size)?;
+                self.uploads.push(Upload {
+                    var: place.var.clone(),
+                    rel: found.rel,
+                    url: url.clone(),
+                });
+            }
+            (Node::Dir, true) => self.directory(&found)?,
+            (Node::File(_), true) => {
+                return Err(self.wrong_kind(&found, "file", "a directory (multipart blob)"));
+            }
+            (Node::Dir, false) => {
+                return Err(self.wrong_kind(&found, "directory", "a file (single blob)"));
+            }
+        }
+        Ok(url)
+    }
+
+    fn collection(&mut self, place: &Place, inner: &LiteralType) -> Result<Literal, UploadError> {
+        let dir = self.require_dir(place, "a directory of items 0..n-1 (collection)")?;
+        let items = self.items(&dir)?;
+        let mut literals = Vec::with_capacity(items.len());
+        for (i, name) in items.iter().enumerate() {
+            let item = dir.child(format!("{}[{i}]", place.var), name, i.to_string());
+            literals.push(self.literal(&item, inner)?);
+        }
+        Ok(make::collection(literals))
+    }
+
+    fn map(&mut self, place: &Place, inner: &LiteralType) -> Result<Literal, UploadError> {
+        let dir = self.require_dir(place, "a directory of keys (map)")?;
+        let mut items = Vec::new();
+        for name in self.entry_names(&dir)? {
+            let item = dir.child(format!("{}[{name:?}]", place.var), &name, name.clone());
+            items.push((name, self.literal(&item, inner)?));
+        }
+        Ok(make::map(items))
+    }
+
+    fn union(&mut self, place: &Place, variants: &[LiteralType]) -> Result<Literal, UploadError> {
+        let fits: Vec<&LiteralType> = variants.iter().filter(|v| self.fits(place, v)).collect();
+        let describe = || {
+            variants
+                .iter()
+                .map(describe_type)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let path = self.tree.display(&place.rel);
+        match fits.as_slice() {
+            [] => Err(UploadError::UnionNoMatch {
+                var: place.var.clone(),
+                path,
+                variants: describe(),
+            }),
+            [one] => {
+                let value = self.literal(place, one)?;
+                Ok(make::scalar_literal(scalar::Value::Union(Box::new(
+                    Union {
+                        value: Some(Box::new(value)),
+                        r#type: Some((*one).clone()),
+                    },
+                ))))
+            }
+            _ => Err(UploadError::UnionAmbiguous {
+                var: place.var.clone(),
+                path,
+                variants: describe(),
+            }),
+        }
+    }
+
+    /// Whether the files at `place` fit `ty` (for choosing a union variant).
+    fn fits(&self, place: &Place, ty: &LiteralType) -> bool {
+        let found = self.find(place).ok().flatten();
+        let text = |found: &Place| {
+            self.tree
+                .read_prefix(&found.rel, self.limits.max_value_bytes)
+                .ok()
+                .flatten()
+                .filter(|(_, longer)| !longer)
+                .map(|(bytes, _)| bytes)
+        };
         match (&ty.r#type, found) {
             (Some(T::Simple(s)), None) => *s == SimpleType::None as i32,
-            (Some(T::Simple(s)), Some((real, Kind::File(size)))) => {
+            (Some(T::Simple(s)), Some((found, Node::File(_)))) => {
                 let Ok(simple) = SimpleType::try_from(*s) else {
                     return false;
                 };
                 simple != SimpleType::None
-                    && size <= self.limits.max_value_bytes
-                    && std::fs::read(&real)
-                        .ok()
-                        .is_some_and(|bytes| parse_simple(simple, &bytes).is_ok())
+                    && text(&found).is_some_and(|bytes| parse_simple(simple, &bytes).is_ok())
             }
-            (Some(T::EnumType(e)), Some((real, Kind::File(size)))) => {
-                size <= self.limits.max_value_bytes
-                    && std::fs::read_to_string(&real)
-                        .ok()
-                        .is_some_and(|t| e.values.iter().any(|v| v == t.trim()))
-            }
-            (Some(T::Blob(bt)), Some((_, kind))) => {
-                (bt.dimensionality == BlobDimensionality::Multipart as i32) == (kind == Kind::Dir)
+            (Some(T::EnumType(e)), Some((found, Node::File(_)))) => text(&found)
+                .and_then(|b| String::from_utf8(b).ok())
+                .is_some_and(|t| e.values.iter().any(|v| v == t.trim())),
+            (Some(T::Blob(bt)), Some((_, node))) => {
+                (bt.dimensionality == BlobDimensionality::Multipart as i32) == (node == Node::Dir)
             }
             (
                 Some(T::Schema(_) | T::CollectionType(_) | T::MapValueType(_)),
-                Some((_, Kind::Dir)),
+                Some((_, Node::Dir)),
             ) => true,
             (Some(T::StructuredDatasetType(_)), Some(_)) => true,
             _ => false,
         }
     }
 
-    fn simple(
-        &mut self,
-        var: &str,
-        path: &Path,
-        simple: SimpleType,
-    ) -> Result<Literal, UploadError> {
+    fn simple(&mut self, place: &Place, simple: SimpleType) -> Result<Literal, UploadError> {
         if simple == SimpleType::None {
             return Ok(make::scalar_literal(scalar::Value::NoneType(Void {})));
         }
         let what = simple.as_str_name().to_ascii_lowercase();
-        let (real, bytes) = self.read_text(var, path, &what)?;
+        let (path, bytes) = self.read_text(place, &what)?;
         parse_simple(simple, &bytes).map_err(|e| match e {
             SimpleParseError::NotText => UploadError::NotText {
-                var: var.to_owned(),
-                path: real,
+                var: place.var.clone(),
+                path,
             },
             SimpleParseError::Value(source) => UploadError::Parse {
-                var: var.to_owned(),
-                path: real,
+                var: place.var.clone(),
+                path,
                 what,
                 source,
             },
         })
     }
 
-    fn check_blob_size(&self, var: &str, path: &Path, size: u64) -> Result<(), UploadError> {
+    fn check_blob_size(&self, place: &Place, size: u64) -> Result<(), UploadError> {
         if size > self.limits.max_blob_bytes {
             return Err(UploadError::TooLarge {
-                var: var.to_owned(),
-                path: path.to_path_buf(),
+                var: place.var.clone(),
+                path: self.tree.display(&place.rel),
                 size,
                 limit: self.limits.max_blob_bytes,
             });
@@ -690,25 +664,20 @@ impl Collector<'_> {
         Ok(())
     }
 
-    /// Sorted entry names of a directory, each a checked component.
-    fn entry_names(&self, var: &str, dir: &Path) -> Result<Vec<String>, UploadError> {
-        let list_err = |source| UploadError::Local {
-            op: "list",
-            path: dir.to_path_buf(),
-            source,
-        };
+    /// Sorted entry names of the directory at `place`, each a checked local name
+    /// (copilot's own `.copilot-*` files left out).
+    fn entry_names(&self, place: &Place) -> Result<Vec<String>, UploadError> {
         let mut names = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(list_err)? {
-            let entry = entry.map_err(list_err)?;
-            let name = entry
-                .file_name()
-                .into_string()
-                .map_err(|_| UploadError::NonUtf8Name {
-                    var: var.to_owned(),
-                    path: entry.path(),
-                })?;
+        for name in self.tree.list(&place.rel).map_err(self.local(place))? {
+            let name = name.into_string().map_err(|raw| UploadError::NonUtf8Name {
+                var: place.var.clone(),
+                path: self.tree.display(&place.rel.join(raw)),
+            })?;
+            if name.starts_with(".copilot-") {
+                continue;
+            }
             names::check_component(&name).map_err(|source| UploadError::Name {
-                var: var.to_owned(),
+                var: place.var.clone(),
                 source,
             })?;
             names.push(name);
@@ -717,56 +686,105 @@ impl Collector<'_> {
         Ok(names)
     }
 
-    /// Items of a collection directory: entries named `<i>` or `<i>.<ext>`.
-    fn count_items(&self, var: &str, dir: &Path) -> Result<usize, UploadError> {
-        let mut max: Option<usize> = None;
-        for name in self.entry_names(var, dir)? {
-            let stem = name.split('.').next().unwrap_or_default();
-            if let Ok(i) = stem.parse::<usize>() {
-                max = Some(max.map_or(i, |m| m.max(i)));
-            }
+    /// The entry names of a collection directory, in item order: each is `<i>` or
+    /// `<i>.<ext>`, the indices are exactly `0..n`, each once.
+    fn items(&self, dir: &Place) -> Result<Vec<String>, UploadError> {
+        let names = self.entry_names(dir)?;
+        if names.len() > MAX_ITEMS {
+            return Err(UploadError::TooManyFiles { limit: MAX_ITEMS });
         }
-        Ok(max.map_or(0, |m| m + 1))
-    }
-
-    /// Queues every file below `dir` for upload to `url/<relative path>`.
-    fn directory(&mut self, var: &str, dir: &Path, url: &str) -> Result<(), UploadError> {
-        let mut stack = vec![(dir.to_path_buf(), String::new(), 0usize)];
-        while let Some((current, rel, depth)) = stack.pop() {
-            if depth > names::MAX_DEPTH {
-                return Err(UploadError::Name {
-                    var: var.to_owned(),
-                    source: NameError::TooDeep { key: rel, depth },
+        let mut slots: Vec<Option<String>> = vec![None; names.len()];
+        for name in names {
+            let path = || self.tree.display(&dir.rel.join(&name));
+            let index = item_index(&name, slots.len()).ok_or_else(|| UploadError::NotAnItem {
+                var: dir.var.clone(),
+                path: path(),
+            })?;
+            if let Some(first) = &slots[index] {
+                return Err(UploadError::DuplicateItem {
+                    var: dir.var.clone(),
+                    first: self.tree.display(&dir.rel.join(first)),
+                    second: path(),
+                    index,
                 });
             }
-            for name in self.entry_names(var, &current)? {
-                let child = current.join(&name);
-                let child_rel = if rel.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{rel}/{name}")
-                };
-                match self.stat(var, &child)? {
+            slots[index] = Some(name);
+        }
+        slots
+            .into_iter()
+            .enumerate()
+            .map(|(index, slot)| {
+                slot.ok_or_else(|| UploadError::CollectionGap {
+                    var: dir.var.clone(),
+                    path: self.tree.display(&dir.rel),
+                    index,
+                })
+            })
+            .collect()
+    }
+
+    /// Queues every file below the directory at `dir` for upload, each under its
+    /// relative path's segments.
+    fn directory(&mut self, dir: &Place) -> Result<(), UploadError> {
+        let mut stack = vec![dir.clone()];
+        while let Some(current) = stack.pop() {
+            let depth = current.segments.len() - dir.segments.len();
+            if depth > names::MAX_DEPTH {
+                return Err(UploadError::Name {
+                    var: dir.var.clone(),
+                    source: NameError::TooDeep {
+                        key: current.rel.display().to_string(),
+                        depth,
+                    },
+                });
+            }
+            for name in self.entry_names(&current)? {
+                let child = current.child(dir.var.clone(), &name, name.clone());
+                match self.stat(&child)? {
                     None => {}
-                    Some((real, Kind::Dir)) => stack.push((real, child_rel, depth + 1)),
-                    Some((real, Kind::File(size))) => {
-                        self.check_blob_size(var, &real, size)?;
-                        if self.uploads.len() >= self.limits.max_files {
-                            return Err(UploadError::TooManyFiles {
-                                limit: self.limits.max_files,
-                            });
-                        }
-                        self.uploads.push(Upload {
-                            var: var.to_owned(),
-                            src: real,
-                            url: join_url(url, &child_rel),
-                        });
-                    }
+                    Some(Node::Dir) => stack.push(child),
+                    Some(Node::File(size)) => self.queue_file(child, size)?,
                 }
             }
         }
         Ok(())
     }
+
+    fn queue_file(&mut self, file: Place, size: u64) -> Result<(), UploadError> {
+        self.check_blob_size(&file, size)?;
+        if self.uploads.len() >= self.limits.max_files {
+            return Err(UploadError::TooManyFiles {
+                limit: self.limits.max_files,
+            });
+        }
+        let url = self.url(&file)?;
+        self.uploads.push(Upload {
+            var: file.var,
+            rel: file.rel,
+            url,
+        });
+        Ok(())
+    }
+}
+
+/// The index an item name `<i>` or `<i>.<ext>` gives, if it is below `count`.
+/// Digits only (no sign, no space), at most as many as `count` has, so a huge
+/// number is refused without being parsed into a huge allocation.
+fn item_index(name: &str, count: usize) -> Option<usize> {
+    let stem = name.split_once('.').map_or(name, |(stem, _)| stem);
+    if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let digits = stem.trim_start_matches('0');
+    if digits.len() > count.to_string().len() {
+        return None;
+    }
+    let index: usize = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().ok()?
+    };
+    (index < count).then_some(index)
 }
 
 enum SimpleParseError {
@@ -804,4 +822,23 @@ fn parse_simple(simple: SimpleType, bytes: &[u8]) -> Result<Literal, SimpleParse
         })),
         SimpleType::None | SimpleType::Binary => make::none(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::item_index;
+
+    #[test]
+    fn item_names_are_bounded_indices() {
+        assert_eq!(item_index("0", 1), Some(0));
+        assert_eq!(item_index("1.txt", 2), Some(1));
+        assert_eq!(item_index("00", 2), Some(0));
+        assert_eq!(item_index("1", 1), None, "past the count");
+        assert_eq!(item_index("18446744073709551615", 2), None);
+        assert_eq!(item_index("100000000000", 3), None);
+        assert_eq!(item_index("99999999999999999999999999", 3), None);
+        for bad in ["", ".txt", "-1", "+1", " 1", "1a", "x", "README"] {
+            assert_eq!(item_index(bad, 10), None, "{bad:?}");
+        }
+    }
 }

@@ -21,13 +21,10 @@ use prost::Message as _;
 
 use crate::{
     cli::RootArgs,
-    literals::{
-        self, Collected, ErrorKind, ErrorOrigin, UploadLimits, error_document, upload::ERROR_FILE,
-        write_error_document,
-    },
+    literals::{self, ErrorKind, ErrorOrigin, UploadLimits, error_document, write_error_document},
     pod::PodSelector,
-    proto::core::{ErrorDocument, TypedInterface},
-    storage::{Progress, Store, join_url},
+    proto::core::{ErrorDocument, LiteralMap, TypedInterface},
+    storage::{Progress, Store},
     tracer::ExitStatus,
 };
 use wait::{EbpfWatcher, MainExit, MainSelector, WatcherType};
@@ -109,6 +106,12 @@ pub struct SidecarArgs {
 pub enum Error {
     #[error("storage configuration")]
     Storage(#[from] crate::storage::ConfigError),
+    #[error("--err-output-name {name:?} must be one plain file name")]
+    ErrorName {
+        name: String,
+        #[source]
+        source: crate::storage::StorageError,
+    },
     #[error("writing the error document to {url}")]
     ErrorDocument {
         url: String,
@@ -127,12 +130,14 @@ struct Failure {
 }
 
 impl Failure {
+    /// An upload failure as Go writes it: RECOVERABLE, origin unset, so the task's
+    /// own retries apply (not the system budget of a SYSTEM origin).
     fn upload(message: impl Into<String>) -> Self {
         Self {
             code: "OutputUploadFailed",
             message: message.into(),
             kind: ErrorKind::Recoverable,
-            origin: ErrorOrigin::System,
+            origin: ErrorOrigin::Unknown,
         }
     }
 }
@@ -148,7 +153,12 @@ pub async fn run(root: &RootArgs, args: SidecarArgs) -> Result<ExitCode, Error> 
         }
     };
     if let Some(doc) = outcome {
-        let url = join_url(&args.to_output_prefix, &root.err_output_name);
+        let url = store
+            .child(&args.to_output_prefix, &[&root.err_output_name])
+            .map_err(|source| Error::ErrorName {
+                name: root.err_output_name.clone(),
+                source,
+            })?;
         // The downloader's document (inputs missing, so the main container never
         // ran) explains the failure; a later "cut short" must not replace it.
         if store.read_bytes(&url, 1 << 20).await.is_ok() {
@@ -247,31 +257,61 @@ async fn sidecar(store: &Store, args: &SidecarArgs) -> Result<Option<ErrorDocume
         );
     }
 
+    let limits = UploadLimits::default();
+    // The task's own `_ERROR` explains a failure better than an exit code, and
+    // keeps the exit status beside its message.
+    let error_file = literals::read_error_file(&args.from_local_dir, limits.max_error_bytes);
+    let exit_note = exit.as_ref().and_then(main_failure).map(|f| f.message);
+    if let Some(doc) = error_file.document(exit_note.as_deref()) {
+        return Ok(Some(doc));
+    }
+    if let Some(f) = exit.as_ref().and_then(main_failure) {
+        return Err(f);
+    }
     let outputs_empty = interface
         .outputs
         .as_ref()
         .is_none_or(|o| o.variables.is_empty());
-    let failed = exit.as_ref().and_then(main_failure);
-    // The task's own `_ERROR` explains a failure better than an exit code.
-    let has_error_file = args.from_local_dir.join(ERROR_FILE).exists();
-    if let Some(f) = failed
-        && !has_error_file
-    {
-        return Err(f);
-    }
-    if outputs_empty && !has_error_file {
+    if outputs_empty {
         tracing::info!("the interface has no outputs: nothing to upload");
         return Ok(None);
     }
+    let map = upload(store, args, &interface, &limits, &mut sigterm).await?;
+    let url = store
+        .child(&args.to_output_prefix, &[&args.meta_output_name])
+        .map_err(|e| Failure::upload(format!("--meta-output-name: {}", chain(&e))))?;
+    store
+        .put_bytes(&url, map.encode_to_vec().into())
+        .await
+        .map_err(|e| Failure::upload(format!("writing {url}: {}", chain(&e))))?;
+    let since_exit = exit
+        .as_ref()
+        .and_then(|e| e.time_ns)
+        .and_then(|t| crate::tracer::boottime_ns().checked_sub(t));
+    tracing::info!(
+        %url,
+        outputs = map.literals.len(),
+        since_exit_ms = since_exit.map(|ns| ns as f64 / 1e6),
+        "outputs written"
+    );
+    Ok(None)
+}
 
+/// Collects and uploads the outputs within `--timeout`.
+async fn upload(
+    store: &Store,
+    args: &SidecarArgs,
+    interface: &TypedInterface,
+    limits: &UploadLimits,
+    sigterm: &mut tokio::signal::unix::Signal,
+) -> Result<LiteralMap, Failure> {
     let progress = Arc::new(Progress::default());
-    let limits = UploadLimits::default();
     let collect = literals::collect_outputs(
         &args.from_local_dir,
-        &interface,
+        interface,
         store,
         &args.to_raw_output,
-        &limits,
+        limits,
         &progress,
     );
     let upload = tokio::time::timeout(args.timeout, collect);
@@ -285,35 +325,14 @@ async fn sidecar(store: &Store, args: &SidecarArgs) -> Result<Option<ErrorDocume
             upload.await
         }
     };
-    let collected = collected
+    collected
         .map_err(|_| {
             Failure::upload(format!(
                 "the upload did not finish within {:?} (--timeout)",
                 args.timeout
             ))
         })?
-        .map_err(|e| Failure::upload(chain(&e)))?;
-    match collected {
-        Collected::UserError(doc) => Ok(Some(doc)),
-        Collected::Outputs(map) => {
-            let url = join_url(&args.to_output_prefix, &args.meta_output_name);
-            store
-                .put_bytes(&url, map.encode_to_vec().into())
-                .await
-                .map_err(|e| Failure::upload(format!("writing {url}: {}", chain(&e))))?;
-            let since_exit = exit
-                .as_ref()
-                .and_then(|e| e.time_ns)
-                .and_then(|t| crate::tracer::boottime_ns().checked_sub(t));
-            tracing::info!(
-                %url,
-                outputs = map.literals.len(),
-                since_exit_ms = since_exit.map(|ns| ns as f64 / 1e6),
-                "outputs written"
-            );
-            Ok(None)
-        }
-    }
+        .map_err(|e| Failure::upload(chain(&e)))
 }
 
 async fn wait_main(

@@ -265,7 +265,9 @@ pub async fn wait_marker_file(dir: &Path) -> Result<(), Error> {
         .watches()
         .add(
             dir,
-            WatchMask::CREATE | WatchMask::MOVED_TO | WatchMask::CLOSE_WRITE,
+            // Not CREATE: a marker written in two steps (`_ERROR` with its message)
+            // counts once it is closed, or renamed into place, complete.
+            WatchMask::MOVED_TO | WatchMask::CLOSE_WRITE,
         )
         .map_err(err)?;
     // After the watch is in place, so a file made in between is not missed.
@@ -282,13 +284,42 @@ pub async fn wait_marker_file(dir: &Path) -> Result<(), Error> {
     loop {
         let mut guard = fd.readable_mut().await.map_err(err)?;
         match guard.get_inner_mut().read_events(&mut buf) {
-            Ok(_) => {
-                if present() {
+            Ok(events) => {
+                let done = events
+                    .into_iter()
+                    .any(|ev| ev.name.is_some_and(|n| n == "_SUCCESS" || n == "_ERROR"));
+                if done {
                     return Ok(());
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => guard.clear_ready(),
             Err(e) => return Err(err(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{io::Write as _, time::Duration};
+
+    use super::wait_marker_file;
+
+    #[tokio::test]
+    async fn a_marker_counts_once_it_is_closed_not_when_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let waiter = tokio::spawn(async move { wait_marker_file(&path).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut file = std::fs::File::create(dir.path().join("_ERROR")).unwrap();
+        file.write_all(b"first half, ").unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiter.is_finished(), "acted on a file still being written");
+        file.write_all(b"second half").unwrap();
+        drop(file);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("acts on close")
+            .unwrap()
+            .unwrap();
     }
 }

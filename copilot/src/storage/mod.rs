@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 mod config;
+pub mod key;
 mod progress;
 mod store;
 

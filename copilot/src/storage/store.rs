@@ -23,7 +23,10 @@ use tokio::{
 };
 use url::Url;
 
-use super::{Progress, StorageConfig};
+use super::{
+    Progress, StorageConfig,
+    key::{KeyError, child_url},
+};
 
 /// Objects up to this size are uploaded with one PUT; larger ones in parts.
 pub const SINGLE_PUT_MAX: u64 = 16 * 1024 * 1024;
@@ -83,6 +86,12 @@ pub enum StorageError {
     },
     #[error("{url:?}: the object listing holds a key that is not under the prefix: {key:?}")]
     ListingKey { url: String, key: String },
+    #[error("cannot name an object below {prefix:?}")]
+    Key {
+        prefix: String,
+        #[source]
+        source: KeyError,
+    },
 }
 
 impl StorageError {
@@ -210,6 +219,47 @@ impl Store {
 
     pub fn config(&self) -> &StorageConfig {
         &self.inner.config
+    }
+
+    /// The URL of the object `segments` (local names, one key segment each) below
+    /// `prefix`, checked to name exactly the key `<prefix key>/<segments…>`: no
+    /// segment can be folded, decoded or dropped on the way into a key, so the
+    /// object written is the one the URL names, and it lies under the prefix.
+    pub fn child<S: AsRef<str>>(
+        &self,
+        prefix: &str,
+        segments: &[S],
+    ) -> Result<String, StorageError> {
+        let key_error = |source| StorageError::Key {
+            prefix: prefix.to_owned(),
+            source,
+        };
+        let url = child_url(prefix, segments).map_err(key_error)?;
+        let base = self.resolve(prefix)?;
+        let child = self.resolve(&url)?;
+        let (Target::Object { path: base, .. }, Target::Object { path: got, .. }) =
+            (&base.target, &child.target)
+        else {
+            return Err(StorageError::HttpReadOnly {
+                url,
+                what: "writing",
+            });
+        };
+        let mut expected = base.as_ref().to_owned();
+        for segment in segments {
+            if !expected.is_empty() {
+                expected.push('/');
+            }
+            expected.push_str(segment.as_ref());
+        }
+        if got.as_ref() != expected {
+            return Err(key_error(KeyError::NotUnder {
+                url,
+                expected,
+                segments: segments.iter().map(|s| s.as_ref().to_owned()).collect(),
+            }));
+        }
+        Ok(url)
     }
 
     /// Resolves a URL (`s3://b/k`, `gs://b/k`, `abfs://c@a.dfs.core.windows.net/k`,
@@ -703,11 +753,13 @@ impl Store {
         }
     }
 
-    /// Uploads the local file `src` to `url`, streamed: one PUT up to
-    /// [`SINGLE_PUT_MAX`], a multipart upload (completed only once every
-    /// part is in, aborted on failure) beyond it. Returns the size.
+    /// Uploads the open local file `file` (named `src` in messages) to `url`,
+    /// streamed: one PUT up to [`SINGLE_PUT_MAX`], a multipart upload (completed
+    /// only once every part is in, aborted on failure) beyond it. The caller opens
+    /// the file, so what is checked is what is read. Returns the size.
     pub async fn upload_file(
         &self,
+        file: std::fs::File,
         src: &Path,
         url: &str,
         progress: &Progress,
@@ -724,16 +776,19 @@ impl Store {
             path: src.to_path_buf(),
             source,
         };
-        let size = tokio::fs::metadata(src)
+        let mut file = tokio::fs::File::from_std(file);
+        let mut head = Vec::new();
+        (&mut file)
+            .take(SINGLE_PUT_MAX + 1)
+            .read_to_end(&mut head)
             .await
-            .map_err(|e| local("stat", e))?
-            .len();
-        if size <= SINGLE_PUT_MAX {
-            let data = tokio::fs::read(src).await.map_err(|e| local("read", e))?;
-            self.put_bytes(url, Bytes::from(data)).await?;
-            progress.add_bytes(size);
+            .map_err(|e| local("read", e))?;
+        let head_len = head.len() as u64;
+        if head_len <= SINGLE_PUT_MAX {
+            self.put_bytes(url, Bytes::from(head)).await?;
+            progress.add_bytes(head_len);
             progress.add_file();
-            return Ok(size);
+            return Ok(head_len);
         }
         let _permit = self.permit().await;
         let upload = store
@@ -741,28 +796,10 @@ impl Store {
             .await
             .map_err(|source| object_error("start multipart upload of", url, source))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        let result: Result<u64, StorageError> = async {
-            let mut file = tokio::fs::File::open(src)
-                .await
-                .map_err(|e| local("open", e))?;
-            let mut buf = vec![0u8; 1024 * 1024];
-            let mut sent = 0u64;
-            loop {
-                let n = file.read(&mut buf).await.map_err(|e| local("read", e))?;
-                if n == 0 {
-                    break;
-                }
-                writer
-                    .wait_for_capacity(4)
-                    .await
-                    .map_err(|source| object_error("upload a part of", url, source))?;
-                writer.write(&buf[..n]);
-                sent += n as u64;
-                progress.add_bytes(n as u64);
-            }
-            Ok(sent)
-        }
-        .await;
+        writer.write(&head);
+        progress.add_bytes(head_len);
+        drop(head);
+        let result = stream_parts(&mut file, &mut writer, src, url, progress).await;
         match result {
             Ok(sent) => {
                 writer
@@ -770,7 +807,7 @@ impl Store {
                     .await
                     .map_err(|source| object_error("complete multipart upload of", url, source))?;
                 progress.add_file();
-                Ok(sent)
+                Ok(head_len + sent)
             }
             Err(e) => {
                 if let Err(abort) = writer.abort().await {
@@ -779,6 +816,38 @@ impl Store {
                 Err(e)
             }
         }
+    }
+}
+
+/// Feeds the rest of `file` (named `src`) to `writer`; returns the bytes sent.
+async fn stream_parts(
+    file: &mut tokio::fs::File,
+    writer: &mut WriteMultipart,
+    src: &Path,
+    url: &str,
+    progress: &Progress,
+) -> Result<u64, StorageError> {
+    let mut buf = vec![0u8; 1024 * 1024];
+    let mut sent = 0u64;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .await
+            .map_err(|source| StorageError::Local {
+                op: "read",
+                path: src.to_path_buf(),
+                source,
+            })?;
+        if n == 0 {
+            return Ok(sent);
+        }
+        writer
+            .wait_for_capacity(2)
+            .await
+            .map_err(|source| object_error("upload a part of", url, source))?;
+        writer.write(&buf[..n]);
+        sent += n as u64;
+        progress.add_bytes(n as u64);
     }
 }
 
@@ -966,8 +1035,9 @@ mod tests {
         let src = dir.path().join("src.bin");
         std::fs::write(&src, vec![7u8; 20 * 1024 * 1024]).expect("write");
         let remote = format!("file://{}/remote/obj.bin", dir.path().display());
+        let file = std::fs::File::open(&src).expect("open");
         let n = s
-            .upload_file(&src, &remote, &Progress::default())
+            .upload_file(file, &src, &remote, &Progress::default())
             .await
             .expect("multipart upload to file://");
         assert_eq!(n, 20 * 1024 * 1024);
