@@ -128,7 +128,8 @@ fn spawn_sidecar(
     let log = dir.join("sidecar.log");
     let store = dir.join("store");
     let child = Command::new(copilot)
-        .args(["--log-level", "info", "sidecar", "--pod-cgroup"])
+        .args(["--log-level", "info", "sidecar", "--after-upload", "exit"])
+        .arg("--pod-cgroup")
         .arg(pod)
         .arg("--from-local-dir")
         .arg(outputs)

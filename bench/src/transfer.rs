@@ -129,6 +129,8 @@ impl Tools<'_> {
             self.copilot(s3)
                 .args([
                     "sidecar",
+                    "--after-upload",
+                    "exit",
                     "--start-watcher-type",
                     "noop",
                     "--exit-watcher-type",

@@ -362,3 +362,48 @@ async fn output_document_names_are_one_plain_file_name() {
         format!("{prefix}/errors.pb")
     );
 }
+
+/// Names drawn from the characters that matter to URLs and paths.
+fn names() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let chars = prop::sample::select(vec![
+        'a', 'b', '0', '.', '%', '2', 'e', '#', '?', '=', '/', '\\', ' ', '\n', '\t', '[', ']',
+        '~', '&', '+', ';', '@', ':', 'é', '字', '\u{7f}', '\u{85}',
+    ]);
+    prop::collection::vec(chars, 1..10).prop_map(|v| v.into_iter().collect())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(2000))]
+
+    /// The name-to-key mapping is one-to-one and never leaves its prefix: the key a
+    /// reader derives from each URL (percent-decoded, as object_store does) is the
+    /// prefix's key followed by exactly the names given.
+    #[test]
+    fn names_map_to_distinct_keys_under_the_prefix(a in names(), b in names(), c in names()) {
+        let store = Store::new(StorageConfig::default());
+        for prefix in ["s3://bucket/exec/raw", "mem://bucket/exec/raw", "file:///tmp/exec/raw"] {
+            let key = |url: &str| {
+                let parsed = url::Url::parse(url).expect("a URL");
+                object_store::path::Path::from_url_path(parsed.path())
+                    .expect("a key")
+                    .parts()
+                    .map(|p| p.as_ref().to_owned())
+                    .collect::<Vec<_>>()
+            };
+            let base = key(prefix);
+            let ua = store.child(prefix, &[&a, &c]);
+            let ub = store.child(prefix, &[&b, &c]);
+            for (name, url) in [(&a, &ua), (&b, &ub)] {
+                if let Ok(url) = url {
+                    let mut expected = base.clone();
+                    expected.extend([name.clone(), c.clone()]);
+                    proptest::prop_assert_eq!(key(url), expected, "{}", url);
+                }
+            }
+            if let (Ok(ua), Ok(ub)) = (&ua, &ub) {
+                proptest::prop_assert_eq!(a == b, key(ua) == key(ub), "one-to-one: {:?} {:?}", a, b);
+            }
+        }
+    }
+}

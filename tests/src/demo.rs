@@ -139,6 +139,10 @@ pub fn run(root: &Path) -> Result<Report, String> {
         "  sidecar",
         &[
             "sidecar".into(),
+            // The kubelet would SIGTERM this native sidecar once main has ended; the
+            // demo has no kubelet, so the sidecar exits once the upload is done.
+            "--after-upload".into(),
+            "exit".into(),
             "--to-output-prefix".into(),
             out_prefix.clone(),
             "--to-raw-output".into(),

@@ -141,8 +141,13 @@ impl Task {
     /// The sidecar's command line (storage flags, `sidecar`, its flags, `extra`).
     fn sidecar_args(&self, pod: PodArgs, extra: &[&str]) -> Vec<String> {
         let mut args = self.moto.flags();
+        args.push("sidecar".into());
+        // Most tests want the sidecar's own exit as "done"; the lifecycle tests pass
+        // `--after-upload wait-for-sigterm` (the default) themselves.
+        if !extra.contains(&"--after-upload") {
+            args.extend(strings(&["--after-upload", "exit"]));
+        }
         args.extend(strings(&[
-            "sidecar",
             "--to-output-prefix",
             &format!("{}/out", self.run),
             "--to-raw-output",
@@ -877,8 +882,137 @@ fn an_existing_error_document_is_kept() {
     assert_eq!(code, "InputDownloadFailed");
     assert_eq!(message, "inputs.pb: not found");
     assert!(
-        task.sidecar().stderr().contains("keeping it"),
+        task.sidecar().stderr().contains("nothing to do"),
         "{}",
         task.sidecar().stderr()
     );
+}
+
+/// Voluntary and involuntary context switches of each thread of `pid`.
+fn thread_switches(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let t = t.expect("task entry");
+        let Ok(status) = std::fs::read_to_string(t.path().join("status")) else {
+            continue; // the thread ended between the listing and the read
+        };
+        let switches: u64 = status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        out.insert(t.file_name().to_string_lossy().into_owned(), switches);
+    }
+    out
+}
+
+/// Polls until outputs.pb is in the store.
+fn wait_outputs(task: &Task) {
+    let deadline = Instant::now() + T;
+    while task.outputs_pb().is_none() {
+        assert!(Instant::now() < deadline, "no outputs.pb within {T:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The native-sidecar lifecycle (the default, `--after-upload wait-for-sigterm`): after
+/// the upload the sidecar stays, with no thread waking up, until the kubelet's SIGTERM,
+/// then exits 0 at once without writing anything more.
+#[test]
+fn after_the_upload_the_sidecar_idles_until_sigterm() {
+    let mut task = Task::new(Layout::Cgroupfs, mixed_outputs());
+    task.download();
+    task.start_sidecar(PodArgs::Cgroup, &["--after-upload", "wait-for-sigterm"]);
+    task.start_main(MIXED_SCRIPT, ContainerOpts::default());
+    task.wait_main();
+    wait_outputs(&task);
+    let pid = task.sidecar().pid();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = thread_switches(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let after = thread_switches(pid);
+    assert!(
+        task.sidecar().wait(Duration::ZERO).is_none(),
+        "exited before SIGTERM"
+    );
+    for (tid, n) in &after {
+        // A thread that started during the window woke up by definition.
+        let was = before
+            .get(tid)
+            .unwrap_or_else(|| panic!("thread {tid} started while idle"));
+        assert_eq!(n, was, "thread {tid} woke up {} times while idle", n - was);
+    }
+    let sent = Instant::now();
+    task.sidecar().signal(libc::SIGTERM);
+    let logs = task.sidecar_exits_0();
+    assert!(
+        sent.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        sent.elapsed()
+    );
+    assert!(logs.contains("idle until SIGTERM"), "{logs}");
+    check_mixed(&task, &task.outputs());
+}
+
+/// The kubelet restarts a native sidecar that exits while the pod runs. Restarted
+/// after its upload, it finds outputs.pb, becomes ready, writes nothing and exits 0 on
+/// SIGTERM: the task stays a success.
+#[test]
+fn a_restart_after_the_upload_writes_nothing() {
+    let mut task = Task::new(Layout::Cgroupfs, mixed_outputs());
+    task.download();
+    task.start_sidecar(PodArgs::Cgroup, &[]);
+    task.start_main(MIXED_SCRIPT, ContainerOpts::default());
+    task.wait_main();
+    task.sidecar_exits_0();
+    let first = task.outputs();
+    let _ = std::fs::remove_file(task.ready_file());
+    task.start_sidecar(PodArgs::Cgroup, &["--after-upload", "wait-for-sigterm"]);
+    assert!(
+        task.sidecar().wait(Duration::from_millis(300)).is_none(),
+        "exited before SIGTERM"
+    );
+    task.sidecar().signal(libc::SIGTERM);
+    let logs = task.sidecar_exits_0();
+    assert!(logs.contains("nothing to do"), "{logs}");
+    assert_eq!(task.outputs(), first, "outputs.pb changed");
+}
+
+/// Propeller's stock uploader: no capabilities at all (`copilot.go` sets none). eBPF
+/// cannot load, so the sidecar does what the Go binary's `signal` watcher does: it
+/// says why once, uploads when SIGTERM comes (the kubelet sends it once the regular
+/// containers have ended), and exits 0.
+#[test]
+fn without_capabilities_the_sidecar_uploads_on_sigterm() {
+    let mut task = Task::new(Layout::Cgroupfs, mixed_outputs());
+    task.download();
+    let wrapper = [
+        "setpriv",
+        "--inh-caps=-all",
+        "--ambient-caps=-all",
+        "--bounding-set=-all",
+        "--",
+    ];
+    task.start_sidecar_wrapped(
+        &wrapper,
+        PodArgs::Cgroup,
+        &["--after-upload", "wait-for-sigterm"],
+    );
+    let pid = task.sidecar().pid();
+    assert_eq!(cap_mask(pid, "CapEff"), 0, "the sidecar kept capabilities");
+    task.start_main(MIXED_SCRIPT, ContainerOpts::default());
+    task.wait_main();
+    assert!(
+        task.sidecar().wait(Duration::from_millis(500)).is_none(),
+        "exited before SIGTERM"
+    );
+    assert!(task.outputs_pb().is_none(), "uploaded before SIGTERM");
+    task.sidecar().signal(libc::SIGTERM);
+    let logs = task.sidecar_exits_0();
+    assert_eq!(
+        logs.matches("falling back to the signal watcher").count(),
+        1,
+        "{logs}"
+    );
+    check_mixed(&task, &task.outputs());
 }

@@ -100,6 +100,47 @@ pub struct SidecarArgs {
     /// Written once the watcher is attached: from then on no exit can be missed.
     #[arg(long, env = "COPILOT_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+    /// What to do once the outputs or the error document are written: wait for SIGTERM
+    /// (a native sidecar, which the kubelet restarts if it exits while the pod runs, as
+    /// the Go binary does), or exit at once.
+    #[arg(
+        long,
+        env = "COPILOT_AFTER_UPLOAD",
+        value_enum,
+        default_value = "wait-for-sigterm"
+    )]
+    pub after_upload: AfterUpload,
+}
+
+/// See [`SidecarArgs::after_upload`].
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterUpload {
+    WaitForSigterm,
+    Exit,
+}
+
+/// The SIGTERM stream, remembering whether one arrived (so a SIGTERM consumed while
+/// uploading still ends the idle wait after it).
+struct Term {
+    signal: tokio::signal::unix::Signal,
+    seen: bool,
+}
+
+impl Term {
+    fn install() -> std::io::Result<Self> {
+        let signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        Ok(Self {
+            signal,
+            seen: false,
+        })
+    }
+
+    async fn wait(&mut self) {
+        if !self.seen {
+            self.signal.recv().await;
+            self.seen = true;
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +152,14 @@ pub enum Error {
         name: String,
         #[source]
         source: crate::storage::StorageError,
+    },
+    #[error("installing the SIGTERM handler")]
+    Signal(#[source] std::io::Error),
+    #[error("writing the ready file {}", path.display())]
+    Ready {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("writing the error document to {url}")]
     ErrorDocument {
@@ -144,44 +193,87 @@ impl Failure {
 
 pub async fn run(root: &RootArgs, args: SidecarArgs) -> Result<ExitCode, Error> {
     let store = Store::from_args(&root.storage)?;
-    let outcome = match sidecar(&store, &args).await {
-        Ok(Some(doc)) => Some(doc),
-        Ok(None) => None,
-        Err(f) => {
-            tracing::error!(code = f.code, "{}", f.message);
-            Some(error_document(f.code, &f.message, f.kind, f.origin))
-        }
-    };
-    if let Some(doc) = outcome {
-        let url = store
-            .child(&args.to_output_prefix, &[&root.err_output_name])
-            .map_err(|source| Error::ErrorName {
-                name: root.err_output_name.clone(),
+    // Installed first, so a SIGTERM never kills the sidecar silently: before the
+    // main container's exit it becomes `UploadCutShort`, after it is logged.
+    let mut term = Term::install().map_err(Error::Signal)?;
+    let errors_url = store
+        .child(&args.to_output_prefix, &[&root.err_output_name])
+        .map_err(|source| Error::ErrorName {
+            name: root.err_output_name.clone(),
+            source,
+        })?;
+    if let Some(url) = finished_before(&store, &args, &errors_url).await {
+        // A restarted native sidecar (the kubelet restarts one that exits while the
+        // pod runs): the work is done, and writing anything now could only undo it.
+        tracing::info!(%url, "a document is already at the output prefix; nothing to do");
+        if let Some(path) = &args.ready_file {
+            write_ready(path).map_err(|source| Error::Ready {
+                path: path.clone(),
                 source,
             })?;
-        // The downloader's document (inputs missing, so the main container never
-        // ran) explains the failure; a later "cut short" must not replace it.
-        if store.read_bytes(&url, 1 << 20).await.is_ok() {
-            tracing::warn!(%url, "an error document is already there (the downloader's?); keeping it");
-            return Ok(ExitCode::SUCCESS);
         }
-        write_error_document(&store, &args.to_output_prefix, &root.err_output_name, &doc)
-            .await
-            .map_err(|source| Error::ErrorDocument {
-                url: url.clone(),
-                source,
-            })?;
-        tracing::info!(%url, "error document written");
+    } else if let Some(doc) = outcome(sidecar(&store, &args, &mut term).await) {
+        write_document(&store, &args, root, &errors_url, &doc).await?;
+    }
+    if args.after_upload == AfterUpload::WaitForSigterm {
+        tracing::info!("done; idle until SIGTERM");
+        term.wait().await;
     }
     Ok(ExitCode::SUCCESS)
 }
 
+fn outcome(result: Result<Option<ErrorDocument>, Failure>) -> Option<ErrorDocument> {
+    match result {
+        Ok(doc) => doc,
+        Err(f) => {
+            tracing::error!(code = f.code, "{}", f.message);
+            Some(error_document(f.code, &f.message, f.kind, f.origin))
+        }
+    }
+}
+
+/// The URL of `outputs.pb` or the error document if either is already written.
+async fn finished_before(store: &Store, args: &SidecarArgs, errors_url: &str) -> Option<String> {
+    let outputs_url = store
+        .child(&args.to_output_prefix, &[&args.meta_output_name])
+        .ok()?;
+    for url in [outputs_url, errors_url.to_owned()] {
+        if store.read_bytes(&url, 64 << 20).await.is_ok() {
+            return Some(url);
+        }
+    }
+    None
+}
+
+async fn write_document(
+    store: &Store,
+    args: &SidecarArgs,
+    root: &RootArgs,
+    url: &str,
+    doc: &ErrorDocument,
+) -> Result<(), Error> {
+    // The downloader's document (inputs missing, so the main container never
+    // ran) explains the failure; a later "cut short" must not replace it.
+    if store.read_bytes(url, 1 << 20).await.is_ok() {
+        tracing::warn!(%url, "an error document is already there (the downloader's?); keeping it");
+        return Ok(());
+    }
+    write_error_document(store, &args.to_output_prefix, &root.err_output_name, doc)
+        .await
+        .map_err(|source| Error::ErrorDocument {
+            url: url.to_owned(),
+            source,
+        })?;
+    tracing::info!(%url, "error document written");
+    Ok(())
+}
+
 /// Waits and uploads; `Ok(Some(doc))` is an error document to write (the task's own).
-async fn sidecar(store: &Store, args: &SidecarArgs) -> Result<Option<ErrorDocument>, Failure> {
-    // Installed first, so a SIGTERM never kills the sidecar silently: before the
-    // main container's exit it becomes `UploadCutShort`, after it is logged.
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Failure::upload(format!("installing the SIGTERM handler: {e}")))?;
+async fn sidecar(
+    store: &Store,
+    args: &SidecarArgs,
+    term: &mut Term,
+) -> Result<Option<ErrorDocument>, Failure> {
     let interface = decode_interface(args.interface.as_deref())?;
     if args.watch_container.is_some() && args.main_container_id.is_none() {
         tracing::warn!(
@@ -189,42 +281,23 @@ async fn sidecar(store: &Store, args: &SidecarArgs) -> Result<Option<ErrorDocume
              build does not use; falling back to the sibling rule (pass --main-container-id)"
         );
     }
-    let uses_ebpf =
-        args.start_watcher == WatcherType::Ebpf || args.exit_watcher == WatcherType::Ebpf;
-    let mut ebpf = if uses_ebpf {
-        let sel = PodSelector {
-            pod_cgroup: args.pod_cgroup.clone(),
-            pod_uid: args.pod_uid.clone(),
-            cgroup_root: args.cgroup_root.clone(),
-        };
-        let selector = MainSelector {
-            id: args.main_container_id.clone(),
-        };
-        let w = EbpfWatcher::start(&sel, selector).map_err(|e| Failure {
-            code: "SidecarFailed",
-            message: format!("cannot watch the main container: {}", chain(&e)),
-            kind: ErrorKind::Recoverable,
-            origin: ErrorOrigin::System,
-        })?;
-        tracing::info!(pod = %w.pod_cgroup().display(), "attached to the pod");
-        Some(w)
-    } else {
-        None
-    };
+    let mut args = args.clone();
+    let mut ebpf = start_ebpf(&mut args);
+    let args = &args;
     if let Some(path) = &args.ready_file {
         write_ready(path).map_err(|e| {
             Failure::upload(format!("writing the ready file {}: {e}", path.display()))
         })?;
     }
 
-    let waited = wait_main(ebpf.as_mut(), args, &mut sigterm).await;
+    let waited = wait_main(ebpf.as_mut(), args, term).await;
     let exit = match waited {
         Ok(exit) => exit,
         Err(wait::Error::Terminated) => {
             return Err(Failure {
                 code: "UploadCutShort",
-                message: "copilot received SIGTERM while the main container was still running; \
-                          no outputs were uploaded"
+                message: "copilot received SIGTERM (the pod is being deleted) before it saw the \
+                          main container exit; no outputs were uploaded"
                     .into(),
                 kind: ErrorKind::Recoverable,
                 origin: ErrorOrigin::System,
@@ -276,7 +349,7 @@ async fn sidecar(store: &Store, args: &SidecarArgs) -> Result<Option<ErrorDocume
         tracing::info!("the interface has no outputs: nothing to upload");
         return Ok(None);
     }
-    let map = upload(store, args, &interface, &limits, &mut sigterm).await?;
+    let map = upload(store, args, &interface, &limits, term).await?;
     let url = store
         .child(&args.to_output_prefix, &[&args.meta_output_name])
         .map_err(|e| Failure::upload(format!("--meta-output-name: {}", chain(&e))))?;
@@ -303,7 +376,7 @@ async fn upload(
     args: &SidecarArgs,
     interface: &TypedInterface,
     limits: &UploadLimits,
-    sigterm: &mut tokio::signal::unix::Signal,
+    term: &mut Term,
 ) -> Result<LiteralMap, Failure> {
     let progress = Arc::new(Progress::default());
     let collect = literals::collect_outputs(
@@ -320,7 +393,7 @@ async fn upload(
     // does not stop the upload; the kubelet's grace period bounds it.
     let collected = tokio::select! {
         r = &mut upload => r,
-        _ = sigterm.recv() => {
+        () = term.wait() => {
             tracing::warn!("SIGTERM during the upload: finishing it within the grace period");
             upload.await
         }
@@ -338,7 +411,7 @@ async fn upload(
 async fn wait_main(
     ebpf: Option<&mut EbpfWatcher>,
     args: &SidecarArgs,
-    sigterm: &mut tokio::signal::unix::Signal,
+    term: &mut Term,
 ) -> Result<Option<MainExit>, wait::Error> {
     let timeout = (!args.start_timeout.is_zero()).then_some(args.start_timeout);
     let mut ebpf = ebpf;
@@ -355,12 +428,61 @@ async fn wait_main(
             Some(w) => Ok(Some(w.wait_exited().await?)),
             None => Err(wait::Error::Unsupported(WatcherType::Ebpf, "no pod")),
         },
-        WatcherType::Signal => wait::wait_sigterm().await.map(|()| None),
+        WatcherType::Signal => {
+            term.wait().await;
+            Ok(None)
+        }
         WatcherType::File => tokio::select! {
             r = wait::wait_marker_file(&args.from_local_dir) => r.map(|()| None),
-            _ = sigterm.recv() => Err(wait::Error::Terminated),
+            () = term.wait() => Err(wait::Error::Terminated),
         },
         WatcherType::Noop => Ok(None),
+    }
+}
+
+/// Starts the eBPF watcher when a watcher flag asks for it. When it cannot start
+/// (no capability, no BTF, no way to find the pod…), the sidecar does what the Go
+/// binary's default `signal` watcher does: SIGTERM, which the kubelet sends a native
+/// sidecar once the regular containers have ended, means "upload now". Said once.
+fn start_ebpf(args: &mut SidecarArgs) -> Option<EbpfWatcher> {
+    let uses_ebpf =
+        args.start_watcher == WatcherType::Ebpf || args.exit_watcher == WatcherType::Ebpf;
+    if !uses_ebpf {
+        return None;
+    }
+    let sel = PodSelector {
+        pod_cgroup: args.pod_cgroup.clone(),
+        pod_uid: args.pod_uid.clone(),
+        cgroup_root: args.cgroup_root.clone(),
+    };
+    let selector = MainSelector {
+        id: args.main_container_id.clone(),
+    };
+    match EbpfWatcher::start(&sel, selector) {
+        Ok(w) => {
+            tracing::info!(pod = %w.pod_cgroup().display(), "attached to the pod");
+            Some(w)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "cannot watch the main container in the kernel ({}); falling back to the \
+                 signal watcher: outputs are uploaded when SIGTERM arrives",
+                chain(&e)
+            );
+            let fallback = |w: WatcherType| {
+                if w == WatcherType::Ebpf {
+                    WatcherType::Signal
+                } else {
+                    w
+                }
+            };
+            args.start_watcher = match args.start_watcher {
+                WatcherType::Ebpf => WatcherType::Noop,
+                w => w,
+            };
+            args.exit_watcher = fallback(args.exit_watcher);
+            None
+        }
     }
 }
 

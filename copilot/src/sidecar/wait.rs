@@ -244,13 +244,6 @@ fn log_outputs(outputs: &[Output]) {
     }
 }
 
-/// Waits for SIGTERM (the `signal` watcher's exit).
-pub async fn wait_sigterm() -> Result<(), Error> {
-    let mut s = signal(SignalKind::terminate()).map_err(Error::Signal)?;
-    s.recv().await;
-    Ok(())
-}
-
 /// Waits for `_SUCCESS` or `_ERROR` to appear in `dir` (the `file` watcher's exit).
 pub async fn wait_marker_file(dir: &Path) -> Result<(), Error> {
     use inotify::{Inotify, WatchMask};

@@ -32,6 +32,16 @@ use super::{
 pub const SINGLE_PUT_MAX: u64 = 16 * 1024 * 1024;
 /// Part size of a multipart upload (S3 wants ≥ 5 MiB).
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Parts of one multipart upload in flight at once.
+const PARTS_IN_FLIGHT: usize = 2;
+/// Memory all uploads of a store may hold in buffers at once, in MiB. A file read
+/// whole for one PUT holds its size; a multipart upload its parts in flight and the
+/// one being filled. Uploads wait for their share, so a folder of large files
+/// uploads within the 128 MiB propeller gives the sidecar, whatever the concurrency.
+pub const UPLOAD_BUFFER_MIB: u32 = 64;
+const MIB: u64 = 1024 * 1024;
+/// The read buffer of a multipart upload.
+const READ_BUFFER: usize = 1024 * 1024;
 
 /// A storage failure, naming the URL (never a credential).
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +171,8 @@ struct Inner {
     local: Arc<LocalFileSystem>,
     http: reqwest::Client,
     permits: Semaphore,
+    /// Upload buffers, in MiB: see [`UPLOAD_BUFFER_MIB`].
+    buffers: Semaphore,
 }
 
 /// One handle over every storage URL (cheap to clone).
@@ -208,6 +220,7 @@ impl Store {
                 local: Arc::new(LocalFileSystem::new()),
                 http,
                 permits,
+                buffers: Semaphore::new(UPLOAD_BUFFER_MIB as usize),
             }),
         }
     }
@@ -431,6 +444,26 @@ impl Store {
             }
             _ => return Err(object_store::Error::NotImplemented),
         })
+    }
+
+    /// The buffer memory an upload of a `size`-byte file holds (see [`UPLOAD_BUFFER_MIB`]).
+    async fn buffers(&self, size: u64) -> tokio::sync::SemaphorePermit<'_> {
+        let bytes = if size <= SINGLE_PUT_MAX {
+            size
+        } else {
+            // The parts in flight, the one being filled, and the read buffer.
+            (PARTS_IN_FLIGHT as u64 + 1) * PART_SIZE as u64 + READ_BUFFER as u64
+        };
+        let mib = u32::try_from(bytes.div_ceil(MIB).max(1)).unwrap_or(UPLOAD_BUFFER_MIB);
+        match self
+            .inner
+            .buffers
+            .acquire_many(mib.min(UPLOAD_BUFFER_MIB))
+            .await
+        {
+            Ok(p) => p,
+            Err(_) => unreachable!("the buffer semaphore is never closed"),
+        }
     }
 
     async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
@@ -776,19 +809,24 @@ impl Store {
             path: src.to_path_buf(),
             source,
         };
+        let size = file.metadata().map_err(|e| local("inspect", e))?.len();
+        let _buffers = self.buffers(size).await;
         let mut file = tokio::fs::File::from_std(file);
-        let mut head = Vec::new();
-        (&mut file)
-            .take(SINGLE_PUT_MAX + 1)
-            .read_to_end(&mut head)
-            .await
-            .map_err(|e| local("read", e))?;
-        let head_len = head.len() as u64;
-        if head_len <= SINGLE_PUT_MAX {
-            self.put_bytes(url, Bytes::from(head)).await?;
-            progress.add_bytes(head_len);
+        if size <= SINGLE_PUT_MAX {
+            // Read as it was when inspected (a later append is not uploaded), into a
+            // buffer of exactly its size: a growing Vec would hold up to twice that
+            // while it is copied, beyond the share taken from the budget.
+            let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            (&mut file)
+                .take(size)
+                .read_to_end(&mut data)
+                .await
+                .map_err(|e| local("read", e))?;
+            let len = data.len() as u64;
+            self.put_bytes(url, Bytes::from(data)).await?;
+            progress.add_bytes(len);
             progress.add_file();
-            return Ok(head_len);
+            return Ok(len);
         }
         let _permit = self.permit().await;
         let upload = store
@@ -796,9 +834,6 @@ impl Store {
             .await
             .map_err(|source| object_error("start multipart upload of", url, source))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        writer.write(&head);
-        progress.add_bytes(head_len);
-        drop(head);
         let result = stream_parts(&mut file, &mut writer, src, url, progress).await;
         match result {
             Ok(sent) => {
@@ -807,7 +842,7 @@ impl Store {
                     .await
                     .map_err(|source| object_error("complete multipart upload of", url, source))?;
                 progress.add_file();
-                Ok(head_len + sent)
+                Ok(sent)
             }
             Err(e) => {
                 if let Err(abort) = writer.abort().await {
@@ -827,7 +862,7 @@ async fn stream_parts(
     url: &str,
     progress: &Progress,
 ) -> Result<u64, StorageError> {
-    let mut buf = vec![0u8; 1024 * 1024];
+    let mut buf = vec![0u8; READ_BUFFER];
     let mut sent = 0u64;
     loop {
         let n = file
@@ -842,7 +877,7 @@ async fn stream_parts(
             return Ok(sent);
         }
         writer
-            .wait_for_capacity(2)
+            .wait_for_capacity(PARTS_IN_FLIGHT)
             .await
             .map_err(|source| object_error("upload a part of", url, source))?;
         writer.write(&buf[..n]);
