@@ -163,7 +163,7 @@ fn a_gigabyte_of_outputs_uploads_under_128_mib() {
     let peak = children_peak_rss();
     eprintln!(
         "large outputs: {} MiB in {elapsed:.1?}, peak RSS {:.1} MiB (limit {} MiB)",
-        FILES as u64 * FILE_BYTES >> 20,
+        (FILES as u64 * FILE_BYTES) >> 20,
         peak as f64 / (1 << 20) as f64,
         LIMIT >> 20
     );
