@@ -4,7 +4,11 @@ use clap::Parser as _;
 use copilot::cli::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
+/// Allocations from this size up are mapped on their own and unmapped when freed.
+const MMAP_THRESHOLD: libc::c_int = 256 * 1024;
+
 fn main() -> ExitCode {
+    fix_mmap_threshold();
     let cli = Cli::parse();
     // Logs go to stderr; stdout is reserved for command output (e.g. `trace` JSON lines).
     let filter =
@@ -43,5 +47,17 @@ fn main() -> ExitCode {
             eprintln!("copilot: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// glibc raises its mmap threshold each time a mapped chunk is freed (up to 32 MiB),
+/// after which upload buffers of several MiB come from the heap arenas of whichever
+/// threads touched them and stay there, fragmented: a 1 GiB folder of 10 MiB files
+/// peaked at 115 MiB RSS under a 64 MiB buffer budget. Setting the threshold turns
+/// that adjustment off, so a buffer's memory goes back to the kernel when it is freed.
+fn fix_mmap_threshold() {
+    // SAFETY: mallopt only changes an allocator parameter; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
     }
 }

@@ -811,15 +811,8 @@ impl Store {
         };
         let size = file.metadata().map_err(|e| local("inspect", e))?.len();
         let _buffers = self.buffers(size).await;
-        let mut file = tokio::fs::File::from_std(file);
         if size <= SINGLE_PUT_MAX {
-            // Read as it was when inspected (a later append is not uploaded), into a
-            // buffer of exactly its size: a growing Vec would hold up to twice that
-            // while it is copied, beyond the share taken from the budget.
-            let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-            (&mut file)
-                .take(size)
-                .read_to_end(&mut data)
+            let data = read_exactly(file, size)
                 .await
                 .map_err(|e| local("read", e))?;
             let len = data.len() as u64;
@@ -828,6 +821,7 @@ impl Store {
             progress.add_file();
             return Ok(len);
         }
+        let mut file = tokio::fs::File::from_std(file);
         let _permit = self.permit().await;
         let upload = store
             .put_multipart(path)
@@ -852,6 +846,19 @@ impl Store {
             }
         }
     }
+}
+
+/// Reads `file` as it was when its `size` was taken (a later append is not
+/// uploaded), on a blocking thread, straight into a buffer of exactly that size:
+/// `tokio::fs` would copy through a buffer of its own, and a growing `Vec` holds up
+/// to twice its length while it grows, beyond the share taken from the budget.
+async fn read_exactly(file: std::fs::File, size: u64) -> std::io::Result<Vec<u8>> {
+    let task = tokio::task::spawn_blocking(move || {
+        let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, size), &mut data)?;
+        Ok(data)
+    });
+    task.await.map_err(std::io::Error::other)?
 }
 
 /// Feeds the rest of `file` (named `src`) to `writer`; returns the bytes sent.
