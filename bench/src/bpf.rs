@@ -14,7 +14,9 @@ const BPF_PROG_GET_FD_BY_ID: i64 = 13;
 const BPF_MAP_GET_FD_BY_ID: i64 = 14;
 const BPF_OBJ_GET_INFO_BY_FD: i64 = 15;
 const BPF_ENABLE_STATS: i64 = 32;
-const BPF_PROG_TYPE_TRACEPOINT: u32 = 5;
+const BPF_RAW_TRACEPOINT_OPEN: i64 = 17;
+/// Raw tracepoints, as copilot's own programs are.
+const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
 const BPF_FUNC_GET_CURRENT_ANCESTOR_CGROUP_ID: i32 = 123;
 /// `sizeof(struct bpf_prog_info)` and the offsets used, from `linux/bpf.h` (6.x).
 const PROG_INFO_LEN: usize = 232;
@@ -24,9 +26,6 @@ const PROG_INFO_RUN_TIME_NS: usize = 192;
 const PROG_INFO_RUN_CNT: usize = 200;
 const MAP_INFO_LEN: usize = 88;
 const MAP_INFO_NAME: usize = 24;
-const PERF_TYPE_TRACEPOINT: u32 = 2;
-const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
-const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408;
 
 fn sys_bpf(cmd: i64, attr: &mut [u8]) -> std::io::Result<i64> {
     // SAFETY: `attr` is a buffer of the given length, laid out as `union bpf_attr` wants.
@@ -217,7 +216,7 @@ pub fn stats_by_role(progs: &[Prog]) -> anyhow::Result<BTreeMap<&'static str, St
 /// A reference program attached to `sched_process_exec` and `sched_process_exit`.
 pub struct RefProg {
     prog: OwnedFd,
-    _perf: Vec<OwnedFd>,
+    _links: Vec<OwnedFd>,
 }
 
 impl RefProg {
@@ -314,7 +313,7 @@ impl RefProg {
         let license = b"GPL\0";
         let load = |log: &mut [u8]| {
             let mut attr = [0u8; 128];
-            put_u32(&mut attr, 0, BPF_PROG_TYPE_TRACEPOINT);
+            put_u32(&mut attr, 0, BPF_PROG_TYPE_RAW_TRACEPOINT);
             put_u32(&mut attr, 4, insns.len() as u32);
             put_u64(&mut attr, 8, insns.as_ptr() as u64);
             put_u64(&mut attr, 16, license.as_ptr() as u64);
@@ -337,11 +336,14 @@ impl RefProg {
                 bail!("loading {name}: {e}\n{}", c_name(&log));
             }
         };
-        let mut perf = Vec::new();
+        let mut links = Vec::new();
         for tp in ["sched_process_exec", "sched_process_exit"] {
-            perf.push(attach(&prog, "sched", tp).with_context(|| format!("attaching {name}"))?);
+            links.push(attach(&prog, tp).with_context(|| format!("attaching {name}"))?);
         }
-        Ok(Self { prog, _perf: perf })
+        Ok(Self {
+            prog,
+            _links: links,
+        })
     }
 
     pub fn stats(&self) -> anyhow::Result<Stats> {
@@ -433,50 +435,14 @@ fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
         | (u64::from(imm as u32) << 32)
 }
 
-/// perf_event_open on a tracepoint + PERF_EVENT_IOC_SET_BPF, as libbpf does for
-/// classic tracepoints (one event on CPU 0 runs the program on every CPU).
-fn attach(prog: &OwnedFd, category: &str, name: &str) -> anyhow::Result<OwnedFd> {
-    let id_path = format!("/sys/kernel/tracing/events/{category}/{name}/id");
-    let tp_id: u64 = std::fs::read_to_string(&id_path)
-        .with_context(|| format!("reading {id_path}"))?
-        .trim()
-        .parse()
-        .context("tracepoint id")?;
-    let mut attr = [0u8; 128];
-    put_u32(&mut attr, 0, PERF_TYPE_TRACEPOINT);
-    put_u32(&mut attr, 4, 128);
-    put_u64(&mut attr, 8, tp_id);
-    put_u64(&mut attr, 16, 1); // sample_period
-    put_u32(&mut attr, 48, 1); // wakeup_events
-    // SAFETY: attr is a zeroed perf_event_attr of the size given in it.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            attr.as_ptr(),
-            -1i32,
-            0i32,
-            -1i32,
-            8u64, // PERF_FLAG_FD_CLOEXEC
-        )
-    };
-    if fd < 0 {
-        bail!(
-            "perf_event_open {category}/{name}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    let fd = owned(fd);
-    // SAFETY: ioctls on our perf event fd with an int argument.
-    unsafe {
-        if libc::ioctl(fd.as_raw_fd(), PERF_EVENT_IOC_SET_BPF, prog.as_raw_fd()) < 0 {
-            bail!(
-                "PERF_EVENT_IOC_SET_BPF: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        if libc::ioctl(fd.as_raw_fd(), PERF_EVENT_IOC_ENABLE, 0) < 0 {
-            bail!("PERF_EVENT_IOC_ENABLE: {}", std::io::Error::last_os_error());
-        }
-    }
-    Ok(fd)
+/// `BPF_RAW_TRACEPOINT_OPEN` by tracepoint name (as aya attaches copilot's programs):
+/// the returned fd keeps the program attached.
+fn attach(prog: &OwnedFd, name: &str) -> anyhow::Result<OwnedFd> {
+    let name_c = std::ffi::CString::new(name).context("tracepoint name")?;
+    let mut attr = [0u8; 16];
+    put_u64(&mut attr, 0, name_c.as_ptr() as u64);
+    put_u32(&mut attr, 8, prog.as_raw_fd() as u32);
+    let fd = sys_bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr)
+        .with_context(|| format!("BPF_RAW_TRACEPOINT_OPEN {name}"))?;
+    Ok(owned(fd))
 }

@@ -2,13 +2,15 @@
 //! the programs' read-only data before load (`EbpfLoader::set_global`).
 //!
 //! Rust has no CO-RE, so the kernel-dependent offsets are resolved in userspace
-//! (from `/sys/kernel/btf/vmlinux` and tracefs `format` files) and passed here.
+//! (from `/sys/kernel/btf/vmlinux`) and passed here.
 
 /// Name of the global that holds [`Config`] in the eBPF object.
 pub const CONFIG_GLOBAL: &str = "CONFIG";
 
-/// An offset the running kernel does not have (e.g. `group_dead` on 6.1 and 6.12).
-pub const OFFSET_ABSENT: u32 = u32::MAX;
+/// `oom/mark_victim`'s first argument is the victim's pid (`int pid`, older kernels).
+pub const OOM_ARG_PID: u32 = 0;
+/// `oom/mark_victim`'s first argument is the victim (`struct task_struct *`, newer kernels).
+pub const OOM_ARG_TASK: u32 = 1;
 
 /// Load-time configuration; see the module docs.
 #[repr(C)]
@@ -18,12 +20,10 @@ pub struct Config {
     pub pod_cgroup_id: u64,
     /// Level of the pod cgroup in the v2 hierarchy (the root is level 0).
     pub pod_cgroup_level: u32,
-    /// `sched_process_exec`: offset of the `__data_loc char[] filename` field.
-    pub exec_filename_off: u32,
-    /// `sched_process_exit`: offset of `bool group_dead`, or [`OFFSET_ABSENT`].
-    pub exit_group_dead_off: u32,
-    /// `oom/mark_victim`: offset of `int pid`, or [`OFFSET_ABSENT`].
-    pub oom_victim_pid_off: u32,
+    /// `linux_binprm.filename` (`const char *`), from `sched_process_exec`'s third argument.
+    pub bprm_filename_off: u32,
+    /// What `oom/mark_victim` passes first: [`OOM_ARG_PID`] or [`OOM_ARG_TASK`].
+    pub oom_victim_arg: u32,
     /// `task_struct` fields.
     pub task_tgid_off: u32,
     pub task_real_parent_off: u32,
@@ -39,6 +39,8 @@ pub struct Config {
     /// Ring buffer fill level (bytes) above which every submit wakes the consumer,
     /// so a stream of no-wake-up events can never fill the buffer unseen.
     pub wakeup_threshold: u32,
+    /// Keeps the size a multiple of 8 with no implicit padding.
+    pub reserved: u32,
 }
 
 impl Config {
@@ -46,9 +48,8 @@ impl Config {
         Self {
             pod_cgroup_id: 0,
             pod_cgroup_level: 0,
-            exec_filename_off: 0,
-            exit_group_dead_off: OFFSET_ABSENT,
-            oom_victim_pid_off: OFFSET_ABSENT,
+            bprm_filename_off: 0,
+            oom_victim_arg: OOM_ARG_PID,
             task_tgid_off: 0,
             task_real_parent_off: 0,
             task_group_leader_off: 0,
@@ -59,6 +60,7 @@ impl Config {
             signal_group_exit_code_off: 0,
             signal_group_exit_flag: 0,
             wakeup_threshold: 0,
+            reserved: 0,
         }
     }
 }

@@ -10,9 +10,16 @@ pub const MAINS_MAP: &str = "MAINS";
 /// Hash `u64 container cgroup id -> u32 tgid`: containers whose first exec was seen
 /// (or that userspace already knows); the first exec in a new one is its main process.
 pub const CONTAINERS_MAP: &str = "CONTAINERS";
+/// Hash `u64 container cgroup id -> ExitRecord`: how each container's main process
+/// ended, written before its event is queued, so a lost event loses no status.
+pub const EXITS_MAP: &str = "EXITS";
 
+/// Raw tracepoint programs (attached by tracepoint name, no tracefs).
 pub const EXEC_PROGRAM: &str = "sched_process_exec";
+/// For kernels whose `sched_process_exit` passes only the task.
 pub const EXIT_PROGRAM: &str = "sched_process_exit";
+/// For kernels whose `sched_process_exit` also passes `bool group_dead` (6.16 and later).
+pub const EXIT_GROUP_DEAD_PROGRAM: &str = "sched_process_exit_gd";
 pub const OOM_PROGRAM: &str = "mark_victim";
 
 /// Default ring buffer size in bytes (a power of two, a multiple of the page size).
@@ -49,7 +56,7 @@ impl EventKind {
 pub const FLAG_MAIN: u32 = 1 << 0;
 /// The filename was longer than [`FILENAME_LEN`] and was cut.
 pub const FLAG_FILENAME_TRUNCATED: u32 = 1 << 1;
-/// Thread-group death came from the tracepoint's `group_dead` field.
+/// Thread-group death came from the tracepoint's `group_dead` argument.
 pub const FLAG_GROUP_DEAD_FIELD: u32 = 1 << 2;
 /// Thread-group death was derived from `signal_struct.live` (kernels whose tracepoint lacks `group_dead`, e.g. 6.1 and 6.12).
 pub const FLAG_GROUP_DEAD_DERIVED: u32 = 1 << 3;
@@ -102,9 +109,26 @@ impl Event {
     }
 }
 
+/// The exit of a container's main process, as [`EXITS_MAP`] keeps it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitRecord {
+    /// The main process, as the host's root PID namespace sees it.
+    pub tgid: u32,
+    /// Its wait(2) status.
+    pub exit_status: u32,
+    /// `bpf_ktime_get_boot_ns()` at the exit.
+    pub ktime_ns: u64,
+}
+
 const _: () = assert!(core::mem::size_of::<Event>() == 320);
+const _: () = assert!(core::mem::size_of::<ExitRecord>() == 16);
 const _: () = assert!(core::mem::size_of::<crate::config::Config>() == 64);
 
 #[cfg(feature = "user")]
 // SAFETY: `#[repr(C)]`, only integers and byte arrays, no implicit padding.
 unsafe impl aya::Pod for Event {}
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, only integers, no implicit padding.
+unsafe impl aya::Pod for ExitRecord {}

@@ -1,13 +1,19 @@
 //! copilot's eBPF programs.
 //!
-//! Three classic tracepoints, each filtered first by the pod cgroup so that
-//! every other process on the node pays for one helper call and a compare:
+//! Three raw tracepoints, attached by name (no tracefs, no perf event, no
+//! per-tracepoint limit of 64 programs), each filtered first by the pod cgroup so
+//! that every other process on the node pays for one helper call and a compare.
+//! Their arguments are the tracepoints' `TP_PROTO`s, read as the running kernel's
+//! BTF describes them:
 //!
-//! - `sched/sched_process_exec`: a process image started; the first exec in a
-//!   container cgroup marks that container's main process.
-//! - `sched/sched_process_exit`: reported only when the whole thread group is
-//!   dead, with the process's wait status.
-//! - `oom/mark_victim`: the OOM killer chose a process (attributes a SIGKILL).
+//! - `sched_process_exec(task, old_pid, bprm)`: a process image started; the
+//!   first exec in a container cgroup marks that container's main process.
+//! - `sched_process_exit(task[, group_dead])`: reported only when the whole
+//!   thread group is dead, with the process's wait status. Two programs, since a
+//!   raw tracepoint program may not read past the arguments its tracepoint has:
+//!   the kernel refuses to attach one that does.
+//! - `mark_victim(pid)` or `mark_victim(task, uid)`: the OOM killer chose a
+//!   process (attributes a SIGKILL).
 //!
 //! Only the events userspace must act on at once (a new container's first exec,
 //! a main process's exit, an OOM victim) wake the consumer; the rest are queued
@@ -17,7 +23,6 @@
 #![no_main]
 
 use aya_ebpf::{
-    EbpfContext as _,
     bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
@@ -27,14 +32,14 @@ use aya_ebpf::{
             bpf_ktime_get_boot_ns,
         },
     },
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    programs::RawTracePointContext,
 };
 use copilot_common::{
-    config::{Config, OFFSET_ABSENT},
+    config::{Config, OOM_ARG_TASK},
     event::{
-        DEFAULT_RING_BYTES, Event, EventKind, FLAG_FILENAME_TRUNCATED, FLAG_GROUP_DEAD_DERIVED,
+        DEFAULT_RING_BYTES, Event, EventKind, ExitRecord, FILENAME_LEN, FLAG_FILENAME_TRUNCATED, FLAG_GROUP_DEAD_DERIVED,
         FLAG_GROUP_DEAD_FIELD, FLAG_MAIN, FLAG_WAKEUP,
     },
 };
@@ -53,6 +58,9 @@ static MAINS: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);
 
 #[map]
 static CONTAINERS: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
+
+#[map]
+static EXITS: HashMap<u64, ExitRecord> = HashMap::with_max_entries(4096, 0);
 
 /// Reads a field of [`CONFIG`]. The volatile read keeps the compiler from folding
 /// the zeroed initialiser: the real values are written by userspace before load.
@@ -170,8 +178,8 @@ fn container_id() -> u64 {
     unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) }
 }
 
-#[tracepoint(category = "sched", name = "sched_process_exec")]
-pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
     if !in_pod() {
         return 0;
     }
@@ -180,19 +188,17 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     // Also wake for a process userspace is waiting on (a container's init that
     // was already there when the snapshot was taken, exec'ing its entrypoint).
     let waited_on = MAINS.get_ptr(tgid).is_some();
+    let bprm: u64 = ctx.arg(2);
     send(EventKind::Exec, container, waited_on, |ev| {
         let mut flags = 0;
-        // `__data_loc char[] filename`: u32 with the offset (low 16 bits) and
-        // length (high 16 bits) of the string inside the tracepoint record.
-        // SAFETY: reading inside the tracepoint record at a format-file offset.
-        if let Ok(loc) = unsafe { ctx.read_at::<u32>(config!(exec_filename_off) as usize) } {
-            let off = (loc & 0xffff) as usize;
-            let len = (loc >> 16) as usize;
-            // SAFETY: the string lies inside the tracepoint record.
-            let src = unsafe { (ctx.as_ptr() as *const u8).add(off) };
-            // SAFETY: the helper bounds the read to the destination buffer.
-            let _ = unsafe { bpf_probe_read_kernel_str_bytes(src, &mut ev.filename) };
-            if len > ev.filename.len() {
+        let filename: u64 = read_kernel(bprm, config!(bprm_filename_off)).unwrap_or(0);
+        if filename != 0 {
+            // SAFETY: the helper checks the address and bounds the read to the buffer.
+            let read =
+                unsafe { bpf_probe_read_kernel_str_bytes(filename as *const u8, &mut ev.filename) }
+                    .map_or(0, |name| name.len());
+            // A name that fills the buffer (the helper cuts it, NUL included) was longer.
+            if read + 1 >= FILENAME_LEN {
                 flags |= FLAG_FILENAME_TRUNCATED;
             }
         }
@@ -241,28 +247,43 @@ fn starts_with<const N: usize>(s: &[u8], prefix: &[u8; N]) -> bool {
     true
 }
 
-#[tracepoint(category = "sched", name = "sched_process_exit")]
-pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+/// `sched_process_exit(task)`: kernels before 6.16 pass no `group_dead`. do_exit()
+/// has already decremented `signal->live`, so zero means this is the last thread.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
     if !in_pod() {
         return 0;
     }
     // SAFETY: helper call without arguments.
     let task = unsafe { bpf_get_current_task() };
     let signal: u64 = read_kernel(task, config!(task_signal_off)).unwrap_or(0);
-    let group_dead_off = config!(exit_group_dead_off);
-    let (group_dead, flags) = if group_dead_off != OFFSET_ABSENT {
-        // SAFETY: reading inside the tracepoint record at a format-file offset.
-        let gd = unsafe { ctx.read_at::<u8>(group_dead_off as usize) }.unwrap_or(0);
-        (gd != 0, FLAG_GROUP_DEAD_FIELD)
-    } else {
-        // Older kernels (Debian's 6.1 and 6.12) lack `group_dead`; do_exit() has already
-        // decremented `signal->live`, so zero means this is the last thread.
-        let live: i32 = read_kernel(signal, config!(signal_live_off)).unwrap_or(1);
-        (live == 0, FLAG_GROUP_DEAD_DERIVED)
-    };
-    if !group_dead {
+    let live: i32 = read_kernel(signal, config!(signal_live_off)).unwrap_or(1);
+    if live == 0 {
+        process_exited(task, signal, FLAG_GROUP_DEAD_DERIVED);
+    }
+    0
+}
+
+/// `sched_process_exit(task, group_dead)` (6.16 and later).
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit_gd(ctx: RawTracePointContext) -> i32 {
+    if !in_pod() {
         return 0;
     }
+    let group_dead: u64 = ctx.arg(1);
+    if group_dead & 0xff != 0 {
+        // SAFETY: helper call without arguments.
+        let task = unsafe { bpf_get_current_task() };
+        let signal: u64 = read_kernel(task, config!(task_signal_off)).unwrap_or(0);
+        process_exited(task, signal, FLAG_GROUP_DEAD_FIELD);
+    }
+    0
+}
+
+/// The last thread of the current process died: record a main process's status
+/// and queue the event.
+#[inline(always)]
+fn process_exited(task: u64, signal: u64, flags: u32) {
     // The process's status is what wait(2) reports: the group exit code when the
     // group was torn down together (exit_group, a fatal signal), else the
     // leader's own exit code (the leader may have exited long before).
@@ -274,35 +295,45 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         read_kernel(leader, config!(task_exit_code_off)).unwrap_or(0)
     };
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let urgent = MAINS.get_ptr(tgid).is_some();
-    if urgent {
+    // SAFETY: the value is a plain u64, copied out at once.
+    let main_of = MAINS.get_ptr(tgid).map(|p| unsafe { *p });
+    let urgent = main_of.is_some();
+    if let Some(container) = main_of {
+        // Kept where userspace can read it back, before the event that may be lost.
+        let record = ExitRecord {
+            tgid,
+            exit_status: status,
+            // SAFETY: a helper call without arguments.
+            ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
+        };
+        let _ = EXITS.insert(container, record, 0);
         let _ = MAINS.remove(tgid);
     }
     send(EventKind::Exit, container_id(), urgent, |ev| {
         ev.exit_status = status;
         flags
     });
-    0
 }
 
-#[tracepoint(category = "oom", name = "mark_victim")]
-pub fn mark_victim(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "mark_victim")]
+pub fn mark_victim(ctx: RawTracePointContext) -> i32 {
     // A memcg OOM kill runs in the context of a task charging that memcg, so
     // the pod filter on the current task catches the pod's own OOM kills.
     if !in_pod() {
         return 0;
     }
-    let off = config!(oom_victim_pid_off);
-    if off == OFFSET_ABSENT {
+    let arg: u64 = ctx.arg(0);
+    let victim = if config!(oom_victim_arg) == OOM_ARG_TASK {
+        read_kernel::<u32>(arg, config!(task_tgid_off)).unwrap_or(0)
+    } else {
+        arg as u32
+    };
+    if victim == 0 {
         return 0;
     }
-    // SAFETY: reading inside the tracepoint record at a format-file offset.
-    let Ok(victim) = (unsafe { ctx.read_at::<i32>(off as usize) }) else {
-        return 0;
-    };
     send(EventKind::OomVictim, container_id(), true, |ev| {
         // The victim, not the task that triggered the kill.
-        ev.tgid = victim as u32;
+        ev.tgid = victim;
         0
     });
     0

@@ -269,6 +269,24 @@ impl Pod {
         }
     }
 
+    /// Gives an exit learned without a status (from its cgroup) the status the
+    /// kernel recorded for the same process. True if it was filled in.
+    pub fn fill_status(&mut self, cgroup_id: u64, recorded: &Exit) -> bool {
+        let Some(c) = self.containers.get_mut(&cgroup_id) else {
+            return false;
+        };
+        match &mut c.state {
+            State::Exited(exit)
+                if exit.status.is_none() && exit.pid.is_none_or(|p| Some(p) == recorded.pid) =>
+            {
+                *exit = *recorded;
+                c.main_pid = c.main_pid.or(recorded.pid);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Marks an exit killed by SIGKILL as an OOM kill (from the memory
     /// controller's counter, when no `mark_victim` event named the process).
     pub fn mark_oom(&mut self, cgroup_id: u64) -> bool {

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use crate::{
     cgroup::{self, Cgroup, Hierarchy, WatchEvent, container_id},
-    lifecycle::{Change, Pod, Seen, Source, State},
+    lifecycle::{Change, Exit, Pod, Seen, Source, State},
     tracer::{self, KernelPaths, Kind, ProcessEvent, Tracer},
 };
 
@@ -44,6 +44,15 @@ pub enum Output {
     Lost { count: u64 },
 }
 
+/// How to load the programs, where the defaults do not fit.
+#[derive(Debug, Clone, Default)]
+pub struct Tuning {
+    /// Ring buffer size in bytes (default `DEFAULT_RING_BYTES`).
+    pub ring_bytes: Option<u32>,
+    /// See [`tracer::Options::without_oom_tracepoint`].
+    pub without_oom_tracepoint: bool,
+}
+
 pub struct Monitor {
     hierarchy: Hierarchy,
     pod_cgroup: Cgroup,
@@ -63,12 +72,13 @@ impl Monitor {
     pub fn start(
         hierarchy: Hierarchy,
         pod_cgroup: Cgroup,
-        ring_bytes: Option<u32>,
+        tuning: &Tuning,
     ) -> Result<(Self, Vec<Output>), Error> {
         let mut opts = tracer::Options::for_pod(&pod_cgroup);
-        if let Some(b) = ring_bytes {
+        if let Some(b) = tuning.ring_bytes {
             opts.ring_bytes = b;
         }
+        opts.without_oom_tracepoint = tuning.without_oom_tracepoint;
         let mut tracer = Tracer::load(&opts)?;
         let watch = cgroup::Watch::new(&pod_cgroup)?;
         let before = snapshot(&pod_cgroup)?;
@@ -293,6 +303,27 @@ impl Monitor {
         }
     }
 
+    /// An exit learned from a cgroup (emptied, or re-read after lost events) has
+    /// no status: the kernel's record of the main process's exit has it.
+    fn fill_recorded(&mut self, cgroup_id: u64, exit: &mut Exit) {
+        if exit.status.is_some() {
+            return;
+        }
+        let Some(r) = self.tracer.recorded_exit(cgroup_id) else {
+            return;
+        };
+        let recorded = Exit {
+            pid: Some(r.tgid),
+            status: Some(r.status),
+            oom_killed: r.status.signal() == Some(9) && self.pod.oom_victim(r.tgid),
+            time_ns: Some(r.time_ns),
+        };
+        if self.pod.fill_status(cgroup_id, &recorded) {
+            tracing::debug!(cgroup_id, status = %r.status, "exit status from the kernel's record");
+            *exit = recorded;
+        }
+    }
+
     fn note_container(&mut self, cg: &Cgroup) {
         if !self.oom_base.contains_key(&cg.id) {
             let n = cg.oom_kills(&self.hierarchy).unwrap_or(0);
@@ -307,6 +338,9 @@ impl Monitor {
 
     fn push_changes(&mut self, changes: Vec<Change>, out: &mut Vec<Output>) {
         for mut change in changes {
+            if let State::Exited(exit) = &mut change.state {
+                self.fill_recorded(change.cgroup_id, exit);
+            }
             // No `mark_victim` event named it: ask the memory controller.
             if let State::Exited(exit) = &mut change.state
                 && !exit.oom_killed

@@ -13,7 +13,7 @@ use tokio::signal::unix::SignalKind;
 use crate::{
     cgroup::{self, Hierarchy},
     lifecycle::State,
-    monitor::{self, Monitor, Output},
+    monitor::{self, Monitor, Output, Tuning},
     tracer::Kind,
 };
 
@@ -33,6 +33,10 @@ pub struct TraceArgs {
     /// Ring buffer size in bytes (a power of two, at least a page).
     #[arg(long, hide = true)]
     pub ring_bytes: Option<u32>,
+    /// Leave the OOM tracepoint out, as on a kernel without it (tests the
+    /// memory-controller fallback of OOM attribution).
+    #[arg(long, hide = true)]
+    pub without_oom_tracepoint: bool,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +77,11 @@ pub async fn run(args: TraceArgs) -> Result<ExitCode, Error> {
     let mut sigterm = sig(SignalKind::terminate(), "SIGTERM")?;
     let mut sigint = sig(SignalKind::interrupt(), "SIGINT")?;
 
-    let (mut monitor, first) = Monitor::start(hierarchy, pod, args.ring_bytes)?;
+    let tuning = Tuning {
+        ring_bytes: args.ring_bytes,
+        without_oom_tracepoint: args.without_oom_tracepoint,
+    };
+    let (mut monitor, first) = Monitor::start(hierarchy, pod, &tuning)?;
     let mut stdout = std::io::stdout().lock();
     let paths = monitor.kernel_paths();
     tracing::info!(

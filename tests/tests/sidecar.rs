@@ -42,6 +42,8 @@ enum PodArgs {
     Cgroup,
     /// `--pod-uid <uid> --cgroup-root /sys/fs/cgroup`.
     Uid,
+    /// `--pod-cgroup` spelled with `..`, `.` and a doubled slash.
+    NonCanonical,
 }
 
 /// One task's world: S3, the pod with its sandbox, the shared volumes.
@@ -167,6 +169,15 @@ impl Task {
                 "--pod-cgroup",
                 &self.pod.path().to_string_lossy(),
             ])),
+            PodArgs::NonCanonical => {
+                let path = self.pod.path();
+                let name = path.file_name().expect("pod dir name").to_string_lossy();
+                let parent = path.parent().expect("pod parent").to_string_lossy();
+                args.extend(strings(&[
+                    "--pod-cgroup",
+                    &format!("{parent}//{name}/../{name}/."),
+                ]));
+            }
             PodArgs::Uid => {
                 // The cgroupfs root as a pod would mount it: /sys/fs/cgroup (the v2 tree is
                 // its `unified` child on this hybrid host, or the mount itself).
@@ -205,7 +216,7 @@ impl Task {
         assert!(stderr.contains("not ready"), "{stderr}");
         let placement = match pod {
             PodArgs::Inferred => Placement::OwnContainer,
-            PodArgs::Cgroup | PodArgs::Uid => Placement::Host,
+            PodArgs::Cgroup | PodArgs::Uid | PodArgs::NonCanonical => Placement::Host,
         };
         let mut sidecar = Copilot::spawn_wrapped(
             "sidecar",
@@ -556,6 +567,20 @@ fn nonzero_exit_writes_the_exit_code() {
     assert_eq!(origin, execution_error::ErrorKind::User);
 }
 
+/// The pod cgroup's level is counted from its path: with `..` left in, the
+/// programs filtered on the wrong level, saw nothing, and exit 3 was a success.
+#[test]
+fn a_non_canonical_pod_cgroup_still_sees_the_exit_code() {
+    let mut task = Task::new(Layout::Cgroupfs, single_int_output());
+    task.start_sidecar(PodArgs::NonCanonical, &[]);
+    task.start_main("echo 1 > /out/answer; exit 3", ContainerOpts::default());
+    task.wait_main();
+    task.sidecar_exits_0();
+    let (code, message, ..) = task.error();
+    assert_eq!(code, "NonZeroExitCode");
+    assert!(message.ends_with("exited with code 3"), "{message}");
+}
+
 #[test]
 fn oom_kill_is_reported() {
     let mut task = Task::new(Layout::Cgroupfs, single_int_output());
@@ -601,11 +626,15 @@ fn main_that_never_starts_hits_the_start_timeout() {
     assert_eq!(kind, container_error::Kind::Recoverable);
 }
 
+/// A main container that ended before the sidecar attached left no exit status
+/// anywhere the sidecar can read (its own programs were not loaded yet): it must
+/// not be taken for a success, even with all its outputs in place (hardening
+/// issue item 4: an exit 3 here used to be uploaded as a success).
 #[test]
-fn main_that_exited_before_the_sidecar_still_uploads() {
+fn main_that_exited_before_the_sidecar_is_never_a_success() {
     let mut task = Task::new(Layout::Cgroupfs, mixed_outputs());
     task.download();
-    task.start_main(MIXED_SCRIPT, ContainerOpts::default());
+    task.start_main(&format!("{MIXED_SCRIPT}\nexit 3"), ContainerOpts::default());
     task.wait_main();
     let started = Instant::now();
     task.start_sidecar(PodArgs::Cgroup, &[]);
@@ -615,12 +644,37 @@ fn main_that_exited_before_the_sidecar_still_uploads() {
         "handled at once, not by a timeout"
     );
     let exited = log_line(&logs, "main container exited");
-    assert!(
-        exited.contains("unknown (exited before copilot attached)"),
-        "{exited}"
+    assert!(exited.contains("status=unknown"), "{exited}");
+    assert!(task.outputs_pb().is_none(), "no outputs.pb for an unknown status");
+    let (code, message, kind, origin) = task.error();
+    assert_eq!(code, "ExitStatusUnknown");
+    assert!(message.contains("exit status is unknown"), "{message}");
+    assert_eq!(kind, container_error::Kind::Recoverable);
+    assert_eq!(origin, execution_error::ErrorKind::System);
+}
+
+/// The consumer stalled (SIGSTOP) while the main container floods the ring with
+/// 10,000 short-lived children and exits 5: its exit event is lost with tens of
+/// thousands of others, yet the status comes back from the kernel's record.
+#[test]
+fn a_lost_exit_event_keeps_the_exit_status() {
+    let mut task = Task::new(Layout::Cgroupfs, single_int_output());
+    task.start_sidecar(PodArgs::Cgroup, &["--log-level", "info"]);
+    task.sidecar().signal(libc::SIGSTOP);
+    task.start_main(
+        "echo 1 > /out/answer; i=0; while [ $i -lt 10000 ]; do /bin/true; i=$((i+1)); done; exit 5",
+        ContainerOpts::default(),
     );
-    let outputs = task.outputs();
-    check_mixed(&task, &outputs);
+    task.wait_main();
+    task.sidecar().signal(libc::SIGCONT);
+    let logs = task.sidecar_exits_0();
+    assert!(
+        logs.contains("ring buffer overflowed"),
+        "the test must lose events to test anything\n{logs}"
+    );
+    let (code, message, ..) = task.error();
+    assert_eq!(code, "NonZeroExitCode", "{message}\n{logs}");
+    assert!(message.ends_with("exited with code 5"), "{message}");
 }
 
 #[test]
@@ -747,7 +801,6 @@ fn sigterm_while_main_runs_is_upload_cut_short() {
 
 /// CAP_PERFMON (38) and CAP_BPF (39) as bits of /proc/PID/status `Cap*` masks.
 const BPF_PERFMON: u64 = (1 << 38) | (1 << 39);
-const CAP_DAC_READ_SEARCH: u64 = 1 << 2;
 
 /// `setpriv` arguments that leave exactly `caps` (e.g. `+bpf,+perfmon`) in every set.
 fn setpriv(user: Option<u32>, caps: &str) -> Vec<String> {
@@ -803,30 +856,28 @@ fn least_privilege_root_with_only_bpf_and_perfmon() {
     check_mixed(&task, &outputs);
 }
 
-/// Not root: CAP_BPF + CAP_PERFMON are not enough, because tracefs (where tracepoint ids
-/// live) is mode 0700 root; CAP_DAC_READ_SEARCH makes it readable.
-#[test]
-fn non_root_needs_dac_read_search_for_tracefs() {
-    let mut task = Task::new(Layout::Cgroupfs, mixed_outputs());
-    let without = setpriv(Some(65532), "+bpf,+perfmon");
-    let mut args = without.clone();
-    args.extend(strings(&[
-        &integration_test::copilot_bin().to_string_lossy(),
-        "trace",
-        "--pod-cgroup",
-        &task.pod.path().to_string_lossy(),
-    ]));
-    let out = std::process::Command::new(&args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run setpriv");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "uid 65532 attached without DAC_READ_SEARCH"
-    );
-    assert!(stderr.contains("tracefs"), "{stderr}");
+/// A wrapper that runs the sidecar in a mount namespace of its own without tracefs,
+/// as a pod sees the host (no hostPath for it): exit 97 if tracefs is still there.
+fn without_tracefs() -> Vec<String> {
+    strings(&[
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        "umount -l /sys/kernel/tracing 2>/dev/null; umount -l /sys/kernel/debug/tracing 2>/dev/null; \
+         grep -q ' tracefs ' /proc/self/mounts && exit 97; exec \"$@\"",
+        "sh",
+    ])
+}
 
+/// Not root, CAP_BPF + CAP_PERFMON only, and no tracefs: the raw tracepoints are
+/// attached by name and their arguments read from BTF (world-readable), so nothing
+/// else is needed (tracefs is mode 0700 root: it used to need CAP_DAC_READ_SEARCH).
+#[test]
+fn non_root_with_only_bpf_and_perfmon_and_no_tracefs() {
+    let mut task = Task::new(Layout::Cgroupfs, mixed_outputs());
     task.download();
     // The ready file's directory must be writable for uid 65532.
     std::fs::set_permissions(
@@ -834,21 +885,24 @@ fn non_root_needs_dac_read_search_for_tracefs() {
         std::os::unix::fs::PermissionsExt::from_mode(0o777),
     )
     .expect("chmod");
-    let with = setpriv(Some(65532), "+bpf,+perfmon,+dac_read_search");
-    let with: Vec<&str> = with.iter().map(String::as_str).collect();
-    task.start_sidecar_wrapped(&with, PodArgs::Cgroup, &[]);
+    let mut wrapper = without_tracefs();
+    wrapper.extend(setpriv(Some(65532), "+bpf,+perfmon"));
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    task.start_sidecar_wrapped(&wrapper, PodArgs::Cgroup, &[]);
     let pid = task.sidecar().pid();
-    assert_eq!(cap_mask(pid, "CapEff"), BPF_PERFMON | CAP_DAC_READ_SEARCH);
-    let uid_line = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("status")
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .map(str::to_owned)
-        .expect("Uid line");
+    assert_eq!(cap_mask(pid, "CapEff"), BPF_PERFMON);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid line");
     assert!(uid_line.contains("65532"), "{uid_line}");
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mounts")).expect("mounts");
+    assert!(!mounts.contains(" tracefs "), "tracefs in the sidecar's namespace");
     task.start_main(MIXED_SCRIPT, ContainerOpts::default());
     task.wait_main();
-    task.sidecar_exits_0();
+    let logs = task.sidecar_exits_0();
+    assert!(
+        log_line(&logs, "main container exited").contains("status=exit code 0"),
+        "{logs}"
+    );
     let outputs = task.outputs();
     check_mixed(&task, &outputs);
 }

@@ -8,8 +8,8 @@ use std::{
 };
 
 use integration_test::{
-    Container, ContainerOpts, Event, Gate, Layout, PodCgroup, Trace, copilot_bin, random_hex,
-    v1_mounts,
+    Container, ContainerOpts, Event, Gate, Layout, PodCgroup, Trace, cgroup2_mount, copilot_bin,
+    random_hex, v1_mounts,
 };
 
 /// Generous: a loaded CI machine may be slow, but nothing here should take long.
@@ -407,8 +407,9 @@ fn children_are_not_the_main_process(layout: Layout) {
     assert_only_main_is_main(&trace, &ctr);
 }
 
-/// Scenario 8: `copilot trace --pod-cgroup <bad>` exits non-zero, naming the path.
-fn bad_pod_cgroup(path: &Path) {
+/// Scenario 8: `copilot trace --pod-cgroup <bad>` exits non-zero, naming the path;
+/// returns its stderr.
+fn bad_pod_cgroup(path: &Path) -> String {
     let mut child = Command::new(copilot_bin())
         .args(["trace", "--pod-cgroup"])
         .arg(path)
@@ -447,12 +448,20 @@ fn bad_pod_cgroup(path: &Path) {
         !stdout.contains("\"ready\""),
         "ready printed for a bad cgroup: {stdout}"
     );
+    stderr.into_owned()
 }
 
 #[test]
 fn bad_input_nonexistent_pod_cgroup() {
     let pod = PodCgroup::new(Layout::Cgroupfs);
     bad_pod_cgroup(&pod.path().join(format!("pod-{}", random_hex(8))));
+}
+
+#[test]
+fn bad_input_pod_cgroup_leading_out_of_the_mount() {
+    let out = cgroup2_mount().join("..");
+    let stderr = bad_pod_cgroup(&out);
+    assert!(stderr.contains("leads out of the cgroup v2 mount"), "{stderr}");
 }
 
 #[test]

@@ -52,7 +52,6 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     rust_src(&opts)?;
     bpf_linker(&opts)?;
     moto(&opts)?;
-    tracefs(&opts)?;
     Ok(())
 }
 
@@ -230,72 +229,4 @@ fn moto(opts: &Options) -> anyhow::Result<()> {
     }
     step("moto", done(opts));
     Ok(())
-}
-
-/// Where the kernel mounts its tracing filesystem (tracefs).
-const TRACEFS: &str = "/sys/kernel/tracing";
-
-/// Mounts tracefs at `/sys/kernel/tracing` when it is not mounted.
-///
-/// A fresh machine of this kind boots with nothing mounted there, and the classic
-/// tracepoints the tracer attaches read their `format` files from it. Checked in
-/// `/proc/self/mountinfo` (not by listing the folder, which is empty either way on a
-/// kernel that has tracefs but has not mounted it).
-fn tracefs(opts: &Options) -> anyhow::Result<()> {
-    let mountinfo =
-        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    if mounted_at(&mountinfo, "tracefs", TRACEFS) {
-        step("tracefs", &format!("already mounted ({TRACEFS})"));
-        return Ok(());
-    }
-    step("tracefs", &format!("mounting at {TRACEFS}"));
-    act(
-        opts,
-        Command::new("mount").args(["-t", "tracefs", "tracefs", TRACEFS]),
-    )
-    .context("mounting tracefs (needs root, and a kernel with CONFIG_TRACING)")?;
-    step("tracefs", done(opts));
-    Ok(())
-}
-
-/// Whether `mountinfo` (the text of `/proc/self/mountinfo`) has a `fstype` mount at `target`.
-fn mounted_at(mountinfo: &str, fstype: &str, target: &str) -> bool {
-    mountinfo.lines().any(|line| {
-        let mut fields = line.split(' ');
-        let mount_point = fields.nth(4);
-        // The filesystem type follows the " - " separator after the optional fields.
-        let fs = line
-            .split(" - ")
-            .nth(1)
-            .and_then(|rest| rest.split(' ').next());
-        mount_point == Some(target) && fs == Some(fstype)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::mounted_at;
-
-    const MOUNTINFO: &str = "\
-24 29 0:22 / /sys rw,nosuid shared:7 - sysfs sysfs rw
-31 24 0:12 / /sys/kernel/tracing rw,nosuid,nodev,noexec,relatime shared:13 - tracefs tracefs rw
-40 24 0:30 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
-";
-
-    #[test]
-    fn finds_a_mount_by_type_and_place() {
-        assert!(mounted_at(MOUNTINFO, "tracefs", "/sys/kernel/tracing"));
-        assert!(mounted_at(MOUNTINFO, "cgroup2", "/sys/fs/cgroup/unified"));
-    }
-
-    #[test]
-    fn another_type_or_place_is_not_a_mount() {
-        assert!(!mounted_at(
-            MOUNTINFO,
-            "tracefs",
-            "/sys/kernel/debug/tracing"
-        ));
-        assert!(!mounted_at(MOUNTINFO, "sysfs", "/sys/kernel/tracing"));
-        assert!(!mounted_at("", "tracefs", "/sys/kernel/tracing"));
-    }
 }

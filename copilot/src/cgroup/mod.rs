@@ -42,6 +42,8 @@ pub enum Error {
     V1Only { path: PathBuf, unified: String },
     #[error("{path} is not in a cgroup filesystem")]
     NotACgroup { path: PathBuf },
+    #[error("{given} leads out of the cgroup v2 mount at {mount}")]
+    Escapes { given: PathBuf, mount: PathBuf },
     #[error("{path} is not inside the cgroup v2 mount at {mount}")]
     OutsideMount { path: PathBuf, mount: PathBuf },
     #[error("watching {path} with inotify")]
@@ -109,21 +111,29 @@ impl Hierarchy {
 
     /// Resolves a user-given cgroup: an absolute path in the cgroupfs, or a
     /// path relative to the v2 mount (`/kubepods/pod…` or `kubepods/pod…`).
+    /// The path is made canonical first (`..`, `.`, doubled slashes, symlinks),
+    /// since the pod cgroup's level in the hierarchy is counted from it; one that
+    /// leads out of the mount is refused.
     pub fn resolve(&self, given: &Path) -> Result<Cgroup, Error> {
-        let path = if given.starts_with(&self.mount) {
+        let candidate = if given.starts_with(&self.mount) || (given.is_absolute() && given.exists())
+        {
             given.to_path_buf()
-        } else if given.exists() {
-            // Exists outside the mount: say what it is rather than guessing.
-            fs::canonicalize(given).unwrap_or_else(|_| given.to_path_buf())
         } else {
-            let rel = given.strip_prefix("/").unwrap_or(given);
-            let joined = self.mount.join(rel);
-            if !joined.exists() {
-                return Err(Error::NotFound {
-                    path: given.to_path_buf(),
-                });
-            }
-            joined
+            self.mount.join(given.strip_prefix("/").unwrap_or(given))
+        };
+        let path = fs::canonicalize(&candidate).map_err(|_| Error::NotFound {
+            path: given.to_path_buf(),
+        })?;
+        let mount = fs::canonicalize(&self.mount).unwrap_or_else(|_| self.mount.clone());
+        if !path.starts_with(&mount) && candidate.starts_with(&self.mount) {
+            return Err(Error::Escapes {
+                given: given.to_path_buf(),
+                mount: self.mount.clone(),
+            });
+        }
+        let path = match path.strip_prefix(&mount) {
+            Ok(rel) => self.mount.join(rel),
+            Err(_) => path,
         };
         let meta = stat(&path)?;
         if !meta.is_dir() {

@@ -25,7 +25,6 @@ use crate::{
     pod::PodSelector,
     proto::core::{ErrorDocument, LiteralMap, TypedInterface},
     storage::{Progress, Store},
-    tracer::ExitStatus,
 };
 use wait::{EbpfWatcher, MainExit, MainSelector, WatcherType};
 
@@ -324,7 +323,7 @@ async fn sidecar(
         tracing::info!(
             container = exit.container.as_deref().unwrap_or("?"),
             pid = exit.pid,
-            status = %exit.status.map_or("unknown (exited before copilot attached)".into(), |s| s.to_string()),
+            status = %exit.status.map_or("unknown".into(), |s| s.to_string()),
             oom_killed = exit.oom_killed,
             "main container exited"
         );
@@ -504,7 +503,19 @@ fn main_failure(exit: &MainExit) -> Option<Failure> {
             origin: ErrorOrigin::User,
         });
     }
-    let status: ExitStatus = exit.status?;
+    let Some(status) = exit.status else {
+        // Seen only as an emptied cgroup, with no record of the exit in the kernel:
+        // never guess success.
+        return Some(Failure {
+            code: "ExitStatusUnknown",
+            message: format!(
+                "{who} exited, but its exit status is unknown: copilot did not see the exit \
+                 (it ended before copilot attached, or the kernel's events about it were lost)"
+            ),
+            kind: ErrorKind::Recoverable,
+            origin: ErrorOrigin::System,
+        });
+    };
     if let Some(sig) = status.signal() {
         return Some(Failure {
             code: "ContainerKilled",
@@ -607,6 +618,7 @@ pub fn probe(args: &ProbeArgs) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tracer::ExitStatus;
 
     fn exit(status: Option<u32>, oom: bool) -> MainExit {
         MainExit {
@@ -621,9 +633,14 @@ mod tests {
     #[test]
     fn failures_say_what_happened() {
         assert!(main_failure(&exit(Some(0), false)).is_none());
-        assert!(
-            main_failure(&exit(None, false)).is_none(),
-            "unknown status is not a failure"
+        let unknown = main_failure(&exit(None, false)).expect("unknown status is not success");
+        assert_eq!(
+            (unknown.code, unknown.kind, unknown.origin),
+            (
+                "ExitStatusUnknown",
+                ErrorKind::Recoverable,
+                ErrorOrigin::System
+            )
         );
         let f = main_failure(&exit(Some(3 << 8), false)).unwrap();
         assert_eq!(f.code, "NonZeroExitCode");

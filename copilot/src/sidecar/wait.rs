@@ -11,7 +11,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
     lifecycle::{Container, State},
-    monitor::{self, Monitor, Output},
+    monitor::{self, Monitor, Output, Tuning},
     pod::{self, PodSelector, Role},
     tracer::ExitStatus,
 };
@@ -95,7 +95,7 @@ impl EbpfWatcher {
     /// Attaches and snapshots; when this returns, no start or exit can be missed.
     pub fn start(sel: &PodSelector, selector: MainSelector) -> Result<Self, Error> {
         let (hierarchy, pod_cgroup) = pod::find_pod(sel)?;
-        let (monitor, first) = Monitor::start(hierarchy, pod_cgroup, None)?;
+        let (monitor, first) = Monitor::start(hierarchy, pod_cgroup, &Tuning::default())?;
         log_outputs(&first);
         release_startup_heap();
         let own_cgroup = pod::own_cgroup().unwrap_or_default();

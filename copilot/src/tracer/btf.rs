@@ -1,7 +1,9 @@
-//! Just enough of a BTF reader to find struct member offsets in the running
-//! kernel's `/sys/kernel/btf/vmlinux`. Rust eBPF has no CO-RE, so the offsets
-//! of the `task_struct` and `signal_struct` fields the programs read are looked
-//! up here and passed to them as load-time globals.
+//! Just enough of a BTF reader to find struct member offsets and tracepoint
+//! prototypes in the running kernel's `/sys/kernel/btf/vmlinux`. Rust eBPF has
+//! no CO-RE, so the offsets of the `task_struct`, `signal_struct` and
+//! `linux_binprm` fields the programs read are looked up here and passed to them
+//! as load-time globals; the arguments a raw tracepoint passes are read from its
+//! `btf_trace_<name>` typedef (every kernel with BTF since 5.5 has them).
 //!
 //! Format: `include/uapi/linux/btf.h` and the kernel's `Documentation/bpf/btf.rst`.
 
@@ -17,15 +19,30 @@ pub enum Error {
     NoMember { strukt: String, member: String },
     #[error("BTF member {strukt}.{member} is a bitfield")]
     Bitfield { strukt: String, member: String },
+    #[error("BTF has no prototype for tracepoint {name} (no typedef btf_trace_{name})")]
+    NoTracepoint { name: String },
+}
+
+/// The type of one argument a tracepoint passes, as far as the programs care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arg {
+    /// A pointer to the named struct (empty for other pointees).
+    Pointer(String),
+    /// An integer type, by its name after typedefs (`int`, `_Bool`, …).
+    Int(String),
+    Other,
 }
 
 const MAGIC: u16 = 0xeb9f;
+const KIND_INT: u32 = 1;
+const KIND_PTR: u32 = 2;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC_PROTO: u32 = 13;
 const KIND_TYPE_TAG: u32 = 18;
 
 #[derive(Debug, Clone)]
@@ -43,6 +60,7 @@ struct Type {
     kind: u32,
     /// `size` for structs, `type` for modifiers and typedefs.
     size_or_type: u32,
+    /// Struct and union members; a function prototype's parameters (offset 0).
     members: Vec<Member>,
 }
 
@@ -51,6 +69,7 @@ pub struct Btf {
     types: Vec<Type>,
     strings: Vec<u8>,
     structs: HashMap<String, u32>,
+    typedefs: HashMap<String, u32>,
 }
 
 struct Reader<'a> {
@@ -143,8 +162,20 @@ impl Btf {
                         });
                     }
                 }
-                // ENUM, FUNC_PROTO: 8 bytes per entry.
-                6 | 13 => r.skip(8 * vlen)?,
+                KIND_FUNC_PROTO => {
+                    for _ in 0..vlen {
+                        let name = r.u32()?;
+                        let ty = r.u32()?;
+                        members.push(Member {
+                            name,
+                            ty,
+                            bit_offset: 0,
+                            bitfield: false,
+                        });
+                    }
+                }
+                // ENUM: 8 bytes per entry.
+                6 => r.skip(8 * vlen)?,
                 // DATASEC, ENUM64: 12 bytes per entry.
                 15 | 19 => r.skip(12 * vlen)?,
                 // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG.
@@ -166,11 +197,15 @@ impl Btf {
             types,
             strings,
             structs: HashMap::new(),
+            typedefs: HashMap::new(),
         };
         for (id, t) in btf.types.iter().enumerate() {
             if t.kind == KIND_STRUCT && t.name != 0 && !t.members.is_empty() {
                 let name = btf.string(t.name).to_owned();
                 btf.structs.entry(name).or_insert(id as u32);
+            } else if t.kind == KIND_TYPEDEF && btf.string(t.name).starts_with("btf_trace_") {
+                let name = btf.string(t.name).to_owned();
+                btf.typedefs.entry(name).or_insert(id as u32);
             }
         }
         Ok(btf)
@@ -217,6 +252,41 @@ impl Btf {
                 strukt: strukt.into(),
                 member: member.into(),
             }),
+        }
+    }
+
+    /// The arguments raw tracepoint `name` passes its programs, in order: its
+    /// `TP_PROTO`, from `typedef void (*btf_trace_<name>)(void *, …)` without the
+    /// leading `void *` (the probe's data pointer, not passed to programs).
+    pub fn tracepoint_args(&self, name: &str) -> Result<Vec<Arg>, Error> {
+        let missing = || Error::NoTracepoint { name: name.into() };
+        let id = *self
+            .typedefs
+            .get(&format!("btf_trace_{name}"))
+            .ok_or_else(missing)?;
+        let ptr = self.types.get(self.resolve(id) as usize).ok_or_else(missing)?;
+        let proto = self
+            .types
+            .get(self.resolve(ptr.size_or_type) as usize)
+            .filter(|t| ptr.kind == KIND_PTR && t.kind == KIND_FUNC_PROTO)
+            .ok_or_else(missing)?;
+        Ok(proto.members.iter().skip(1).map(|p| self.arg(p.ty)).collect())
+    }
+
+    fn arg(&self, ty: u32) -> Arg {
+        let Some(t) = self.types.get(self.resolve(ty) as usize) else {
+            return Arg::Other;
+        };
+        match t.kind {
+            KIND_INT => Arg::Int(self.string(t.name).to_owned()),
+            KIND_PTR => {
+                let pointee = self.types.get(self.resolve(t.size_or_type) as usize);
+                let name = pointee
+                    .filter(|p| p.kind == KIND_STRUCT)
+                    .map_or("", |p| self.string(p.name));
+                Arg::Pointer(name.to_owned())
+            }
+            _ => Arg::Other,
         }
     }
 
@@ -297,6 +367,13 @@ pub(crate) mod tests {
             1,
             (3 << 24) | 128,
         ]);
+        // 5: void *; 6: struct outer *; 7: void (void *, struct outer *, int);
+        // 8: a pointer to 7; 9: typedef 8 btf_trace_demo.
+        t.extend([0, info(KIND_PTR, 0, false), 0]);
+        t.extend([0, info(KIND_PTR, 0, false), 4]);
+        t.extend([0, info(KIND_FUNC_PROTO, 3, false), 0, 0, 5, 0, 6, 0, 1]);
+        t.extend([0, info(KIND_PTR, 0, false), 7]);
+        t.extend([s("btf_trace_demo", &mut strings), info(KIND_TYPEDEF, 0, false), 8]);
         let type_bytes: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
         let mut out = Vec::new();
         out.extend(MAGIC.to_le_bytes());
@@ -340,6 +417,21 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn tracepoint_arguments_from_the_typedef() {
+        let btf = Btf::parse(&sample()).unwrap();
+        assert_eq!(
+            btf.tracepoint_args("demo"),
+            Ok(vec![Arg::Pointer("outer".into()), Arg::Int("int".into())])
+        );
+        assert_eq!(
+            btf.tracepoint_args("other"),
+            Err(Error::NoTracepoint {
+                name: "other".into()
+            })
+        );
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(Btf::parse(b"").is_err());
         assert!(Btf::parse(&[0u8; 64]).is_err());
@@ -364,5 +456,21 @@ pub(crate) mod tests {
         assert_eq!(tgid, pid + 4, "pid and tgid are adjacent pid_t fields");
         btf.member_offset("signal_struct", "group_exit_code")
             .unwrap();
+        btf.member_offset("linux_binprm", "filename").unwrap();
+        let exec = btf.tracepoint_args("sched_process_exec").unwrap();
+        assert_eq!(
+            exec,
+            [
+                Arg::Pointer("task_struct".into()),
+                Arg::Int("int".into()),
+                Arg::Pointer("linux_binprm".into())
+            ]
+        );
+        let exit = btf.tracepoint_args("sched_process_exit").unwrap();
+        assert_eq!(exit[0], Arg::Pointer("task_struct".into()));
+        assert!(matches!(
+            btf.tracepoint_args("no_such_tracepoint"),
+            Err(Error::NoTracepoint { .. })
+        ));
     }
 }

@@ -9,25 +9,26 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Needs Linux ≥ 5.8 (ring buffer), BTF at `/sys/kernel/btf/vmlinux`, tracefs,
-//! and CAP_BPF + CAP_PERFMON (or root).
+//! Needs Linux ≥ 5.8 (ring buffer), BTF at `/sys/kernel/btf/vmlinux`, and
+//! CAP_BPF + CAP_PERFMON (or root). Not tracefs: the programs are raw
+//! tracepoints, attached by name, whose arguments the kernel's BTF describes.
 
 mod btf;
 mod event;
-mod format;
 
 use std::io;
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::RawTracePoint,
 };
 use copilot_common::{
-    config::{CONFIG_GLOBAL, Config, OFFSET_ABSENT},
+    config::{CONFIG_GLOBAL, Config, OOM_ARG_PID, OOM_ARG_TASK},
     event::{
-        CONTAINERS_MAP, DEFAULT_RING_BYTES, DROPS_MAP, EVENTS_MAP, EXEC_PROGRAM, EXIT_PROGRAM,
-        Event, MAINS_MAP, OOM_PROGRAM,
+        CONTAINERS_MAP, DEFAULT_RING_BYTES, DROPS_MAP, EVENTS_MAP, EXEC_PROGRAM,
+        EXIT_GROUP_DEAD_PROGRAM, EXIT_PROGRAM, EXITS_MAP, Event, ExitRecord, MAINS_MAP,
+        OOM_PROGRAM,
     },
 };
 pub use event::{ExitStatus, Kind, ProcessEvent};
@@ -55,14 +56,19 @@ pub enum Error {
         #[source]
         source: btf::Error,
     },
-    #[error(transparent)]
-    Format(#[from] format::Error),
     #[error(
         "loading the eBPF object failed (copilot needs CAP_BPF and CAP_PERFMON, or root, and Linux ≥ 5.8)"
     )]
     Load(#[source] aya::EbpfError),
     #[error("this copilot was built with AYA_BUILD_SKIP=1 and has no eBPF programs")]
     NoObject,
+    #[error(
+        "the kernel's tracepoint {tracepoint} passes arguments copilot does not know: {args}"
+    )]
+    Prototype {
+        tracepoint: &'static str,
+        args: String,
+    },
     #[error("eBPF program {name} is missing from the object")]
     NoProgram { name: &'static str },
     #[error("eBPF map {name} is missing from the object")]
@@ -91,6 +97,9 @@ pub struct Options {
     pub pod_cgroup_level: u32,
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     pub ring_bytes: u32,
+    /// Leave `oom/mark_victim` out, as on a kernel without it (OOM kills are then
+    /// told from the memory controller's counters); for tests of that path.
+    pub without_oom_tracepoint: bool,
 }
 
 impl Options {
@@ -99,6 +108,7 @@ impl Options {
             pod_cgroup_id: pod.id,
             pod_cgroup_level: pod.level,
             ring_bytes: DEFAULT_RING_BYTES,
+            without_oom_tracepoint: false,
         }
     }
 }
@@ -119,7 +129,17 @@ pub struct Tracer {
     drops: PerCpuArray<MapData, u64>,
     mains: HashMap<MapData, u32, u64>,
     containers: HashMap<MapData, u64, u32>,
+    exits: HashMap<MapData, u64, ExitRecord>,
     paths: KernelPaths,
+}
+
+/// How a container's main process ended, read back from the kernel's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordedExit {
+    pub tgid: u32,
+    pub status: ExitStatus,
+    /// CLOCK_BOOTTIME of the exit.
+    pub time_ns: u64,
 }
 
 impl Tracer {
@@ -143,10 +163,7 @@ impl Tracer {
             .map_max_entries(EVENTS_MAP, opts.ring_bytes)
             .load(OBJECT)
             .map_err(Error::Load)?;
-        for name in [EXEC_PROGRAM, EXIT_PROGRAM, OOM_PROGRAM] {
-            if name == OOM_PROGRAM && !paths.oom_tracepoint {
-                continue;
-            }
+        for (name, _) in programs(paths) {
             program(&mut ebpf, name)?
                 .load()
                 .map_err(|source| Error::Program {
@@ -181,28 +198,28 @@ impl Tracer {
                     source,
                 }
             })?;
+        let exits = HashMap::try_from(take_map(&mut ebpf, EXITS_MAP)?).map_err(|source| {
+            Error::Map {
+                name: EXITS_MAP,
+                source,
+            }
+        })?;
         Ok(Self {
             ebpf,
             ring,
             drops,
             mains,
             containers,
+            exits,
             paths,
         })
     }
 
     /// Attaches the programs: from here on nothing in the pod is missed.
     pub fn attach(&mut self) -> Result<(), Error> {
-        for (name, category, tp) in [
-            (EXEC_PROGRAM, "sched", "sched_process_exec"),
-            (EXIT_PROGRAM, "sched", "sched_process_exit"),
-            (OOM_PROGRAM, "oom", "mark_victim"),
-        ] {
-            if name == OOM_PROGRAM && !self.paths.oom_tracepoint {
-                continue;
-            }
+        for (name, tracepoint) in programs(self.paths) {
             program(&mut self.ebpf, name)?
-                .attach(category, tp)
+                .attach(tracepoint)
                 .map_err(|source| Error::Program {
                     name,
                     action: "attach",
@@ -236,6 +253,18 @@ impl Tracer {
                 name: MAINS_MAP,
                 source,
             })
+    }
+
+    /// The kernel's record of how the main process of a container ended, if the
+    /// programs saw it exit (they record only processes they were told to watch,
+    /// or that they saw exec first in their container).
+    pub fn recorded_exit(&self, container_cgroup_id: u64) -> Option<RecordedExit> {
+        let r = self.exits.get(&container_cgroup_id, 0).ok()?;
+        Some(RecordedExit {
+            tgid: r.tgid,
+            status: ExitStatus(r.exit_status),
+            time_ns: r.ktime_ns,
+        })
     }
 
     /// Events lost because the ring buffer was full, summed over CPUs.
@@ -279,7 +308,22 @@ impl Tracer {
     }
 }
 
-fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut TracePoint, Error> {
+/// The programs the running kernel gets, with the tracepoint each attaches to.
+fn programs(paths: KernelPaths) -> impl Iterator<Item = (&'static str, &'static str)> {
+    let exit = if paths.group_dead_field {
+        EXIT_GROUP_DEAD_PROGRAM
+    } else {
+        EXIT_PROGRAM
+    };
+    [
+        (EXEC_PROGRAM, "sched_process_exec"),
+        (exit, "sched_process_exit"),
+    ]
+    .into_iter()
+    .chain(paths.oom_tracepoint.then_some((OOM_PROGRAM, "mark_victim")))
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut RawTracePoint, Error> {
     ebpf.program_mut(name)
         .ok_or(Error::NoProgram { name })?
         .try_into()
@@ -294,31 +338,44 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, Error
     ebpf.take_map(name).ok_or(Error::NoMap { name })
 }
 
-/// Builds the programs' [`Config`] from the kernel's BTF and tracepoint formats.
+/// Builds the programs' [`Config`] from the kernel's BTF.
 fn resolve_config(kbtf: &btf::Btf, opts: &Options) -> Result<(Config, KernelPaths), Error> {
-    let off = |s: &str, m: &str| {
-        kbtf.member_offset(s, m).map_err(|source| Error::Btf {
-            path: VMLINUX_BTF,
-            source,
-        })
+    let btf_err = |source| Error::Btf {
+        path: VMLINUX_BTF,
+        source,
     };
-    let tracefs = format::tracefs()?;
-    let exec = format::Format::read(&tracefs, "sched", "sched_process_exec")?;
-    let exit = format::Format::read(&tracefs, "sched", "sched_process_exit")?;
+    let off = |s: &str, m: &str| kbtf.member_offset(s, m).map_err(btf_err);
+    let exec = kbtf.tracepoint_args("sched_process_exec").map_err(btf_err)?;
+    let exit = kbtf.tracepoint_args("sched_process_exit").map_err(btf_err)?;
+    let task = || btf::Arg::Pointer("task_struct".into());
+    if exec.get(2) != Some(&btf::Arg::Pointer("linux_binprm".into())) {
+        return Err(Error::Prototype {
+            tracepoint: "sched_process_exec",
+            args: format!("{exec:?}"),
+        });
+    }
+    let group_dead = match exit.as_slice() {
+        [t] if *t == task() => false,
+        [t, btf::Arg::Int(_)] if *t == task() => true,
+        _ => {
+            return Err(Error::Prototype {
+                tracepoint: "sched_process_exit",
+                args: format!("{exit:?}"),
+            });
+        }
+    };
     // The OOM tracepoint is a bonus (attribution falls back to OOM counters).
-    let oom = format::Format::read(&tracefs, "oom", "mark_victim").ok();
-    let oom_pid = oom.as_ref().and_then(|f| f.field("pid").ok());
-    let group_dead = exit
-        .has("group_dead")
-        .then(|| exit.field("group_dead"))
-        .transpose()?;
-
+    let oom_arg = match kbtf.tracepoint_args("mark_victim").ok().as_deref() {
+        _ if opts.without_oom_tracepoint => None,
+        Some([btf::Arg::Int(_), ..]) => Some(OOM_ARG_PID),
+        Some([t, ..]) if *t == task() => Some(OOM_ARG_TASK),
+        _ => None,
+    };
     let config = Config {
         pod_cgroup_id: opts.pod_cgroup_id,
         pod_cgroup_level: opts.pod_cgroup_level,
-        exec_filename_off: exec.field("filename")?.offset,
-        exit_group_dead_off: group_dead.map_or(OFFSET_ABSENT, |f| f.offset),
-        oom_victim_pid_off: oom_pid.map_or(OFFSET_ABSENT, |f| f.offset),
+        bprm_filename_off: off("linux_binprm", "filename")?,
+        oom_victim_arg: oom_arg.unwrap_or(OOM_ARG_PID),
         task_tgid_off: off("task_struct", "tgid")?,
         task_real_parent_off: off("task_struct", "real_parent")?,
         task_group_leader_off: off("task_struct", "group_leader")?,
@@ -329,10 +386,11 @@ fn resolve_config(kbtf: &btf::Btf, opts: &Options) -> Result<(Config, KernelPath
         signal_group_exit_code_off: off("signal_struct", "group_exit_code")?,
         signal_group_exit_flag: SIGNAL_GROUP_EXIT,
         wakeup_threshold: opts.ring_bytes / 2,
+        reserved: 0,
     };
     let paths = KernelPaths {
-        group_dead_field: group_dead.is_some(),
-        oom_tracepoint: oom_pid.is_some(),
+        group_dead_field: group_dead,
+        oom_tracepoint: oom_arg.is_some(),
     };
     Ok((config, paths))
 }
