@@ -39,8 +39,8 @@ use aya_ebpf::{
 use copilot_common::{
     config::{Config, OOM_ARG_TASK},
     event::{
-        DEFAULT_RING_BYTES, Event, EventKind, ExitRecord, FILENAME_LEN, FLAG_FILENAME_TRUNCATED, FLAG_GROUP_DEAD_DERIVED,
-        FLAG_GROUP_DEAD_FIELD, FLAG_MAIN, FLAG_WAKEUP,
+        DEFAULT_RING_BYTES, Event, EventKind, ExitRecord, FILENAME_LEN, FLAG_FILENAME_TRUNCATED,
+        FLAG_GROUP_DEAD_DERIVED, FLAG_GROUP_DEAD_FIELD, FLAG_MAIN, FLAG_WAKEUP,
     },
 };
 

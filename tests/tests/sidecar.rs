@@ -645,7 +645,10 @@ fn main_that_exited_before_the_sidecar_is_never_a_success() {
     );
     let exited = log_line(&logs, "main container exited");
     assert!(exited.contains("status=unknown"), "{exited}");
-    assert!(task.outputs_pb().is_none(), "no outputs.pb for an unknown status");
+    assert!(
+        task.outputs_pb().is_none(),
+        "no outputs.pb for an unknown status"
+    );
     let (code, message, kind, origin) = task.error();
     assert_eq!(code, "ExitStatusUnknown");
     assert!(message.contains("exit status is unknown"), "{message}");
@@ -892,10 +895,16 @@ fn non_root_with_only_bpf_and_perfmon_and_no_tracefs() {
     let pid = task.sidecar().pid();
     assert_eq!(cap_mask(pid, "CapEff"), BPF_PERFMON);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid line");
+    let uid_line = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .expect("Uid line");
     assert!(uid_line.contains("65532"), "{uid_line}");
     let mounts = std::fs::read_to_string(format!("/proc/{pid}/mounts")).expect("mounts");
-    assert!(!mounts.contains(" tracefs "), "tracefs in the sidecar's namespace");
+    assert!(
+        !mounts.contains(" tracefs "),
+        "tracefs in the sidecar's namespace"
+    );
     task.start_main(MIXED_SCRIPT, ContainerOpts::default());
     task.wait_main();
     let logs = task.sidecar_exits_0();

@@ -461,7 +461,10 @@ fn bad_input_nonexistent_pod_cgroup() {
 fn bad_input_pod_cgroup_leading_out_of_the_mount() {
     let out = cgroup2_mount().join("..");
     let stderr = bad_pod_cgroup(&out);
-    assert!(stderr.contains("leads out of the cgroup v2 mount"), "{stderr}");
+    assert!(
+        stderr.contains("leads out of the cgroup v2 mount"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -264,13 +264,21 @@ impl Btf {
             .typedefs
             .get(&format!("btf_trace_{name}"))
             .ok_or_else(missing)?;
-        let ptr = self.types.get(self.resolve(id) as usize).ok_or_else(missing)?;
+        let ptr = self
+            .types
+            .get(self.resolve(id) as usize)
+            .ok_or_else(missing)?;
         let proto = self
             .types
             .get(self.resolve(ptr.size_or_type) as usize)
             .filter(|t| ptr.kind == KIND_PTR && t.kind == KIND_FUNC_PROTO)
             .ok_or_else(missing)?;
-        Ok(proto.members.iter().skip(1).map(|p| self.arg(p.ty)).collect())
+        Ok(proto
+            .members
+            .iter()
+            .skip(1)
+            .map(|p| self.arg(p.ty))
+            .collect())
     }
 
     fn arg(&self, ty: u32) -> Arg {
@@ -373,7 +381,11 @@ pub(crate) mod tests {
         t.extend([0, info(KIND_PTR, 0, false), 4]);
         t.extend([0, info(KIND_FUNC_PROTO, 3, false), 0, 0, 5, 0, 6, 0, 1]);
         t.extend([0, info(KIND_PTR, 0, false), 7]);
-        t.extend([s("btf_trace_demo", &mut strings), info(KIND_TYPEDEF, 0, false), 8]);
+        t.extend([
+            s("btf_trace_demo", &mut strings),
+            info(KIND_TYPEDEF, 0, false),
+            8,
+        ]);
         let type_bytes: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
         let mut out = Vec::new();
         out.extend(MAGIC.to_le_bytes());

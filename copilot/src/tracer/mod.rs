@@ -62,9 +62,7 @@ pub enum Error {
     Load(#[source] aya::EbpfError),
     #[error("this copilot was built with AYA_BUILD_SKIP=1 and has no eBPF programs")]
     NoObject,
-    #[error(
-        "the kernel's tracepoint {tracepoint} passes arguments copilot does not know: {args}"
-    )]
+    #[error("the kernel's tracepoint {tracepoint} passes arguments copilot does not know: {args}")]
     Prototype {
         tracepoint: &'static str,
         args: String,
@@ -198,12 +196,11 @@ impl Tracer {
                     source,
                 }
             })?;
-        let exits = HashMap::try_from(take_map(&mut ebpf, EXITS_MAP)?).map_err(|source| {
-            Error::Map {
+        let exits =
+            HashMap::try_from(take_map(&mut ebpf, EXITS_MAP)?).map_err(|source| Error::Map {
                 name: EXITS_MAP,
                 source,
-            }
-        })?;
+            })?;
         Ok(Self {
             ebpf,
             ring,
@@ -345,8 +342,12 @@ fn resolve_config(kbtf: &btf::Btf, opts: &Options) -> Result<(Config, KernelPath
         source,
     };
     let off = |s: &str, m: &str| kbtf.member_offset(s, m).map_err(btf_err);
-    let exec = kbtf.tracepoint_args("sched_process_exec").map_err(btf_err)?;
-    let exit = kbtf.tracepoint_args("sched_process_exit").map_err(btf_err)?;
+    let exec = kbtf
+        .tracepoint_args("sched_process_exec")
+        .map_err(btf_err)?;
+    let exit = kbtf
+        .tracepoint_args("sched_process_exit")
+        .map_err(btf_err)?;
     let task = || btf::Arg::Pointer("task_struct".into());
     if exec.get(2) != Some(&btf::Arg::Pointer("linux_binprm".into())) {
         return Err(Error::Prototype {
