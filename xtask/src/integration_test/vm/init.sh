@@ -31,14 +31,19 @@ mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
-mount -t tmpfs -o mode=1777 tmpfs /tmp
+. /etc/copilot-vm.env
+# A tmpfs over /tmp would hide a workspace that lives under /tmp (the test executables
+# sit at their host paths); the root is a tmpfs already, so /tmp is writable either way.
+case "$COPILOT_BIN" in
+/tmp/*) chmod 1777 /tmp ;;
+*) mount -t tmpfs -o mode=1777 tmpfs /tmp ;;
+esac
 mount -t tmpfs tmpfs /run
 mount -t bpf bpf /sys/fs/bpf
 # Pure cgroup v2 at /sys/fs/cgroup, as on most production nodes (and what runc checks
 # to choose its v2 driver); the fixtures find it in /proc/self/mountinfo.
 mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup
 hostname copilot-vm
-. /etc/copilot-vm.env
 export COPILOT_BIN CI=true RUST_BACKTRACE=1 HOME=/root TMPDIR=/tmp
 say "STAGE2 $(uptime_s)"
 
