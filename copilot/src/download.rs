@@ -3,7 +3,7 @@
 //! (`InputDownloadFailed`, RECOVERABLE) goes to
 //! `<to-output-prefix>/<err-output-name>`, nothing half-written stays on
 //! disk, and the command fails (so the main container never starts on
-//! missing inputs).
+//! missing inputs). SIGTERM or SIGINT stops it the same way (exit 143 or 130).
 use std::{path::PathBuf, sync::Arc, time::Instant};
 
 use base64::Engine as _;
@@ -20,8 +20,21 @@ use crate::{
     storage::{ConfigError, Progress, StorageError, Store},
 };
 
-/// The largest `inputs.pb` copilot reads.
+/// The most serialized literals (`inputs.pb` and offloaded literals) copilot decodes.
 pub const MAX_INPUTS_BYTES: u64 = 256 * 1024 * 1024;
+/// Decoding a literal map takes this many times its wire size at the peak of a
+/// download (measured: `cargo test -p integration-test --test large_inputs`).
+pub const DECODE_FACTOR: u64 = 8;
+/// Memory kept for everything but decoded literals (runtime, clients, buffers).
+pub const RESERVED_BYTES: u64 = 24 * 1024 * 1024;
+
+/// The serialized literal bytes a download may decode under `memory_limit`.
+pub fn literal_budget(memory_limit: Option<u64>) -> u64 {
+    match memory_limit {
+        Some(limit) => (limit.saturating_sub(RESERVED_BYTES) / DECODE_FACTOR).min(MAX_INPUTS_BYTES),
+        None => MAX_INPUTS_BYTES,
+    }
+}
 
 /// Flags of `copilot download`, compatible with `flyte-copilot download`.
 #[derive(clap::Args, Debug, Clone)]
@@ -55,7 +68,7 @@ pub struct DownloadArgs {
         ignore_case = true
     )]
     pub file_input_layout: Layout,
-    /// The longest the download may take (Go duration, e.g. 1h, 30m).
+    /// The longest the download may take (Go duration, e.g. 1h, 30m; 0 for no limit).
     #[arg(short = 't', long = "timeout", default_value = "1h")]
     pub timeout: String,
     /// The input interface: a base64 serialized flyteidl.core.VariableMap.
@@ -102,6 +115,17 @@ pub enum Error {
     Download(#[from] DownloadError),
     #[error("the download did not finish within --timeout {0}")]
     TimedOut(String),
+    #[error(
+        "the inputs {url:?} are {size} bytes, more than the {limit} bytes of serialized literals copilot decodes within {memory}"
+    )]
+    InputsTooLarge {
+        url: String,
+        size: u64,
+        limit: u64,
+        memory: String,
+    },
+    #[error("the download was stopped by {0}")]
+    Interrupted(&'static str),
     #[error("{cause}; writing the error document to {url:?} failed too: {source}")]
     ErrorDocument {
         cause: String,
@@ -110,7 +134,45 @@ pub enum Error {
         source: Box<StorageError>,
     },
     #[error("input download failed (error document written to {url:?}): {cause}")]
-    Failed { cause: String, url: String },
+    Failed {
+        cause: String,
+        url: String,
+        exit: u8,
+    },
+}
+
+impl Error {
+    /// The exit status a shell expects: 128 + the signal for an interrupted
+    /// download, 1 for any other failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Failed { exit, .. } => *exit,
+            Self::Interrupted(signal) => signal_exit(signal),
+            _ => 1,
+        }
+    }
+}
+
+fn signal_exit(signal: &str) -> u8 {
+    match signal {
+        "SIGINT" => 130,
+        _ => 143,
+    }
+}
+
+/// Resolves with the name of the first SIGTERM or SIGINT.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
 }
 
 /// The full cause chain of an error, on one line.
@@ -129,7 +191,13 @@ fn chain(e: &dyn std::error::Error) -> String {
 pub async fn run(root: &crate::cli::RootArgs, args: DownloadArgs) -> Result<(), Error> {
     let store = Store::from_args(&root.storage)?;
     let started = Instant::now();
-    match download(&store, &args).await {
+    let memory = crate::memory::cgroup_limit();
+    // Dropping the download on a signal drops its staging folder, which removes it.
+    let outcome = tokio::select! {
+        outcome = download(&store, &args, memory) => outcome,
+        signal = interrupted() => Err(Error::Interrupted(signal)),
+    };
+    match outcome {
         Ok(materialized) => {
             tracing::info!(
                 inputs = materialized.literals.literals.len(),
@@ -142,6 +210,7 @@ pub async fn run(root: &crate::cli::RootArgs, args: DownloadArgs) -> Result<(), 
             Ok(())
         }
         Err(e) => {
+            let exit = e.exit_code();
             let cause = chain(&e);
             tracing::error!(error = cause, "input download failed");
             let doc = literals::error_document(
@@ -160,7 +229,7 @@ pub async fn run(root: &crate::cli::RootArgs, args: DownloadArgs) -> Result<(), 
             {
                 Ok(url) => {
                     tracing::info!(url, "error document written");
-                    Err(Error::Failed { cause, url })
+                    Err(Error::Failed { cause, url, exit })
                 }
                 Err(source) => {
                     let url =
@@ -177,12 +246,18 @@ pub async fn run(root: &crate::cli::RootArgs, args: DownloadArgs) -> Result<(), 
 }
 
 /// The download itself, without the error document.
-pub async fn download(store: &Store, args: &DownloadArgs) -> Result<literals::Materialized, Error> {
+/// `memory` is the limit the download runs under, if any (see [`literal_budget`]).
+pub async fn download(
+    store: &Store,
+    args: &DownloadArgs,
+    memory: Option<u64>,
+) -> Result<literals::Materialized, Error> {
     let timeout =
         literals::values::parse_std_duration(&args.timeout).map_err(|source| Error::Timeout {
             value: args.timeout.clone(),
             source,
         })?;
+    let literal_bytes = literal_budget(memory);
     match args.download_mode.as_str() {
         "DOWNLOAD_EAGER" | "DOWNLOAD_STREAM" | "DO_NOT_DOWNLOAD" => {}
         other => return Err(Error::DownloadMode(other.to_owned())),
@@ -198,13 +273,22 @@ pub async fn download(store: &Store, args: &DownloadArgs) -> Result<literals::Ma
     };
     let work = async {
         let url = &args.from_remote;
-        let bytes = store
-            .read_bytes(url, MAX_INPUTS_BYTES)
-            .await
-            .map_err(|source| Error::ReadInputs {
+        let bytes = match store.read_bytes(url, literal_bytes).await {
+            Err(crate::storage::StorageError::TooLarge { size, .. }) => {
+                return Err(Error::InputsTooLarge {
+                    url: url.clone(),
+                    size,
+                    limit: literal_bytes,
+                    memory: memory.map_or("copilot's own bound".into(), |m| {
+                        format!("the memory limit of {} MiB", m >> 20)
+                    }),
+                });
+            }
+            read => read.map_err(|source| Error::ReadInputs {
                 url: url.clone(),
                 source: Box::new(source),
-            })?;
+            })?,
+        };
         let inputs = LiteralMap::decode(bytes).map_err(|source| Error::DecodeInputs {
             url: url.clone(),
             source,
@@ -215,16 +299,21 @@ pub async fn download(store: &Store, args: &DownloadArgs) -> Result<literals::Ma
         tracing::info!(url, inputs = inputs.literals.len(), dir = %args.to_local_dir.display(), "downloading inputs");
         let progress = Arc::new(Progress::default());
         let _reporter = progress.report("download", std::time::Duration::from_secs(5));
-        Ok(literals::download_inputs(
-            store,
-            inputs,
-            &args.to_local_dir,
-            args.file_input_layout,
-            args.format,
-            &progress,
+        let options = literals::download::Options {
+            layout: args.file_input_layout,
+            format: args.format,
+            local_uris: crate::storage::is_local_file(url),
+            literal_bytes,
+        };
+        Ok(
+            literals::download_inputs(store, inputs, &args.to_local_dir, &options, &progress)
+                .await?,
         )
-        .await?)
     };
+    if timeout.is_zero() {
+        // As in Go: a zero timeout is no limit.
+        return work.await;
+    }
     tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| Error::TimedOut(args.timeout.clone()))?

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod download;
 pub mod lifecycle;
 pub mod literals;
+pub mod memory;
 pub mod monitor;
 pub mod pod;
 pub mod proto;

@@ -35,12 +35,18 @@ fn main() -> ExitCode {
             Command::Trace(args) => Ok(copilot::trace::run(args).await?),
             Command::Sidecar(args) => Ok(copilot::sidecar::run(&cli.root, *args).await?),
             Command::Probe(args) => Ok(copilot::sidecar::probe(&args)),
-            Command::Download(args) => {
-                copilot::download::run(&cli.root, args).await?;
-                Ok(ExitCode::SUCCESS)
-            }
+            Command::Download(args) => match copilot::download::run(&cli.root, args).await {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    let code = e.exit_code();
+                    eprintln!("copilot: {:#}", anyhow::Error::from(e));
+                    Ok(ExitCode::from(code))
+                }
+            },
         }
     });
+    // A blocking task still running (a copy chunk) gets a moment, not a wait without end.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(code) => code,
         Err(e) => {

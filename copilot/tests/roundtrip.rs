@@ -6,8 +6,8 @@ use std::{path::Path, sync::Arc};
 use bytes::Bytes;
 use copilot::{
     literals::{
-        Layout, MetadataFormat, UploadLimits, collect_outputs, download_inputs, make,
-        upload::UploadError,
+        Layout, MetadataFormat, UploadLimits, collect_outputs, download::Options, download_inputs,
+        make, upload::UploadError,
     },
     proto::core::{
         self, Literal, LiteralMap, SimpleType, TypedInterface, Variable, VariableMap, literal,
@@ -19,6 +19,14 @@ use prost::Message as _;
 
 fn store() -> Store {
     Store::new(StorageConfig::default())
+}
+
+fn options(layout: Layout, format: MetadataFormat) -> Options {
+    Options {
+        layout,
+        format,
+        ..Options::default()
+    }
 }
 
 fn progress() -> Arc<Progress> {
@@ -165,8 +173,7 @@ async fn download_every_kind_direct_layout() {
         &store,
         all_kinds(),
         dir.path(),
-        Layout::Direct,
-        MetadataFormat::Json,
+        &options(Layout::Direct, MetadataFormat::Json),
         &progress(),
     )
     .await
@@ -264,8 +271,7 @@ async fn download_named_dir_layout_keeps_basenames_and_dedupes() {
         &store,
         all_kinds(),
         dir.path(),
-        Layout::NamedDir,
-        MetadataFormat::Yaml,
+        &options(Layout::NamedDir, MetadataFormat::Yaml),
         &progress(),
     )
     .await
@@ -301,8 +307,7 @@ async fn empty_inputs_are_valid() {
         &store(),
         LiteralMap::default(),
         dir.path(),
-        Layout::Direct,
-        MetadataFormat::Json,
+        &options(Layout::Direct, MetadataFormat::Json),
         &progress(),
     )
     .await
@@ -330,8 +335,7 @@ async fn missing_blob_fails_and_leaves_the_directory_untouched() {
         &store,
         inputs,
         dir.path(),
-        Layout::Direct,
-        MetadataFormat::Json,
+        &options(Layout::Direct, MetadataFormat::Json),
         &progress(),
     )
     .await
@@ -362,8 +366,7 @@ async fn traversal_names_are_refused() {
             &store,
             make::literal_map([(name, lit)]),
             dir.path(),
-            Layout::Direct,
-            MetadataFormat::Json,
+            &options(Layout::Direct, MetadataFormat::Json),
             &progress(),
         )
         .await
@@ -387,8 +390,7 @@ async fn unknown_literal_kind_and_bad_scheme_are_clear_errors() {
         &store(),
         make::literal_map([("x", Literal::default())]),
         dir.path(),
-        Layout::Direct,
-        MetadataFormat::Json,
+        &options(Layout::Direct, MetadataFormat::Json),
         &progress(),
     )
     .await
@@ -401,8 +403,7 @@ async fn unknown_literal_kind_and_bad_scheme_are_clear_errors() {
         &store(),
         make::literal_map([("y", make::blob("ftp://host/file", "", false))]),
         dir.path(),
-        Layout::Direct,
-        MetadataFormat::Json,
+        &options(Layout::Direct, MetadataFormat::Json),
         &progress(),
     )
     .await
@@ -557,8 +558,7 @@ async fn upload_reads_every_supported_shape_and_round_trips() {
         &store,
         map,
         back.path(),
-        Layout::Direct,
-        MetadataFormat::Json,
+        &options(Layout::Direct, MetadataFormat::Json),
         &progress(),
     )
     .await

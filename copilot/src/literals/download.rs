@@ -27,15 +27,13 @@ use crate::{
         Blob, BlobMetadata, Literal, LiteralCollection, LiteralMap, Schema, StructuredDataset,
         blob_type::BlobDimensionality, literal, primitive, scalar,
     },
-    storage::{Progress, StorageError, Store},
+    storage::{Progress, StorageError, Store, is_local_file},
 };
 
 /// The metadata file names, as Flyte's pod plugin expects them.
 pub const INPUTS_PB: &str = "inputs.pb";
 pub const INPUTS_JSON: &str = "inputs.json";
 pub const INPUTS_YAML: &str = "inputs.yaml";
-/// The largest offloaded literal copilot fetches.
-pub const MAX_OFFLOADED_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// How deep offloaded literals may point at further offloaded literals.
 pub const MAX_OFFLOAD_DEPTH: usize = 4;
 
@@ -64,6 +62,39 @@ pub enum MetadataFormat {
     #[value(name = "PROTO")]
     Proto,
 }
+
+/// How inputs are materialised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    pub layout: Layout,
+    pub format: MetadataFormat,
+    /// Whether literals may name files of this machine (`file://…`, a plain path).
+    /// Only inputs read from a local store may: a literal another task wrote to a
+    /// remote store has no business copying the downloader's own files
+    /// (`file:///proc/self/environ` holds its credentials).
+    pub local_uris: bool,
+    /// The serialized literals (`inputs.pb` and every offloaded literal together)
+    /// this download may decode: prost holds a decoded literal in several times its
+    /// wire size, so the bound keeps the downloader under its memory limit.
+    pub literal_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            layout: Layout::default(),
+            format: MetadataFormat::default(),
+            local_uris: false,
+            literal_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// Materialised directories are 0755; files 0644, or 0755 where the source was
+/// executable. No setuid, setgid or sticky bit survives a download.
+pub const DIR_MODE: u32 = 0o755;
+pub const FILE_MODE: u32 = 0o644;
+pub const EXEC_MODE: u32 = 0o755;
 
 /// A download failure, naming the input and what went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +145,14 @@ pub enum DownloadError {
         #[source]
         source: NameError,
     },
+    #[error(
+        "input {path}: {uri:?} names a file of the downloader's own filesystem, refused because the inputs come from a remote store"
+    )]
+    LocalUri { path: String, uri: String },
+    #[error(
+        "input {path}: the offloaded literal is {size} bytes; with the inputs read before it, more than the {limit} bytes of serialized literals copilot decodes within its memory (decoding takes several times their size)"
+    )]
+    OverBudget { path: String, size: u64, limit: u64 },
     #[error("input {path}: two inputs would both be written to {file}")]
     Collision { path: String, file: PathBuf },
     #[error("{op} {path}")]
@@ -176,16 +215,18 @@ pub struct Plan {
 struct Planner<'a> {
     root: &'a Path,
     layout: Layout,
+    local_uris: bool,
     actions: Vec<Action>,
     claimed: HashSet<PathBuf>,
 }
 
 /// Turns `inputs` (offloaded literals already resolved) into actions under
 /// `root`: pure, no I/O. Rewritten blob URIs are paths below `root`.
-pub fn plan(inputs: &LiteralMap, root: &Path, layout: Layout) -> Result<Plan, DownloadError> {
+pub fn plan(inputs: &LiteralMap, root: &Path, options: &Options) -> Result<Plan, DownloadError> {
     let mut planner = Planner {
         root,
-        layout,
+        layout: options.layout,
+        local_uris: options.local_uris,
         actions: Vec::new(),
         claimed: HashSet::new(),
     };
@@ -249,6 +290,17 @@ impl Planner<'_> {
                 file: self.root.join(rel),
             })
         }
+    }
+
+    /// Refuses a source URI that names a local file unless local files are allowed.
+    fn source(&self, uri: &str, path: &str) -> Result<String, DownloadError> {
+        if !self.local_uris && is_local_file(uri) {
+            return Err(DownloadError::LocalUri {
+                path: path.to_owned(),
+                uri: uri.to_owned(),
+            });
+        }
+        Ok(uri.to_owned())
     }
 
     fn local_uri(&self, rel: &Path) -> String {
@@ -438,8 +490,9 @@ impl Planner<'_> {
                 (scalar::Value::Union(Box::new(union)), value)
             }
             scalar::Value::Blob(b) => {
+                let uri = self.source(&b.uri, path)?;
                 self.claim(rel, path)?;
-                let (input, uri, rel2) = (path.to_owned(), b.uri.clone(), rel.to_path_buf());
+                let (input, rel2) = (path.to_owned(), rel.to_path_buf());
                 self.actions.push(if is_multipart(b) {
                     Action::Multipart {
                         input,
@@ -464,10 +517,11 @@ impl Planner<'_> {
                 )
             }
             scalar::Value::Schema(sc) => {
+                let uri = self.source(&sc.uri, path)?;
                 self.claim(rel, path)?;
                 self.actions.push(Action::Multipart {
                     input: path.to_owned(),
-                    uri: sc.uri.clone(),
+                    uri,
                     rel: rel.to_path_buf(),
                 });
                 let local = self.local_uri(rel);
@@ -486,10 +540,11 @@ impl Planner<'_> {
                         what: "a structured dataset without a URI (in-memory dataset)".into(),
                     });
                 }
+                let uri = self.source(&sd.uri, path)?;
                 self.claim(rel, path)?;
                 self.actions.push(Action::Dataset {
                     input: path.to_owned(),
-                    uri: sd.uri.clone(),
+                    uri,
                     rel: rel.to_path_buf(),
                 });
                 let local = self.local_uri(rel);
@@ -506,80 +561,158 @@ impl Planner<'_> {
 }
 
 /// Replaces offloaded literals (anywhere in the tree) by the Literal they
-/// point at, fetched from storage.
+/// point at, fetched from storage. Each one read takes its size from `budget`
+/// (the serialized bytes this download may decode, see [`Options::literal_bytes`]).
 pub async fn resolve_offloaded(
     store: &Store,
     inputs: &mut LiteralMap,
+    options: &Options,
+    budget: &mut u64,
 ) -> Result<(), DownloadError> {
+    let mut resolver = Resolver {
+        store,
+        local_uris: options.local_uris,
+        limit: options.literal_bytes,
+        budget,
+    };
     for (name, lit) in inputs.literals.iter_mut() {
-        resolve_literal(store, lit, name, 0).await?;
+        resolver.literal(lit, name, 0).await?;
     }
     Ok(())
 }
 
-fn resolve_literal<'a>(
+struct Resolver<'a> {
     store: &'a Store,
-    lit: &'a mut Literal,
-    path: &'a str,
-    depth: usize,
-) -> futures::future::BoxFuture<'a, Result<(), DownloadError>> {
-    Box::pin(async move {
-        match &mut lit.value {
-            Some(literal::Value::OffloadedMetadata(meta)) => {
-                if depth >= MAX_OFFLOAD_DEPTH {
-                    return Err(DownloadError::OffloadDepth {
-                        path: path.to_owned(),
-                    });
+    local_uris: bool,
+    limit: u64,
+    budget: &'a mut u64,
+}
+
+impl Resolver<'_> {
+    fn literal<'a>(
+        &'a mut self,
+        lit: &'a mut Literal,
+        path: &'a str,
+        depth: usize,
+    ) -> futures::future::BoxFuture<'a, Result<(), DownloadError>> {
+        Box::pin(async move {
+            match &mut lit.value {
+                Some(literal::Value::OffloadedMetadata(meta)) => {
+                    if depth >= MAX_OFFLOAD_DEPTH {
+                        return Err(DownloadError::OffloadDepth {
+                            path: path.to_owned(),
+                        });
+                    }
+                    let uri = meta.uri.clone();
+                    let mut inner = self.fetch(&uri, path).await.map_err(|source| {
+                        DownloadError::Offloaded {
+                            path: path.to_owned(),
+                            uri: uri.clone(),
+                            source: Box::new(source),
+                        }
+                    })?;
+                    tracing::info!(input = path, uri, "read offloaded literal");
+                    self.literal(&mut inner, path, depth + 1).await?;
+                    *lit = inner;
                 }
-                let uri = meta.uri.clone();
-                let wrap = |source| DownloadError::Offloaded {
-                    path: path.to_owned(),
-                    uri: uri.clone(),
-                    source: Box::new(source),
-                };
-                let bytes =
-                    store
-                        .read_bytes(&uri, MAX_OFFLOADED_BYTES)
-                        .await
-                        .map_err(|source| {
-                            wrap(DownloadError::Storage {
-                                path: path.to_owned(),
-                                uri: uri.clone(),
-                                source: Box::new(source),
-                            })
-                        })?;
-                let mut inner = Literal::decode(bytes).map_err(|source| {
-                    wrap(DownloadError::Decode {
-                        uri: uri.clone(),
-                        message: "flyteidl.core.Literal",
-                        source,
-                    })
-                })?;
-                tracing::info!(input = path, uri, "read offloaded literal");
-                resolve_literal(store, &mut inner, path, depth + 1).await?;
-                *lit = inner;
-            }
-            Some(literal::Value::Collection(c)) => {
-                for (i, item) in c.literals.iter_mut().enumerate() {
-                    resolve_literal(store, item, &format!("{path}[{i}]"), depth).await?;
+                Some(literal::Value::Collection(c)) => {
+                    for (i, item) in c.literals.iter_mut().enumerate() {
+                        self.literal(item, &format!("{path}[{i}]"), depth).await?;
+                    }
                 }
-            }
-            Some(literal::Value::Map(m)) => {
-                for (k, item) in m.literals.iter_mut() {
-                    resolve_literal(store, item, &format!("{path}[{k:?}]"), depth).await?;
+                Some(literal::Value::Map(m)) => {
+                    for (k, item) in m.literals.iter_mut() {
+                        self.literal(item, &format!("{path}[{k:?}]"), depth).await?;
+                    }
                 }
-            }
-            Some(literal::Value::Scalar(s)) => {
-                if let Some(scalar::Value::Union(u)) = &mut s.value
-                    && let Some(inner) = u.value.as_deref_mut()
-                {
-                    resolve_literal(store, inner, path, depth).await?;
+                Some(literal::Value::Scalar(s)) => {
+                    if let Some(scalar::Value::Union(u)) = &mut s.value
+                        && let Some(inner) = u.value.as_deref_mut()
+                    {
+                        self.literal(inner, path, depth).await?;
+                    }
                 }
+                None => {}
             }
-            None => {}
+            Ok(())
+        })
+    }
+
+    /// Reads and decodes one offloaded literal within the budget.
+    async fn fetch(&mut self, uri: &str, path: &str) -> Result<Literal, DownloadError> {
+        if !self.local_uris && is_local_file(uri) {
+            return Err(DownloadError::LocalUri {
+                path: path.to_owned(),
+                uri: uri.to_owned(),
+            });
         }
-        Ok(())
-    })
+        let bytes = match self.store.read_bytes(uri, *self.budget).await {
+            Err(StorageError::TooLarge { size, .. }) => {
+                return Err(DownloadError::OverBudget {
+                    path: path.to_owned(),
+                    size,
+                    limit: self.limit,
+                });
+            }
+            other => other.map_err(|source| storage_err(path, uri, source))?,
+        };
+        *self.budget -= bytes.len() as u64;
+        Literal::decode(bytes).map_err(|source| DownloadError::Decode {
+            uri: uri.to_owned(),
+            message: "flyteidl.core.Literal",
+            source,
+        })
+    }
+}
+
+/// The name prefix of the staging directory a download builds its result in.
+pub const STAGING_PREFIX: &str = ".copilot-staging-";
+
+/// Removes what an earlier download killed midway left (its staging directory).
+async fn remove_stale_staging(dir: &Path) -> Result<(), DownloadError> {
+    let mut entries = tokio::fs::read_dir(dir)
+        .await
+        .map_err(local_err("list", dir))?;
+    while let Some(entry) = entries.next_entry().await.map_err(local_err("list", dir))? {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(STAGING_PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        tracing::info!(path = %path.display(), "removing the staging folder of an earlier download");
+        let removed = match entry.file_type().await {
+            Ok(t) if t.is_dir() => tokio::fs::remove_dir_all(&path).await,
+            _ => tokio::fs::remove_file(&path).await,
+        };
+        removed.map_err(local_err("remove", &path))?;
+    }
+    Ok(())
+}
+
+/// Sets every mode under `root` (written by this download only) to [`DIR_MODE`],
+/// [`FILE_MODE`] or [`EXEC_MODE`], whatever the umask or the source's mode was.
+fn normalise_modes(root: &Path) -> Result<(), DownloadError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let set = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(local_err("set the mode of", path))
+    };
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        set(&dir, DIR_MODE)?;
+        for entry in std::fs::read_dir(&dir).map_err(local_err("list", &dir))? {
+            let entry = entry.map_err(local_err("list", &dir))?;
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path).map_err(local_err("inspect", &path))?;
+            if meta.is_dir() {
+                dirs.push(path);
+            } else if meta.is_file() {
+                let exec = meta.permissions().mode() & 0o111 != 0;
+                set(&path, if exec { EXEC_MODE } else { FILE_MODE })?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One object to fetch.
@@ -749,8 +882,7 @@ pub async fn download_inputs(
     store: &Store,
     mut inputs: LiteralMap,
     dir: &Path,
-    layout: Layout,
-    format: MetadataFormat,
+    options: &Options,
     progress: &Arc<Progress>,
 ) -> Result<Materialized, DownloadError> {
     tokio::fs::create_dir_all(dir)
@@ -759,20 +891,33 @@ pub async fn download_inputs(
     let dir = tokio::fs::canonicalize(dir)
         .await
         .map_err(local_err("resolve", dir))?;
-    resolve_offloaded(store, &mut inputs).await?;
-    let plan = plan(&inputs, &dir, layout)?;
+    remove_stale_staging(&dir).await?;
+    let mut budget = options
+        .literal_bytes
+        .saturating_sub(inputs.encoded_len() as u64);
+    resolve_offloaded(store, &mut inputs, options, &mut budget).await?;
+    let plan = plan(&inputs, &dir, options)?;
+    drop(inputs);
     let staging = tempfile::Builder::new()
-        .prefix(".copilot-staging-")
+        .prefix(STAGING_PREFIX)
         .tempdir_in(&dir)
         .map_err(local_err("create a staging directory in", &dir))?;
     let (files, bytes) = execute(store, &plan, staging.path(), progress).await?;
-    let metadata = metadata_files(&plan, format)?;
+    let metadata = metadata_files(&plan, options.format)?;
     for (name, data) in &metadata {
         let p = staging.path().join(name);
         tokio::fs::write(&p, data)
             .await
             .map_err(local_err("write", &p))?;
     }
+    let root = staging.path().to_path_buf();
+    tokio::task::spawn_blocking(move || normalise_modes(&root))
+        .await
+        .map_err(|e| DownloadError::Local {
+            op: "set the modes of",
+            path: staging.path().to_path_buf(),
+            source: std::io::Error::other(e),
+        })??;
     // Everything is complete: move the inputs into place, then the metadata.
     let metadata_names: HashSet<&str> = metadata.iter().map(|(n, _)| *n).collect();
     let mut entries = Vec::new();

@@ -12,14 +12,13 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the config file {path} is not valid YAML for copilot's `storage:` section")]
-    ParseFile {
-        path: PathBuf,
-        #[source]
-        source: serde_yaml_ng::Error,
-    },
-    #[error("--storage.stow.config expects key=value, got {arg:?}")]
-    StowConfig { arg: String },
+    /// `reason` is the parser's message with every quoted value redacted.
+    #[error("the config file {path} is not valid YAML for copilot's `storage:` section: {reason}")]
+    ParseFile { path: PathBuf, reason: String },
+    #[error(
+        "--storage.stow.config expects key=value pairs; item {item} has no '=' (not shown: it may be a secret)"
+    )]
+    StowConfig { item: usize },
     #[error("invalid duration for {flag}: {source}")]
     Duration {
         flag: &'static str,
@@ -204,6 +203,7 @@ fn parse_stow_pairs(
     args: &[Secret],
     into: &mut BTreeMap<String, Secret>,
 ) -> Result<(), ConfigError> {
+    let mut item = 0;
     for arg in args {
         let text = arg.expose();
         // "k=v" or "k1=v1,k2=v2" (pflag's StringToString form).
@@ -213,16 +213,64 @@ fn parse_stow_pairs(
             vec![text]
         };
         for piece in pieces {
+            item += 1;
             let (k, v) = piece
                 .split_once('=')
-                .ok_or_else(|| ConfigError::StowConfig {
-                    // Only the key side can be shown: the value may be a secret.
-                    arg: piece.split('=').next().unwrap_or_default().to_owned(),
-                })?;
+                .ok_or(ConfigError::StowConfig { item })?;
             into.insert(k.trim().to_owned(), Secret::new(v));
         }
     }
     Ok(())
+}
+
+/// The text with every `"…"` and `'…'` span replaced: a YAML error quotes the
+/// value it could not read (`invalid type: string "<secret>", expected u32`).
+fn redact_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut open: Option<char> = None;
+    for c in text.chars() {
+        match open {
+            Some(q) if c == q => {
+                out.push('…');
+                out.push(c);
+                open = None;
+            }
+            Some(_) => {}
+            None => {
+                out.push(c);
+                if c == '"' || c == '\'' {
+                    open = Some(c);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn quoted_values_never_reach_the_message() {
+        let text = r#"storage.connection: invalid type: string "hunter2", expected u32 at line 3 column 12"#;
+        let redacted = redact_quoted(text);
+        assert!(!redacted.contains("hunter2"), "{redacted}");
+        assert!(redacted.contains("line 3 column 12"), "{redacted}");
+    }
+
+    #[test]
+    fn a_stow_item_without_equals_is_not_echoed() {
+        let mut into = BTreeMap::new();
+        let err = parse_stow_pairs(
+            &[Secret::new("region=x"), Secret::new("hunter2")],
+            &mut into,
+        )
+        .expect_err("no '='");
+        let text = err.to_string();
+        assert!(text.contains("item 2"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
 }
 
 impl StorageArgs {
@@ -236,9 +284,9 @@ impl StorageArgs {
                         source,
                     })?;
                 serde_yaml_ng::from_str::<FileRoot>(&text)
-                    .map_err(|source| ConfigError::ParseFile {
+                    .map_err(|e| ConfigError::ParseFile {
                         path: path.clone(),
-                        source,
+                        reason: redact_quoted(&e.to_string()),
                     })?
                     .storage
             }

@@ -19,5 +19,6 @@ mod store;
 pub use config::{ConfigError, Secret, StorageArgs, StorageConfig};
 pub use progress::{Progress, ProgressSnapshot, ReporterGuard};
 pub use store::{
-    ListedObject, ObjectRef, PART_SIZE, SINGLE_PUT_MAX, StorageError, Store, join_url,
+    ListedObject, ObjectRef, PART_SIZE, SINGLE_PUT_MAX, StorageError, Store, is_local_file,
+    join_url,
 };

@@ -42,6 +42,8 @@ pub const UPLOAD_BUFFER_MIB: u32 = 64;
 const MIB: u64 = 1024 * 1024;
 /// The read buffer of a multipart upload.
 const READ_BUFFER: usize = 1024 * 1024;
+/// The bytes a local copy moves per blocking call.
+const COPY_CHUNK: u64 = 64 * 1024 * 1024;
 
 /// A storage failure, naming the URL (never a credential).
 #[derive(Debug, thiserror::Error)]
@@ -688,24 +690,38 @@ impl Store {
             url: format!("file://{}", src.display()),
             source: Box::new(source),
         };
-        let meta = tokio::fs::metadata(src).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                not_found(e)
-            } else {
-                local("read the source of", e)
-            }
+        let source = open_regular(src).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidInput => not_found(e),
+            _ => local("read the source of", e),
         })?;
-        if !meta.is_file() {
-            let e = std::io::Error::new(std::io::ErrorKind::NotFound, "not a regular file");
-            return Err(not_found(e));
-        }
         let (file, temp_path) = partial_file(parent, dest)?;
-        drop(file);
-        let written = tokio::fs::copy(src, &temp_path)
+        // Only the executable bit carries over: never setuid, setgid or sticky.
+        let exec = source
+            .metadata()
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0)
+            .unwrap_or(false);
+        let mode = if exec { 0o755 } else { 0o644 };
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .map_err(|e| local("set the mode of", e))?;
+        let (source, file) = (Arc::new(source), Arc::new(file));
+        let mut written = 0u64;
+        loop {
+            let (from, to) = (source.clone(), file.clone());
+            // One chunk per blocking call: a download dropped by --timeout or a signal
+            // stops within a chunk (one `copy` of a 3 GiB file ran on for 20 s).
+            let chunk = tokio::task::spawn_blocking(move || {
+                std::io::copy(&mut std::io::Read::take(&*from, COPY_CHUNK), &mut &*to)
+            })
             .await
+            .map_err(|e| local("copy into", std::io::Error::other(e)))?
             .map_err(|e| local("copy into", e))?;
-        *counted += written;
-        progress.add_bytes(written);
+            if chunk == 0 {
+                break;
+            }
+            written += chunk;
+            *counted += chunk;
+            progress.add_bytes(chunk);
+        }
         persist(temp_path, dest, progress)?;
         Ok(written)
     }
@@ -932,6 +948,15 @@ fn bucket_key(url: &Url) -> String {
     key
 }
 
+/// Whether `url` names a file of this machine (`file://…` or a plain path),
+/// as opposed to an object of a store.
+pub fn is_local_file(url: &str) -> bool {
+    match Url::parse(url) {
+        Ok(parsed) => parsed.scheme() == "file",
+        Err(e) => e == url::ParseError::RelativeUrlWithoutBase,
+    }
+}
+
 /// Parses a storage URL; a plain path (absolute or relative) becomes `file://`.
 fn parse_location(url: &str) -> Result<Url, StorageError> {
     match Url::parse(url) {
@@ -958,6 +983,23 @@ fn parse_location(url: &str) -> Result<Url, StorageError> {
             source,
         }),
     }
+}
+
+/// Opens a local source without blocking on a FIFO or a device and checks, on
+/// the descriptor it then reads, that it is a regular file (`InvalidInput` if not).
+fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
 }
 
 /// A temporary file next to `dest`, renamed over it by [`persist`] once complete,
