@@ -12,6 +12,7 @@ use prost::Message as _;
 use crate::{
     literals::{
         self, Layout, MetadataFormat,
+        budget::{Budget, Message as WireMessage, OverBudget},
         download::DownloadError,
         error_document::{ErrorKind, ErrorOrigin},
         types::TypeMismatch,
@@ -20,19 +21,21 @@ use crate::{
     storage::{ConfigError, Progress, StorageError, Store},
 };
 
-/// The most serialized literals (`inputs.pb` and offloaded literals) copilot decodes.
-pub const MAX_INPUTS_BYTES: u64 = 256 * 1024 * 1024;
-/// Decoding a literal map takes this many times its wire size at the peak of a
-/// download (measured: `cargo test -p integration-test --test large_inputs`).
-pub const DECODE_FACTOR: u64 = 8;
 /// Memory kept for everything but decoded literals (runtime, clients, buffers).
 pub const RESERVED_BYTES: u64 = 24 * 1024 * 1024;
 
-/// The serialized literal bytes a download may decode under `memory_limit`.
-pub fn literal_budget(memory_limit: Option<u64>) -> u64 {
+/// The memory a download's literals may take under `memory_limit`.
+pub fn literal_budget(memory_limit: Option<u64>) -> Budget {
     match memory_limit {
-        Some(limit) => (limit.saturating_sub(RESERVED_BYTES) / DECODE_FACTOR).min(MAX_INPUTS_BYTES),
-        None => MAX_INPUTS_BYTES,
+        Some(limit) if limit < literals::download::DEFAULT_BUDGET => Budget::new(
+            limit.saturating_sub(RESERVED_BYTES),
+            format!(
+                "the memory limit of {} MiB (less {} MiB for copilot itself)",
+                limit >> 20,
+                RESERVED_BYTES >> 20
+            ),
+        ),
+        _ => literals::download::Options::default().budget,
     }
 }
 
@@ -115,14 +118,11 @@ pub enum Error {
     Download(#[from] DownloadError),
     #[error("the download did not finish within --timeout {0}")]
     TimedOut(String),
-    #[error(
-        "the inputs {url:?} are {size} bytes, more than the {limit} bytes of serialized literals copilot decodes within {memory}"
-    )]
+    #[error("the inputs {url:?} do not fit in memory")]
     InputsTooLarge {
         url: String,
-        size: u64,
-        limit: u64,
-        memory: String,
+        #[source]
+        source: OverBudget,
     },
     #[error("the download was stopped by {0}")]
     Interrupted(&'static str),
@@ -257,7 +257,7 @@ pub async fn download(
             value: args.timeout.clone(),
             source,
         })?;
-    let literal_bytes = literal_budget(memory);
+    let mut budget = literal_budget(memory);
     match args.download_mode.as_str() {
         "DOWNLOAD_EAGER" | "DOWNLOAD_STREAM" | "DO_NOT_DOWNLOAD" => {}
         other => return Err(Error::DownloadMode(other.to_owned())),
@@ -273,22 +273,22 @@ pub async fn download(
     };
     let work = async {
         let url = &args.from_remote;
-        let bytes = match store.read_bytes(url, literal_bytes).await {
+        let too_large = |source| Error::InputsTooLarge {
+            url: url.clone(),
+            source,
+        };
+        let bytes = match store.read_bytes(url, budget.max_read()).await {
             Err(crate::storage::StorageError::TooLarge { size, .. }) => {
-                return Err(Error::InputsTooLarge {
-                    url: url.clone(),
-                    size,
-                    limit: literal_bytes,
-                    memory: memory.map_or("copilot's own bound".into(), |m| {
-                        format!("the memory limit of {} MiB", m >> 20)
-                    }),
-                });
+                return Err(too_large(budget.oversized(size)));
             }
             read => read.map_err(|source| Error::ReadInputs {
                 url: url.clone(),
                 source: Box::new(source),
             })?,
         };
+        budget
+            .take(&bytes, WireMessage::LiteralMap)
+            .map_err(too_large)?;
         let inputs = LiteralMap::decode(bytes).map_err(|source| Error::DecodeInputs {
             url: url.clone(),
             source,
@@ -303,7 +303,7 @@ pub async fn download(
             layout: args.file_input_layout,
             format: args.format,
             local_uris: crate::storage::is_local_file(url),
-            literal_bytes,
+            budget,
         };
         Ok(
             literals::download_inputs(store, inputs, &args.to_local_dir, &options, &progress)

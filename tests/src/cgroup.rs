@@ -299,3 +299,82 @@ fn remove_subtree(dir: &Path) {
         }
     }
 }
+
+/// A memory cgroup with a limit (v1 where the memory controller is there, as on
+/// this hybrid host, else v2), for running a command under the memory limit a
+/// pod would give it; removed on drop.
+pub struct MemoryCgroup {
+    dir: PathBuf,
+    v1: bool,
+}
+
+impl MemoryCgroup {
+    pub fn new(limit: u64) -> Self {
+        let name = format!("copilot-test-mem-{}", random_hex(6));
+        let v1 = v1_mounts()
+            .into_iter()
+            .find(|(_, options)| options.split(',').any(|o| o == "memory"));
+        let (dir, v1, limit_file) = match v1 {
+            Some((mount, _)) => (mount.join(&name), true, "memory.limit_in_bytes"),
+            None => (cgroup2_mount().join(&name), false, "memory.max"),
+        };
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        std::fs::write(dir.join(limit_file), limit.to_string())
+            .unwrap_or_else(|e| panic!("limiting {}: {e}", dir.display()));
+        Self { dir, v1 }
+    }
+
+    /// OOM kills in the cgroup so far.
+    pub fn oom_kills(&self) -> u64 {
+        let file = if self.v1 {
+            "memory.oom_control"
+        } else {
+            "memory.events"
+        };
+        let text = std::fs::read_to_string(self.dir.join(file)).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Makes `cmd` join the cgroup between fork and exec.
+    pub fn place(&self, cmd: &mut std::process::Command) {
+        use std::os::unix::process::CommandExt as _;
+        let procs = self.dir.join("cgroup.procs");
+        let procs = std::ffi::CString::new(procs.to_string_lossy().as_bytes()).expect("no NUL");
+        // SAFETY: only async-signal-safe calls (open, write, close) on memory made before fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let n = libc::write(fd, b"0\n".as_ptr().cast(), 2);
+                let err = std::io::Error::last_os_error();
+                libc::close(fd);
+                if n != 2 {
+                    return Err(err);
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// The peak RSS of this process's waited-for children, in bytes: a test that
+/// reads it must run in its own test binary and wait for no other child first.
+pub fn children_peak_rss() -> u64 {
+    // SAFETY: getrusage fills the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rusage struct.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    assert_eq!(rc, 0, "getrusage: {}", std::io::Error::last_os_error());
+    u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024
+}

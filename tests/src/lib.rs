@@ -30,7 +30,7 @@ mod rootfs;
 mod sidecar;
 mod trace;
 
-pub use cgroup::{Layout, PodCgroup, cgroup2_mount, v1_mounts};
+pub use cgroup::{Layout, MemoryCgroup, PodCgroup, cgroup2_mount, children_peak_rss, v1_mounts};
 pub use container::{Container, ContainerOpts, Gate, Mount};
 pub use env::{copilot_bin, is_ci, pidfd_wait, preflight, random_hex, workspace_root};
 pub use moto::Moto;

@@ -19,6 +19,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use prost::Message as _;
 
 use super::{
+    budget::{Budget, Message as WireMessage, OverBudget},
     names::{self, NameError},
     values::{self, ValueError},
 };
@@ -64,7 +65,7 @@ pub enum MetadataFormat {
 }
 
 /// How inputs are materialised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Options {
     pub layout: Layout,
     pub format: MetadataFormat,
@@ -73,10 +74,9 @@ pub struct Options {
     /// remote store has no business copying the downloader's own files
     /// (`file:///proc/self/environ` holds its credentials).
     pub local_uris: bool,
-    /// The serialized literals (`inputs.pb` and every offloaded literal together)
-    /// this download may decode: prost holds a decoded literal in several times its
-    /// wire size, so the bound keeps the downloader under its memory limit.
-    pub literal_bytes: u64,
+    /// The memory offloaded literals may still take (what `inputs.pb` took is
+    /// already spent), see [`budget`](super::budget).
+    pub budget: Budget,
 }
 
 impl Default for Options {
@@ -85,10 +85,13 @@ impl Default for Options {
             layout: Layout::default(),
             format: MetadataFormat::default(),
             local_uris: false,
-            literal_bytes: 256 * 1024 * 1024,
+            budget: Budget::new(DEFAULT_BUDGET, "copilot's own bound of 4 GiB"),
         }
     }
 }
+
+/// The memory literals may take where no memory limit is known.
+pub const DEFAULT_BUDGET: u64 = 4 << 30;
 
 /// Materialised directories are 0755; files 0644, or 0755 where the source was
 /// executable. No setuid, setgid or sticky bit survives a download.
@@ -149,10 +152,13 @@ pub enum DownloadError {
         "input {path}: {uri:?} names a file of the downloader's own filesystem, refused because the inputs come from a remote store"
     )]
     LocalUri { path: String, uri: String },
-    #[error(
-        "input {path}: the offloaded literal is {size} bytes; with the inputs read before it, more than the {limit} bytes of serialized literals copilot decodes within its memory (decoding takes several times their size)"
-    )]
-    OverBudget { path: String, size: u64, limit: u64 },
+    #[error("input {path}: the offloaded literal {uri:?} does not fit in memory")]
+    OverBudget {
+        path: String,
+        uri: String,
+        #[source]
+        source: OverBudget,
+    },
     #[error("input {path}: two inputs would both be written to {file}")]
     Collision { path: String, file: PathBuf },
     #[error("{op} {path}")]
@@ -567,12 +573,11 @@ pub async fn resolve_offloaded(
     store: &Store,
     inputs: &mut LiteralMap,
     options: &Options,
-    budget: &mut u64,
+    budget: &mut Budget,
 ) -> Result<(), DownloadError> {
     let mut resolver = Resolver {
         store,
         local_uris: options.local_uris,
-        limit: options.literal_bytes,
         budget,
     };
     for (name, lit) in inputs.literals.iter_mut() {
@@ -584,8 +589,7 @@ pub async fn resolve_offloaded(
 struct Resolver<'a> {
     store: &'a Store,
     local_uris: bool,
-    limit: u64,
-    budget: &'a mut u64,
+    budget: &'a mut Budget,
 }
 
 impl Resolver<'_> {
@@ -646,17 +650,20 @@ impl Resolver<'_> {
                 uri: uri.to_owned(),
             });
         }
-        let bytes = match self.store.read_bytes(uri, *self.budget).await {
+        let over = |source| DownloadError::OverBudget {
+            path: path.to_owned(),
+            uri: uri.to_owned(),
+            source,
+        };
+        let bytes = match self.store.read_bytes(uri, self.budget.max_read()).await {
             Err(StorageError::TooLarge { size, .. }) => {
-                return Err(DownloadError::OverBudget {
-                    path: path.to_owned(),
-                    size,
-                    limit: self.limit,
-                });
+                return Err(over(self.budget.oversized(size)));
             }
             other => other.map_err(|source| storage_err(path, uri, source))?,
         };
-        *self.budget -= bytes.len() as u64;
+        self.budget
+            .take(&bytes, WireMessage::Literal)
+            .map_err(over)?;
         Literal::decode(bytes).map_err(|source| DownloadError::Decode {
             uri: uri.to_owned(),
             message: "flyteidl.core.Literal",
@@ -892,9 +899,7 @@ pub async fn download_inputs(
         .await
         .map_err(local_err("resolve", dir))?;
     remove_stale_staging(&dir).await?;
-    let mut budget = options
-        .literal_bytes
-        .saturating_sub(inputs.encoded_len() as u64);
+    let mut budget = options.budget.clone();
     resolve_offloaded(store, &mut inputs, options, &mut budget).await?;
     let plan = plan(&inputs, &dir, options)?;
     drop(inputs);

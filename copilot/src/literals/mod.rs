@@ -2,10 +2,11 @@
 //! files + `inputs.pb|json|yaml`) and [`upload`] (files → output literals,
 //! driven by the output interface); [`error_document`] builds and writes
 //! the `errors.pb` Flyte reads, [`error_file`] reads the task's `_ERROR`.
-//! [`beneath`] reads a folder the task can still change, race-free; [`names`]
+//! [`budget`] bounds the memory decoded literals take; [`beneath`] reads a folder the task can still change, race-free; [`names`]
 //! keeps every name inside its directory, [`values`] owns the text forms of scalars, [`types`] checks
 //! literals against interfaces, [`make`] builds literals.
 pub mod beneath;
+pub mod budget;
 pub mod download;
 pub mod error_document;
 pub mod error_file;
