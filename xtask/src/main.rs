@@ -2,6 +2,7 @@
 mod bench;
 mod cmd;
 mod demo;
+mod fuzz;
 mod integration_test;
 mod setup;
 mod test;
@@ -11,7 +12,7 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(name = "xtask", about = "copilot's developer and CI tasks")]
 enum Subcommand {
-    /// Install what this machine kind lacks (Debian packages, rust-src, bpf-linker, moto).
+    /// Install what this machine kind lacks (Debian packages, rust-src, bpf-linker, cargo-fuzz, moto).
     Setup(setup::Options),
     /// The whole test suite: setup, fmt, clippy, unit tests, privileged integration tests.
     Test(test::Options),
@@ -21,6 +22,8 @@ enum Subcommand {
     Demo(demo::Options),
     /// Benchmarks: figures and ratios against the polling designs.
     Bench(bench::Options),
+    /// The libFuzzer targets (cargo-fuzz, nightly) for a while each, from the committed corpus.
+    Fuzz(fuzz::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,5 +33,6 @@ fn main() -> anyhow::Result<()> {
         Subcommand::IntegrationTest(opts) => integration_test::run(opts),
         Subcommand::Demo(opts) => demo::run(opts),
         Subcommand::Bench(opts) => bench::run(opts),
+        Subcommand::Fuzz(opts) => fuzz::run(opts),
     }
 }

@@ -35,6 +35,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// moto's S3 server for the storage tests; pinned so every machine serves the same API.
 const MOTO_VERSION: &str = "5.2.5";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// cargo-fuzz, which builds and runs the libFuzzer targets in `fuzz/`.
+const CARGO_FUZZ_VERSION: &str = "0.13.1";
 
 #[derive(clap::Args, Debug, Default)]
 pub struct Options {
@@ -51,6 +53,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     apt_packages(&opts)?;
     rust_src(&opts)?;
     bpf_linker(&opts)?;
+    cargo_fuzz(&opts)?;
     moto(&opts)?;
     Ok(())
 }
@@ -193,6 +196,35 @@ fn bpf_linker(opts: &Options) -> anyhow::Result<()> {
         );
     }
     step("bpf-linker", done(opts));
+    Ok(())
+}
+
+fn cargo_fuzz(opts: &Options) -> anyhow::Result<()> {
+    let installed = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION)
+        });
+    if installed {
+        step("cargo-fuzz", "already present");
+        return Ok(());
+    }
+    step(
+        "cargo-fuzz",
+        &format!("installing {CARGO_FUZZ_VERSION} (a minute)"),
+    );
+    act(
+        opts,
+        Command::new("cargo").args([
+            "install",
+            "cargo-fuzz",
+            "--locked",
+            "--version",
+            CARGO_FUZZ_VERSION,
+        ]),
+    )?;
+    step("cargo-fuzz", done(opts));
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use anyhow::bail;
 
-use crate::{bench, cmd, integration_test, setup};
+use crate::{bench, cmd, fuzz, integration_test, setup};
 
 #[derive(clap::Args, Debug, Default)]
 pub struct Options {
@@ -29,7 +29,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         // Without the tools nothing below can pass: stop here.
         setup::run(setup::Options::default())?;
     }
-    let steps: [(&str, Step); 7] = [
+    let steps: [(&str, Step); 8] = [
         (
             "fmt",
             (|| cmd::run(&mut cargo(&["fmt", "--all", "--", "--check"]))),
@@ -84,6 +84,16 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             }),
         ),
         ("integration tests", (|| integration_test::run_tests(&[]))),
+        (
+            // The corpus as a test, then a short run of each target; longer with `cargo xtask fuzz`.
+            "fuzz (30 s per target)",
+            (|| {
+                fuzz::run(fuzz::Options {
+                    seconds: 30,
+                    target: None,
+                })
+            }),
+        ),
         (
             // The tracer suite again on Debian's 6.1 and 6.12 kernels, in qemu VMs.
             "kernel matrix (VMs)",
