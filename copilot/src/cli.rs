@@ -25,6 +25,78 @@ pub struct RootArgs {
     pub logger_level: Option<u8>,
     #[command(flatten)]
     pub storage: crate::storage::StorageArgs,
+    #[command(flatten)]
+    pub ignored: IgnoredArgs,
+}
+
+/// flytestdlib and klog flags that `flyte-copilot` accepts (they are registered
+/// on its root command) and that mean nothing here: accepted so that any command
+/// line written for the Go binary parses, and listed in one debug line.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct IgnoredArgs {
+    #[arg(long = "logger.formatter.type", global = true, hide = true)]
+    logger_formatter: Option<String>,
+    #[arg(long = "logger.show-source", global = true, hide = true, num_args = 0..=1,
+          default_missing_value = "true", require_equals = true)]
+    logger_show_source: Option<String>,
+    #[arg(long = "logger.mute", global = true, hide = true, num_args = 0..=1,
+          default_missing_value = "true", require_equals = true)]
+    logger_mute: Option<String>,
+    #[arg(long = "storage.cache.max_size_mbs", global = true, hide = true)]
+    cache_max_size: Option<String>,
+    #[arg(long = "storage.cache.target_gc_percent", global = true, hide = true)]
+    cache_gc_percent: Option<String>,
+    #[arg(long = "storage.defaultHttpClient.timeout", global = true, hide = true)]
+    http_client_timeout: Option<String>,
+    #[arg(long = "v", global = true, hide = true)]
+    klog_v: Option<String>,
+    #[arg(long = "vmodule", global = true, hide = true)]
+    klog_vmodule: Option<String>,
+    #[arg(long = "logtostderr", global = true, hide = true, num_args = 0..=1,
+          default_missing_value = "true", require_equals = true)]
+    klog_logtostderr: Option<String>,
+    #[arg(long = "alsologtostderr", global = true, hide = true, num_args = 0..=1,
+          default_missing_value = "true", require_equals = true)]
+    klog_alsologtostderr: Option<String>,
+    #[arg(long = "stderrthreshold", global = true, hide = true)]
+    klog_stderrthreshold: Option<String>,
+    #[arg(long = "log_dir", global = true, hide = true)]
+    klog_log_dir: Option<String>,
+    #[arg(long = "log_file", global = true, hide = true)]
+    klog_log_file: Option<String>,
+}
+
+impl IgnoredArgs {
+    /// The flags given, for the debug line.
+    pub fn given(&self) -> Vec<&'static str> {
+        [
+            ("--logger.formatter.type", self.logger_formatter.is_some()),
+            ("--logger.show-source", self.logger_show_source.is_some()),
+            ("--logger.mute", self.logger_mute.is_some()),
+            (
+                "--storage.cache.max_size_mbs",
+                self.cache_max_size.is_some(),
+            ),
+            (
+                "--storage.cache.target_gc_percent",
+                self.cache_gc_percent.is_some(),
+            ),
+            (
+                "--storage.defaultHttpClient.timeout",
+                self.http_client_timeout.is_some(),
+            ),
+            ("--v", self.klog_v.is_some()),
+            ("--vmodule", self.klog_vmodule.is_some()),
+            ("--logtostderr", self.klog_logtostderr.is_some()),
+            ("--alsologtostderr", self.klog_alsologtostderr.is_some()),
+            ("--stderrthreshold", self.klog_stderrthreshold.is_some()),
+            ("--log_dir", self.klog_log_dir.is_some()),
+            ("--log_file", self.klog_log_file.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, set)| set.then_some(flag))
+        .collect()
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -58,6 +130,37 @@ impl RootArgs {
 #[cfg(test)]
 mod tests {
     use clap::Parser as _;
+
+    #[test]
+    fn go_only_flags_parse_and_are_listed() {
+        let cli = super::Cli::try_parse_from([
+            "copilot",
+            "--logger.formatter.type=json",
+            "--logger.show-source",
+            "--v=4",
+            "--alsologtostderr",
+            "download",
+            "--storage.cache.max_size_mbs",
+            "0",
+            "--from-remote",
+            "s3://b/inputs.pb",
+            "--to-output-prefix",
+            "s3://b/out",
+            "--to-local-dir",
+            "/tmp/x",
+        ])
+        .expect("parses");
+        assert_eq!(
+            cli.root.ignored.given(),
+            [
+                "--logger.formatter.type",
+                "--logger.show-source",
+                "--storage.cache.max_size_mbs",
+                "--v",
+                "--alsologtostderr"
+            ]
+        );
+    }
 
     use super::*;
 

@@ -20,6 +20,10 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
 
+    let ignored = cli.root.ignored.given();
+    if !ignored.is_empty() {
+        tracing::debug!(flags = ?ignored, "flyte-copilot flags that do not apply here, ignored");
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

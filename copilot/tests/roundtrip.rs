@@ -126,6 +126,7 @@ fn all_kinds() -> LiteralMap {
     make::literal_map([
         ("i", make::integer(-42)),
         ("f", make::float(2.5)),
+        ("whole", make::float(3.0)),
         ("s", make::string("hello world")),
         ("b", make::boolean(true)),
         ("dt", make::datetime(1_704_164_645, 500_000_000)),
@@ -181,6 +182,7 @@ async fn download_every_kind_direct_layout() {
     let d = dir.path().canonicalize().expect("canonical");
     assert_eq!(read(d.join("i")), "-42");
     assert_eq!(read(d.join("f")), "2.5");
+    assert_eq!(read(d.join("whole")), "3");
     assert_eq!(read(d.join("s")), "hello world");
     assert_eq!(read(d.join("b")), "true");
     assert_eq!(read(d.join("dt")), "2024-01-02T03:04:05.5Z");
@@ -218,7 +220,10 @@ async fn download_every_kind_direct_layout() {
         serde_json::from_str(&read(d.join("inputs.json"))).expect("inputs.json");
     assert_eq!(json["i"], serde_json::json!(-42));
     assert_eq!(json["f"], serde_json::json!(2.5));
-    assert_eq!(json["dur"], serde_json::json!("1h2m3.5s"));
+    // A whole float is spelt as Go's encoding/json spells it: `3`, not `3.0`.
+    assert!(read(d.join("inputs.json")).contains(r#""whole":3"#));
+    // As Go's encoding/json writes a time.Duration: integer nanoseconds.
+    assert_eq!(json["dur"], serde_json::json!(3_723_500_000_000_i64));
     assert_eq!(json["dt"], serde_json::json!("2024-01-02T03:04:05.5Z"));
     assert_eq!(json["n"], serde_json::Value::Null);
     assert_eq!(json["bin"], serde_json::json!("AJ+Slg=="));

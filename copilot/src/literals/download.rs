@@ -438,22 +438,20 @@ impl Planner<'_> {
                 let (text, value) = match &p.value {
                     None => ("null".to_owned(), J::Null),
                     Some(primitive::Value::Integer(i)) => (i.to_string(), J::from(*i)),
-                    Some(primitive::Value::FloatValue(f)) => (
-                        values::format_float(*f),
-                        serde_json::Number::from_f64(*f)
-                            .map(J::Number)
-                            .unwrap_or_else(|| J::String(values::format_float(*f))),
-                    ),
+                    Some(primitive::Value::FloatValue(f)) => {
+                        (values::format_float(*f), values::json_float(*f))
+                    }
                     Some(primitive::Value::StringValue(v)) => (v.clone(), J::String(v.clone())),
                     Some(primitive::Value::Boolean(b)) => (b.to_string(), J::Bool(*b)),
                     Some(primitive::Value::Datetime(ts)) => {
                         let text = values::format_datetime(ts).map_err(value_err)?;
                         (text.clone(), J::String(text))
                     }
-                    Some(primitive::Value::Duration(d)) => {
-                        let text = values::format_duration(d);
-                        (text.clone(), J::String(text))
-                    }
+                    // The file holds Go's `Duration.String()`, inputs.json its nanoseconds.
+                    Some(primitive::Value::Duration(d)) => (
+                        values::format_duration(d),
+                        J::from(values::duration_nanos(d)),
+                    ),
                 };
                 self.write(rel, path, text.into_bytes())?;
                 (s.clone(), value)

@@ -41,6 +41,27 @@ pub fn format_float(value: f64) -> String {
     }
 }
 
+/// A float as Go's `encoding/json` writes it in `inputs.json`: a whole number
+/// without a fraction (`3`, not `3.0`). NaN and infinities, which Go cannot
+/// marshal at all, become their text.
+pub fn json_float(value: f64) -> serde_json::Value {
+    // Below 2^63 a whole f64 converts to i64 exactly.
+    const WHOLE_LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    if value.is_finite() && value.fract() == 0.0 && value.abs() < WHOLE_LIMIT {
+        return serde_json::Value::from(value as i64);
+    }
+    serde_json::Number::from_f64(value)
+        .map(serde_json::Value::Number)
+        .unwrap_or_else(|| serde_json::Value::String(format_float(value)))
+}
+
+/// A duration as Go's `encoding/json` writes a `time.Duration` in `inputs.json`:
+/// integer nanoseconds, saturating at the `int64` range as Go's conversion does.
+pub fn duration_nanos(d: &prost_types::Duration) -> i64 {
+    let nanos = i128::from(d.seconds) * 1_000_000_000 + i128::from(d.nanos);
+    i64::try_from(nanos).unwrap_or(if nanos < 0 { i64::MIN } else { i64::MAX })
+}
+
 /// Parses an integer (surrounding whitespace must already be trimmed).
 pub fn parse_integer(text: &str) -> Result<i64, ValueError> {
     text.parse().map_err(|_| ValueError::Integer {
@@ -352,6 +373,13 @@ mod tests {
 
     #[test]
     fn durations_are_written_like_go() {
+        assert_eq!(duration_nanos(&dur(3723, 500_000_000)), 3_723_500_000_000);
+        assert_eq!(duration_nanos(&dur(-1, 0)), -1_000_000_000);
+        assert_eq!(duration_nanos(&dur(i64::MAX, 0)), i64::MAX);
+        assert_eq!(json_float(3.0).to_string(), "3");
+        assert_eq!(json_float(-2.0).to_string(), "-2");
+        assert_eq!(json_float(2.5).to_string(), "2.5");
+        assert_eq!(json_float(f64::NAN), serde_json::json!("NaN"));
         assert_eq!(format_duration(&dur(0, 0)), "0s");
         assert_eq!(format_duration(&dur(3723, 500_000_000)), "1h2m3.5s");
         assert_eq!(format_duration(&dur(3600, 0)), "1h0m0s");

@@ -46,18 +46,19 @@ pub struct SidecarArgs {
     /// Name of the outputs document under --to-output-prefix.
     #[arg(long = "meta-output-name", default_value = "outputs.pb")]
     pub meta_output_name: String,
-    /// Longest time the upload may take (Go notation: 30s, 1m40s, 1h).
+    /// Longest time the upload may take (Go notation: 30s, 1m40s, 1h; 0 for no limit).
     #[arg(short = 't', long = "timeout", default_value = "1h", value_parser = go_duration)]
     pub timeout: Duration,
     /// Longest wait for the main container to start; 0 means no limit.
     #[arg(long = "start-timeout", env = "COPILOT_START_TIMEOUT", default_value = "0", value_parser = go_duration)]
     pub start_timeout: Duration,
-    /// Metadata format (accepted for compatibility: outputs are always written as outputs.pb).
-    #[arg(short = 'm', long = "format", default_value = "JSON", value_parser = ["JSON", "YAML", "PROTO"])]
+    /// Metadata format (JSON, YAML, PROTO; accepted for compatibility: outputs are
+    /// always written as outputs.pb). Checked after start, so a bad value is an error document.
+    #[arg(short = 'm', long = "format", default_value = "JSON")]
     pub format: String,
-    /// Upload mode (accepted for compatibility; outputs are uploaded once, on exit).
-    #[arg(short = 'u', long = "upload-mode", default_value = "UPLOAD_ON_EXIT",
-          value_parser = ["UPLOAD_ON_EXIT", "UPLOAD_EAGER", "DO_NOT_UPLOAD"])]
+    /// Upload mode (UPLOAD_ON_EXIT, UPLOAD_EAGER, DO_NOT_UPLOAD; accepted for compatibility:
+    /// outputs are uploaded once, on exit). A bad value is an error document, as in Go.
+    #[arg(short = 'u', long = "upload-mode", default_value = "UPLOAD_ON_EXIT")]
     pub upload_mode: String,
     /// How to learn that the main container started.
     #[arg(
@@ -274,6 +275,8 @@ async fn sidecar(
     term: &mut Term,
 ) -> Result<Option<ErrorDocument>, Failure> {
     let interface = decode_interface(args.interface.as_deref())?;
+    check_choice("--upload-mode", &args.upload_mode, UPLOAD_MODES)?;
+    check_choice("--format", &args.format, FORMATS)?;
     if args.watch_container.is_some() && args.main_container_id.is_none() {
         tracing::warn!(
             "--watch-container needs the Kubernetes API to map a name to an id, which this \
@@ -369,6 +372,20 @@ async fn sidecar(
     Ok(None)
 }
 
+/// The values `flyte-copilot` accepts for `--upload-mode` and `--format`.
+const UPLOAD_MODES: &[&str] = &["UPLOAD_ON_EXIT", "UPLOAD_EAGER", "DO_NOT_UPLOAD"];
+const FORMATS: &[&str] = &["JSON", "YAML", "PROTO"];
+
+fn check_choice(flag: &str, value: &str, allowed: &[&str]) -> Result<(), Failure> {
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(value)) {
+        return Ok(());
+    }
+    Err(Failure::upload(format!(
+        "unsupported {flag} {value:?} (expected one of {})",
+        allowed.join(", ")
+    )))
+}
+
 /// Collects and uploads the outputs within `--timeout`.
 async fn upload(
     store: &Store,
@@ -386,7 +403,13 @@ async fn upload(
         limits,
         &progress,
     );
-    let upload = tokio::time::timeout(args.timeout, collect);
+    let upload = async {
+        if args.timeout.is_zero() {
+            // As in Go: a zero timeout is no limit.
+            return Ok(collect.await);
+        }
+        tokio::time::timeout(args.timeout, collect).await
+    };
     tokio::pin!(upload);
     // The main container is done: a SIGTERM now (the pod is being torn down)
     // does not stop the upload; the kubelet's grace period bounds it.

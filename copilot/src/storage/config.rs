@@ -1,7 +1,13 @@
 //! Storage configuration: the `--storage.*` flags `flyte-copilot` accepts
 //! (and that Flyte's pod plugin passes), the flytestdlib `--config` YAML
 //! file, and the secrets among them, which never reach a log.
-use std::{collections::BTreeMap, fmt, path::PathBuf, str::FromStr, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
 
 /// A configuration error.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +21,8 @@ pub enum ConfigError {
     /// `reason` is the parser's message with every quoted value redacted.
     #[error("the config file {path} is not valid YAML for copilot's `storage:` section: {reason}")]
     ParseFile { path: PathBuf, reason: String },
+    #[error("--config {pattern}: {reason}")]
+    Glob { pattern: PathBuf, reason: String },
     #[error(
         "--storage.stow.config expects key=value pairs; item {item} has no '=' (not shown: it may be a secret)"
     )]
@@ -248,7 +256,7 @@ fn redact_quoted(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod redaction_tests {
+mod config_file_tests {
     use super::*;
 
     #[test]
@@ -257,6 +265,30 @@ mod redaction_tests {
         let redacted = redact_quoted(text);
         assert!(!redacted.contains("hunter2"), "{redacted}");
         assert!(redacted.contains("line 3 column 12"), "{redacted}");
+    }
+
+    #[test]
+    fn a_config_glob_merges_its_files_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("00-base.yaml"),
+            "storage:\n  type: s3\n  connection:\n    region: us-east-1\n    endpoint: http://a\n",
+        )
+        .expect("write");
+        std::fs::write(
+            dir.path().join("10-override.yaml"),
+            "storage:\n  connection:\n    endpoint: http://b\nlogger:\n  level: 5\n",
+        )
+        .expect("write");
+        let file = read_config_files(&dir.path().join("*.yaml")).expect("merged");
+        let text = format!("{file:?}");
+        assert!(
+            text.contains("http://b") && !text.contains("http://a"),
+            "{text}"
+        );
+        assert!(text.contains("us-east-1"), "{text}");
+        let err = read_config_files(&dir.path().join("*.json")).expect_err("no match");
+        assert!(err.to_string().contains("no file matches"), "{err}");
     }
 
     #[test]
@@ -273,23 +305,78 @@ mod redaction_tests {
     }
 }
 
+/// The files `--config` names: one path, or a glob (Flyte 2 passes
+/// `/etc/flyte/copilot/*.yaml`), in sorted order.
+fn config_files(pattern: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let text = pattern.to_string_lossy();
+    if !text.contains(['*', '?', '[']) {
+        return Ok(vec![pattern.to_path_buf()]);
+    }
+    let bad = |reason: String| ConfigError::Glob {
+        pattern: pattern.to_path_buf(),
+        reason,
+    };
+    let mut files = glob::glob(&text)
+        .map_err(|e| bad(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if files.is_empty() {
+        return Err(bad("no file matches".into()));
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Reads every `--config` file and merges them, later files winning key by key
+/// (as flytestdlib merges its config files), then takes the `storage:` section.
+fn read_config_files(pattern: &Path) -> Result<FileStorage, ConfigError> {
+    let mut merged = serde_yaml_ng::Value::Null;
+    let files = config_files(pattern)?;
+    for path in &files {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+            path: path.clone(),
+            source,
+        })?;
+        let value: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::ParseFile {
+                path: path.clone(),
+                reason: redact_quoted(&e.to_string()),
+            })?;
+        merge_yaml(&mut merged, value);
+    }
+    if merged.is_null() {
+        return Ok(FileStorage::default());
+    }
+    let root: FileRoot = serde_yaml_ng::from_value(merged).map_err(|e| ConfigError::ParseFile {
+        path: pattern.to_path_buf(),
+        reason: redact_quoted(&e.to_string()),
+    })?;
+    Ok(root.storage)
+}
+
+fn merge_yaml(into: &mut serde_yaml_ng::Value, from: serde_yaml_ng::Value) {
+    use serde_yaml_ng::Value;
+    match (into, from) {
+        (Value::Mapping(into), Value::Mapping(from)) => {
+            for (k, v) in from {
+                match into.get_mut(&k) {
+                    Some(slot) => merge_yaml(slot, v),
+                    None => {
+                        into.insert(k, v);
+                    }
+                }
+            }
+        }
+        (_, Value::Null) => {}
+        (slot, v) => *slot = v,
+    }
+}
+
 impl StorageArgs {
     /// Merges flags, the `--config` file and defaults.
     pub fn to_config(&self) -> Result<StorageConfig, ConfigError> {
         let file = match &self.config {
-            Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
-                        path: path.clone(),
-                        source,
-                    })?;
-                serde_yaml_ng::from_str::<FileRoot>(&text)
-                    .map_err(|e| ConfigError::ParseFile {
-                        path: path.clone(),
-                        reason: redact_quoted(&e.to_string()),
-                    })?
-                    .storage
-            }
+            Some(pattern) => read_config_files(pattern)?,
             None => FileStorage::default(),
         };
         let mut stow_config = file.stow.config;
