@@ -77,6 +77,36 @@ pub struct DownloadArgs {
     /// The input interface: a base64 serialized flyteidl.core.VariableMap.
     #[arg(short = 'i', long = "input-interface")]
     pub input_interface: Option<String>,
+    /// Where the kubelet reads a container's termination message. On failure the
+    /// one-line cause is written there if the file exists (never created).
+    #[arg(long = "termination-log", default_value = TERMINATION_LOG, hide = true)]
+    pub termination_log: PathBuf,
+}
+
+/// The kubelet's default `terminationMessagePath`.
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
+/// The kubelet keeps at most this much of a termination message.
+const TERMINATION_MESSAGE_MAX: usize = 4096;
+
+/// Writes the cause where the kubelet looks for the container's termination
+/// message. Propeller's `DemystifyFailure` (`flytek8s/pod_helper.go`) puts each
+/// failed container's message into the task's error; without one, the kubelet
+/// takes the log tail (`FallbackToLogsOnError`), timestamps and all.
+fn write_termination_message(path: &std::path::Path, cause: &str) {
+    let Ok(mut file) = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+    else {
+        return;
+    };
+    let mut end = cause.len().min(TERMINATION_MESSAGE_MAX);
+    while !cause.is_char_boundary(end) {
+        end -= 1;
+    }
+    if let Err(e) = std::io::Write::write_all(&mut file, cause[..end].as_bytes()) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the termination message");
+    }
 }
 
 /// Why the download failed.
@@ -213,6 +243,10 @@ pub async fn run(root: &crate::cli::RootArgs, args: DownloadArgs) -> Result<(), 
             let exit = e.exit_code();
             let cause = chain(&e);
             tracing::error!(error = cause, "input download failed");
+            write_termination_message(
+                &args.termination_log,
+                &format!("input download failed: {}", cause.replace('\n', " ")),
+            );
             let doc = literals::error_document(
                 "InputDownloadFailed",
                 &cause,

@@ -433,6 +433,37 @@ fn the_timeout_stops_stalled_and_long_transfers() {
 }
 
 #[test]
+fn a_failed_download_leaves_its_cause_as_the_termination_message() {
+    let task = Task::new(&make::literal_map([(
+        "gone",
+        make::blob("mem://nowhere/missing", "", false),
+    )]));
+    let log = task.root.path().join("termination-log");
+    std::fs::write(&log, "").expect("the kubelet creates the file");
+    let mut cmd = task.download(&[]);
+    cmd.arg("--termination-log").arg(&log);
+    let out = cmd.output().expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let message = std::fs::read_to_string(&log).expect("termination log");
+    assert!(
+        message.starts_with("input download failed: ") && message.contains("input gone"),
+        "{message}"
+    );
+    assert!(!message.contains('\n'), "one line: {message}");
+    // Where the kubelet made no file, none is created.
+    let absent = task.root.path().join("absent-log");
+    let mut cmd = task.download(&[]);
+    cmd.arg("--termination-log").arg(&absent);
+    let _ = cmd.output().expect("run");
+    assert!(!absent.exists());
+}
+
+#[test]
 fn a_zero_timeout_is_no_limit() {
     let task = Task::new(&make::literal_map([("n", make::integer(1))]));
     let out = task.download(&["--timeout", "0"]).output().expect("run");
