@@ -104,7 +104,7 @@ fn write_termination_message(path: &std::path::Path, cause: &str) {
     while !cause.is_char_boundary(end) {
         end -= 1;
     }
-    if let Err(e) = std::io::Write::write_all(&mut file, cause[..end].as_bytes()) {
+    if let Err(e) = std::io::Write::write_all(&mut file, &cause.as_bytes()[..end]) {
         tracing::warn!(path = %path.display(), error = %e, "cannot write the termination message");
     }
 }
