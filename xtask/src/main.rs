@@ -12,7 +12,7 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(name = "xtask", about = "copilot's developer and CI tasks")]
 enum Subcommand {
-    /// Install what this machine kind lacks (Debian packages, rust-src, bpf-linker, cargo-fuzz, moto).
+    /// Install what this machine kind lacks (Debian packages, rust-src, bpf-linker, cargo-fuzz, moto, flytekit).
     Setup(setup::Options),
     /// The whole test suite: setup, fmt, clippy, unit tests, privileged integration tests.
     Test(test::Options),

@@ -35,6 +35,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// moto's S3 server for the storage tests; pinned so every machine serves the same API.
 const MOTO_VERSION: &str = "5.2.5";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// flytekit, Flyte's Python SDK: the tests' real client (makes inputs, reads outputs).
+const FLYTEKIT_VERSION: &str = "1.16.4";
 /// cargo-fuzz, which builds and runs the libFuzzer targets in `fuzz/`.
 const CARGO_FUZZ_VERSION: &str = "0.13.1";
 
@@ -55,6 +57,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     bpf_linker(&opts)?;
     cargo_fuzz(&opts)?;
     moto(&opts)?;
+    flytekit(&opts)?;
     Ok(())
 }
 
@@ -225,6 +228,44 @@ fn cargo_fuzz(opts: &Options) -> anyhow::Result<()> {
         ]),
     )?;
     step("cargo-fuzz", done(opts));
+    Ok(())
+}
+
+fn flytekit(opts: &Options) -> anyhow::Result<()> {
+    let venv = cmd::workspace_root().join("target").join("venv-flytekit");
+    let python = venv.join("bin").join("python");
+    let check =
+        format!("import flytekit, sys; sys.exit(flytekit.__version__ != {FLYTEKIT_VERSION:?})");
+    if cmd::succeeds(&python, &["-c", &check]) {
+        step("flytekit", &format!("already present ({})", venv.display()));
+        return Ok(());
+    }
+    step(
+        "flytekit",
+        &format!(
+            "installing flytekit=={FLYTEKIT_VERSION} into {} (a minute or two)",
+            venv.display()
+        ),
+    );
+    act(
+        opts,
+        Command::new("python3").arg("-m").arg("venv").arg(&venv),
+    )?;
+    act(
+        opts,
+        Command::new(venv.join("bin").join("pip")).args([
+            "install",
+            "-q",
+            &format!("flytekit=={FLYTEKIT_VERSION}"),
+        ]),
+    )?;
+    if !opts.dry_run && !cmd::succeeds(&python, &["-c", &check]) {
+        bail!(
+            "pip installed flytekit but {} cannot import it",
+            python.display()
+        );
+    }
+    step("flytekit", done(opts));
     Ok(())
 }
 
