@@ -298,8 +298,9 @@ async fn sidecar(
         Err(wait::Error::Terminated) => {
             return Err(Failure {
                 code: "UploadCutShort",
-                message: "copilot received SIGTERM (the pod is being deleted) before it saw the \
-                          main container exit; no outputs were uploaded"
+                message: "copilot received SIGTERM (the pod is being deleted) while the main \
+                          container was still running, or before it started; no outputs were \
+                          uploaded"
                     .into(),
                 kind: ErrorKind::Recoverable,
                 origin: ErrorOrigin::System,

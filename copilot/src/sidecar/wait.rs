@@ -29,6 +29,9 @@ pub enum WatcherType {
     Noop,
 }
 
+/// How long a SIGTERM waits for a main container's exit already under way.
+pub const SETTLE: Duration = Duration::from_secs(1);
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -134,7 +137,7 @@ impl EbpfWatcher {
             tokio::select! {
                 r = self.monitor.next() => log_outputs(&r?),
                 _ = sleep => return Err(Error::StartTimeout(timeout.unwrap_or_default())),
-                _ = self.sigterm.recv() => return Err(Error::Terminated),
+                _ = self.sigterm.recv() => return self.settle().await,
             }
         }
     }
@@ -157,7 +160,28 @@ impl EbpfWatcher {
             }
             tokio::select! {
                 r = self.monitor.next() => log_outputs(&r?),
-                _ = self.sigterm.recv() => return Err(Error::Terminated),
+                _ = self.sigterm.recv() => self.settle().await?,
+            }
+        }
+    }
+
+    /// SIGTERM came before the main container was seen to exit. A native sidecar
+    /// gets it only once the regular containers have ended (KEP-753), so the exit
+    /// may still be in the ring buffer or the cgroup notifications: they are read
+    /// for up to [`SETTLE`]. `Ok` once the main container is known to have exited;
+    /// `Terminated` if it still runs (or never started): the pod is being deleted.
+    async fn settle(&mut self) -> Result<(), Error> {
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        loop {
+            if let Some(c) = self.main_container()?
+                && matches!(c.state, State::Exited(_))
+            {
+                tracing::info!("SIGTERM after the main container exited: uploading");
+                return Ok(());
+            }
+            tokio::select! {
+                r = self.monitor.next() => log_outputs(&r?),
+                () = tokio::time::sleep_until(deadline) => return Err(Error::Terminated),
             }
         }
     }
