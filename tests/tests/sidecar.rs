@@ -709,6 +709,39 @@ fn sigterm_with_the_exit_still_unread_still_uploads() {
     }
 }
 
+/// Another long-running container beside the task (a mesh proxy as a native sidecar)
+/// makes the main container impossible to tell from the pod alone. The sidecar then
+/// uploads on the SIGTERM the kubelet sends once the regular containers have ended,
+/// as the Go binary's signal watcher does, rather than failing the task.
+#[test]
+fn an_extra_container_in_the_pod_falls_back_to_sigterm() {
+    let mut task = Task::new(Layout::Cgroupfs, single_int_output());
+    task.start_sidecar(PodArgs::Cgroup, &[]);
+    let proxy = Container::run(
+        &task.pod,
+        &["sh", "-c", "while :; do sleep 1; done"],
+        ContainerOpts::default(),
+    );
+    task.start_main("echo 7 > /out/answer; exit 0", ContainerOpts::default());
+    task.wait_main();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        task.outputs_pb().is_none() && task.errors_pb().is_none(),
+        "nothing before SIGTERM: {:?}",
+        task.errors_pb()
+    );
+    // The kubelet's relist (1 s) after the regular containers ended, then SIGTERM.
+    task.sidecar().signal(libc::SIGTERM);
+    let logs = task.sidecar_exits_0();
+    assert!(logs.contains("uploading on SIGTERM instead"), "{logs}");
+    assert_eq!(
+        task.outputs().literals["answer"],
+        make::integer(7),
+        "{logs}"
+    );
+    proxy.kill(libc::SIGKILL);
+}
+
 #[test]
 fn error_file_becomes_a_user_error() {
     let mut task = Task::new(Layout::Cgroupfs, single_int_output());

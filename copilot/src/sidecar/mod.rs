@@ -431,7 +431,29 @@ async fn upload(
         .map_err(|e| Failure::upload(chain(&e)))
 }
 
+/// Waits for the main container as the watchers say. When other containers run
+/// beside the task (a mesh proxy, an agent) and none is named, the main container
+/// cannot be told apart: the sidecar then does what the Go binary's `signal`
+/// watcher does, and says so.
 async fn wait_main(
+    ebpf: Option<&mut EbpfWatcher>,
+    args: &SidecarArgs,
+    term: &mut Term,
+) -> Result<Option<MainExit>, wait::Error> {
+    match wait_watchers(ebpf, args, term).await {
+        Err(e @ wait::Error::Ambiguous { .. }) => {
+            tracing::warn!(
+                "{e}; uploading on SIGTERM instead, which the kubelet sends a native sidecar \
+                 once the regular containers have ended"
+            );
+            term.wait().await;
+            Ok(None)
+        }
+        other => other,
+    }
+}
+
+async fn wait_watchers(
     ebpf: Option<&mut EbpfWatcher>,
     args: &SidecarArgs,
     term: &mut Term,

@@ -187,15 +187,18 @@ impl EbpfWatcher {
     }
 
     /// The main container, once it can be told.
+    /// The main container, chosen again at every change: the only container of the
+    /// pod (besides the sandbox and copilot's own) that has started. A second one
+    /// (a mesh proxy, an agent) makes it [`Error::Ambiguous`], even after a first
+    /// choice: which of them is the task cannot be told from the pod alone.
     fn main_container(&mut self) -> Result<Option<&Container>, Error> {
-        if self.main.is_none() {
-            self.main = self.select()?;
-            if let Some(id) = self.main
-                && let Some(c) = self.monitor.pod().container(id)
-            {
-                tracing::info!(container = %c.name, "main container found");
-            }
+        let chosen = self.select()?;
+        if chosen != self.main
+            && let Some(c) = chosen.and_then(|id| self.monitor.pod().container(id))
+        {
+            tracing::info!(container = %c.name, "main container found");
         }
+        self.main = chosen;
         Ok(self.main.and_then(|id| self.monitor.pod().container(id)))
     }
 
@@ -214,7 +217,10 @@ impl EbpfWatcher {
             .containers()
             .filter(|c| {
                 let comm = c.main_comm.as_deref();
-                pod::role(&c.name, comm, &self.own_cgroup) == Role::Candidate
+                // A cgroup exists before its container's first exec: until then it may be
+                // the downloader, or any container, so it is nobody's main yet.
+                !matches!(c.state, State::Created)
+                    && pod::role(&c.name, comm, &self.own_cgroup) == Role::Candidate
                     // Another copilot (the downloader init container) is not the task.
                     && comm != Some(self.own_comm.as_str())
             })
