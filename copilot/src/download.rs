@@ -2,8 +2,10 @@
 //! as `flyte-copilot download` does. On failure an error document
 //! (`InputDownloadFailed`, RECOVERABLE) goes to
 //! `<to-output-prefix>/<err-output-name>`, nothing half-written stays on
-//! disk, and the command fails (so the main container never starts on
-//! missing inputs). SIGTERM or SIGINT stops it the same way (exit 143 or 130).
+//! disk, and the command fails with its cause as the container's termination
+//! message (so the main container never starts on missing inputs, and Flyte
+//! shows why). SIGTERM or SIGINT stops it the same way (exit 143 or 130).
+//! Literals are decoded only within the memory budget (`literals::budget`).
 use std::{path::PathBuf, sync::Arc, time::Instant};
 
 use base64::Engine as _;
