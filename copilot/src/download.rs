@@ -12,6 +12,7 @@ use base64::Engine as _;
 use prost::Message as _;
 
 use crate::{
+    error_chain as chain,
     literals::{
         self, Layout, MetadataFormat,
         budget::{Budget, Message as WireMessage, OverBudget},
@@ -205,18 +206,6 @@ async fn interrupted() -> &'static str {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     }
-}
-
-/// The full cause chain of an error, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Runs `copilot download`.

@@ -16,3 +16,16 @@ pub mod sidecar;
 pub mod storage;
 pub mod trace;
 pub mod tracer;
+
+/// An error and all its sources on one line (`a: b: c`), as error documents and
+/// log lines give them.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -21,6 +21,7 @@ use prost::Message as _;
 
 use crate::{
     cli::RootArgs,
+    error_chain as chain,
     literals::{self, ErrorKind, ErrorOrigin, UploadLimits, error_document, write_error_document},
     pod::PodSelector,
     proto::core::{ErrorDocument, LiteralMap, TypedInterface},
@@ -627,18 +628,6 @@ fn write_ready(path: &Path) -> std::io::Result<()> {
 
 fn go_duration(s: &str) -> Result<Duration, String> {
     literals::values::parse_std_duration(s).map_err(|e| e.to_string())
-}
-
-/// An error and its sources, one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// `copilot probe`: succeeds once the sidecar is ready (for a startup probe).
