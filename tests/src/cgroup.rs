@@ -340,25 +340,32 @@ impl MemoryCgroup {
 
     /// Makes `cmd` join the cgroup between fork and exec.
     pub fn place(&self, cmd: &mut std::process::Command) {
-        use std::os::unix::process::CommandExt as _;
-        let procs = self.dir.join("cgroup.procs");
-        let procs = std::ffi::CString::new(procs.to_string_lossy().as_bytes()).expect("no NUL");
-        // SAFETY: only async-signal-safe calls (open, write, close) on memory made before fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let n = libc::write(fd, b"0\n".as_ptr().cast(), 2);
-                let err = std::io::Error::last_os_error();
-                libc::close(fd);
-                if n != 2 {
-                    return Err(err);
-                }
-                Ok(())
-            });
-        }
+        join_at_exec(cmd, &self.dir);
+    }
+}
+
+/// Makes `cmd` join the cgroup `dir` (v1 or v2) between fork and exec, so that
+/// nothing it runs is ever outside it.
+pub fn join_at_exec(cmd: &mut std::process::Command, dir: &Path) {
+    use std::os::unix::process::CommandExt as _;
+    let procs = dir.join("cgroup.procs");
+    let procs = std::ffi::CString::new(procs.to_string_lossy().as_bytes()).expect("no NUL");
+    // SAFETY: only async-signal-safe calls (open, write, close) on memory made before fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // "0" means the writing process itself.
+            let n = libc::write(fd, b"0\n".as_ptr().cast(), 2);
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            if n != 2 {
+                return Err(err);
+            }
+            Ok(())
+        });
     }
 }
 

@@ -5,7 +5,7 @@ use std::{
     io::{BufRead as _, BufReader},
     os::{
         fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-        unix::{ffi::OsStrExt as _, process::CommandExt as _},
+        unix::ffi::OsStrExt as _,
     },
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
@@ -85,26 +85,7 @@ impl Copilot {
                 let dir = pod.path().join(pod.container_dir_name(&random_hex(32)));
                 std::fs::create_dir(&dir)
                     .unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-                let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
-                    .expect("no NUL in a cgroup path");
-                // SAFETY: the closure only calls async-signal-safe functions (open, write,
-                // close) on memory prepared before the fork.
-                unsafe {
-                    cmd.pre_exec(move || {
-                        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                        if fd < 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                        // "0" means the writing process itself.
-                        let n = libc::write(fd, b"0\n".as_ptr().cast(), 2);
-                        let err = std::io::Error::last_os_error();
-                        libc::close(fd);
-                        if n != 2 {
-                            return Err(err);
-                        }
-                        Ok(())
-                    });
-                }
+                crate::cgroup::join_at_exec(&mut cmd, &dir);
                 Some(dir)
             }
         };
