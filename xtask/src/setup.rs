@@ -231,75 +231,76 @@ fn cargo_fuzz(opts: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn flytekit(opts: &Options) -> anyhow::Result<()> {
-    let venv = cmd::workspace_root().join("target").join("venv-flytekit");
-    let python = venv.join("bin").join("python");
-    let check =
-        format!("import flytekit, sys; sys.exit(flytekit.__version__ != {FLYTEKIT_VERSION:?})");
-    if cmd::succeeds(&python, &["-c", &check]) {
-        step("flytekit", &format!("already present ({})", venv.display()));
-        return Ok(());
+/// A Python package pinned in its own venv under `target/`.
+struct Venv {
+    /// The step's name, and the venv's: `target/venv-<name>`.
+    name: &'static str,
+    /// The pip requirement, e.g. `moto[server]==5.2.5`.
+    requirement: String,
+    /// Arguments to the venv's python that exit 0 once the package is usable.
+    check: Vec<String>,
+}
+
+impl Venv {
+    fn ready(&self, python: &std::path::Path) -> bool {
+        let args: Vec<&str> = self.check.iter().map(String::as_str).collect();
+        cmd::succeeds(python, &args)
     }
-    step(
-        "flytekit",
-        &format!(
-            "installing flytekit=={FLYTEKIT_VERSION} into {} (a minute or two)",
-            venv.display()
-        ),
-    );
-    act(
-        opts,
-        Command::new("python3").arg("-m").arg("venv").arg(&venv),
-    )?;
-    act(
-        opts,
-        Command::new(venv.join("bin").join("pip")).args([
-            "install",
-            "-q",
-            &format!("flytekit=={FLYTEKIT_VERSION}"),
-        ]),
-    )?;
-    if !opts.dry_run && !cmd::succeeds(&python, &["-c", &check]) {
-        bail!(
-            "pip installed flytekit but {} cannot import it",
-            python.display()
+
+    fn install(&self, opts: &Options) -> anyhow::Result<()> {
+        let venv = cmd::workspace_root()
+            .join("target")
+            .join(format!("venv-{}", self.name));
+        let python = venv.join("bin").join("python");
+        if self.ready(&python) {
+            step(self.name, &format!("already present ({})", venv.display()));
+            return Ok(());
+        }
+        step(
+            self.name,
+            &format!("installing {} into {}", self.requirement, venv.display()),
         );
+        act(
+            opts,
+            Command::new("python3").arg("-m").arg("venv").arg(&venv),
+        )?;
+        act(
+            opts,
+            Command::new(venv.join("bin").join("pip")).args(["install", "-q", &self.requirement]),
+        )?;
+        if !opts.dry_run && !self.ready(&python) {
+            bail!(
+                "pip installed {} into {} but it is not usable",
+                self.requirement,
+                venv.display()
+            );
+        }
+        step(self.name, done(opts));
+        Ok(())
     }
-    step("flytekit", done(opts));
-    Ok(())
+}
+
+fn flytekit(opts: &Options) -> anyhow::Result<()> {
+    Venv {
+        name: "flytekit",
+        requirement: format!("flytekit=={FLYTEKIT_VERSION}"),
+        check: vec![
+            "-c".into(),
+            format!("import flytekit, sys; sys.exit(flytekit.__version__ != {FLYTEKIT_VERSION:?})"),
+        ],
+    }
+    .install(opts)
 }
 
 fn moto(opts: &Options) -> anyhow::Result<()> {
-    let venv = cmd::workspace_root().join("target").join("venv-moto");
-    if venv.join("bin").join("moto_server").exists() {
-        step("moto", &format!("already present ({})", venv.display()));
-        return Ok(());
+    Venv {
+        name: "moto",
+        requirement: format!("moto[server]=={MOTO_VERSION}"),
+        // The server binary the tests start (`tests/src/moto.rs`).
+        check: vec![
+            "-c".into(),
+            format!("import moto, shutil, sys; sys.exit(moto.__version__ != {MOTO_VERSION:?} or not shutil.which('moto_server', path=sys.prefix + '/bin'))"),
+        ],
     }
-    step(
-        "moto",
-        &format!(
-            "installing moto[server]=={MOTO_VERSION} into {}",
-            venv.display()
-        ),
-    );
-    act(
-        opts,
-        Command::new("python3").arg("-m").arg("venv").arg(&venv),
-    )?;
-    act(
-        opts,
-        Command::new(venv.join("bin").join("pip")).args([
-            "install",
-            "-q",
-            &format!("moto[server]=={MOTO_VERSION}"),
-        ]),
-    )?;
-    if !opts.dry_run && !venv.join("bin").join("moto_server").exists() {
-        bail!(
-            "pip installed moto but {}/bin/moto_server is missing",
-            venv.display()
-        );
-    }
-    step("moto", done(opts));
-    Ok(())
+    .install(opts)
 }
