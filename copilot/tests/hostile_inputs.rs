@@ -22,10 +22,7 @@ use copilot::{
         download::{DownloadError, Options},
         download_inputs, make,
     },
-    proto::core::{
-        ErrorDocument, Literal, LiteralMap, LiteralOffloadedMetadata, Schema, StructuredDataset,
-        literal, scalar,
-    },
+    proto::core::{ErrorDocument, LiteralMap, Schema, StructuredDataset, scalar},
     storage::{Progress, StorageConfig, Store},
 };
 use prost::Message as _;
@@ -119,18 +116,6 @@ async fn setuid_and_other_special_modes_never_survive_a_download() {
     }
 }
 
-fn offloaded(uri: &str) -> Literal {
-    Literal {
-        value: Some(literal::Value::OffloadedMetadata(
-            LiteralOffloadedMetadata {
-                uri: uri.to_owned(),
-                ..LiteralOffloadedMetadata::default()
-            },
-        )),
-        ..Literal::default()
-    }
-}
-
 fn is_local_uri(err: &DownloadError) -> bool {
     match err {
         DownloadError::LocalUri { .. } => true,
@@ -154,7 +139,7 @@ async fn literals_of_a_remote_store_may_not_name_local_files() {
             metadata: None,
         })),
         make::collection(vec![make::blob("file:///etc/shadow", "", false)]),
-        offloaded("file:///etc/hostname"),
+        make::offloaded("file:///etc/hostname"),
     ];
     for lit in cases {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 
 use copilot::{
     literals::make,
-    proto::core::{
-        Literal, LiteralOffloadedMetadata, Schema, StructuredDataset, Union, literal, scalar,
-    },
+    proto::core::{Literal, Schema, StructuredDataset, Union, scalar},
 };
 use prost::Message as _;
 
@@ -15,18 +13,6 @@ fn corpus(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("corpus")
         .join(target)
-}
-
-fn offloaded(uri: &str) -> Literal {
-    Literal {
-        value: Some(literal::Value::OffloadedMetadata(
-            LiteralOffloadedMetadata {
-                uri: uri.into(),
-                ..LiteralOffloadedMetadata::default()
-            },
-        )),
-        ..Literal::default()
-    }
 }
 
 fn plan_seeds() -> Seeds {
@@ -104,7 +90,7 @@ fn plan_seeds() -> Seeds {
             map(vec![
                 ("env", make::blob("file:///proc/self/environ", "", false)),
                 ("plain", make::blob("/etc/passwd", "", false)),
-                ("off", offloaded("file:///etc/hostname")),
+                ("off", make::offloaded("file:///etc/hostname")),
                 ("q", make::blob("s3://b/k?x=1#frag", "", false)),
             ]),
         ),

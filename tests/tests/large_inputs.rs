@@ -16,7 +16,7 @@ use copilot::{
         budget::{BYTE_COST, LITERAL_COST},
         make,
     },
-    proto::core::{ErrorDocument, Literal, LiteralMap, LiteralOffloadedMetadata, literal},
+    proto::core::{ErrorDocument, Literal, LiteralMap},
 };
 use integration_test::{MemoryCgroup, children_peak_rss, copilot_bin, preflight};
 use prost::Message as _;
@@ -136,15 +136,7 @@ fn inputs_that_fit_download_and_the_rest_are_refused_before_they_are_decoded() {
     write_literal(&offloaded, &make::binary(vec![9u8; 300 << 20], ""));
     let inputs = make::literal_map([(
         "x",
-        Literal {
-            value: Some(literal::Value::OffloadedMetadata(
-                LiteralOffloadedMetadata {
-                    uri: format!("file://{}", offloaded.display()),
-                    ..LiteralOffloadedMetadata::default()
-                },
-            )),
-            ..Literal::default()
-        },
+        make::offloaded(format!("file://{}", offloaded.display())),
     )]);
     std::fs::write(case.store().join("inputs.pb"), inputs.encode_to_vec()).expect("write");
     case.refused(

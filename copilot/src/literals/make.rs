@@ -75,6 +75,19 @@ pub fn blob(uri: impl Into<String>, format: impl Into<String>, multipart: bool) 
     }))
 }
 
+/// A literal stored elsewhere: the serialized `Literal` at `uri`.
+pub fn offloaded(uri: impl Into<String>) -> Literal {
+    Literal {
+        value: Some(literal::Value::OffloadedMetadata(
+            crate::proto::core::LiteralOffloadedMetadata {
+                uri: uri.into(),
+                ..Default::default()
+            },
+        )),
+        ..Literal::default()
+    }
+}
+
 pub fn collection(items: Vec<Literal>) -> Literal {
     Literal {
         value: Some(literal::Value::Collection(LiteralCollection {
