@@ -1,8 +1,10 @@
 //! The load-time configuration of the eBPF programs, written by userspace into
-//! the programs' read-only data before load (`EbpfLoader::set_global`).
+//! the programs' read-only data before load (`EbpfLoader::override_global`).
 //!
 //! Rust has no CO-RE, so the kernel-dependent offsets are resolved in userspace
-//! (from `/sys/kernel/btf/vmlinux`) and passed here.
+//! (from `/sys/kernel/btf/vmlinux`) and passed here. Nothing here is about one
+//! pod: one loaded program set serves every pod on the node (pods register in
+//! the `PODS` map instead).
 
 /// Name of the global that holds [`Config`] in the eBPF object.
 pub const CONFIG_GLOBAL: &str = "CONFIG";
@@ -16,10 +18,15 @@ pub const OOM_ARG_TASK: u32 = 1;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// cgroup v2 id (inode number) of the pod cgroup; only tasks at or below it pass.
-    pub pod_cgroup_id: u64,
-    /// Level of the pod cgroup in the v2 hierarchy (the root is level 0).
-    pub pod_cgroup_level: u32,
+    /// `task_struct.thread_pid` (`struct pid *`).
+    pub task_thread_pid_off: u32,
+    /// `struct pid` fields, for a task's PID in its own namespace:
+    /// `thread_pid->numbers[thread_pid->level].nr`.
+    pub pid_level_off: u32,
+    pub pid_numbers_off: u32,
+    /// `sizeof(struct upid)` and `upid.nr`.
+    pub upid_size: u32,
+    pub upid_nr_off: u32,
     /// `linux_binprm.filename` (`const char *`), from `sched_process_exec`'s third argument.
     pub bprm_filename_off: u32,
     /// What `oom/mark_victim` passes first: [`OOM_ARG_PID`] or [`OOM_ARG_TASK`].
@@ -36,18 +43,16 @@ pub struct Config {
     pub signal_group_exit_code_off: u32,
     /// `SIGNAL_GROUP_EXIT` of the running kernel's `include/linux/sched/signal.h`.
     pub signal_group_exit_flag: u32,
-    /// Ring buffer fill level (bytes) above which every submit wakes the consumer,
-    /// so a stream of no-wake-up events can never fill the buffer unseen.
-    pub wakeup_threshold: u32,
-    /// Keeps the size a multiple of 8 with no implicit padding.
-    pub reserved: u32,
 }
 
 impl Config {
     pub const fn zeroed() -> Self {
         Self {
-            pod_cgroup_id: 0,
-            pod_cgroup_level: 0,
+            task_thread_pid_off: 0,
+            pid_level_off: 0,
+            pid_numbers_off: 0,
+            upid_size: 0,
+            upid_nr_off: 0,
             bprm_filename_off: 0,
             oom_victim_arg: OOM_ARG_PID,
             task_tgid_off: 0,
@@ -59,8 +64,6 @@ impl Config {
             signal_flags_off: 0,
             signal_group_exit_code_off: 0,
             signal_group_exit_flag: 0,
-            wakeup_threshold: 0,
-            reserved: 0,
         }
     }
 }

@@ -1,11 +1,25 @@
 //! The one event type the eBPF programs send through the ring buffer, and the
 //! names of the maps and programs userspace looks up.
+//!
+//! One program set serves every pod on a node: each pod's sidecar makes its own
+//! ring buffer and registers it in [`PODS_MAP`] under its pod cgroup's id, and
+//! sets its pod cgroup's level in [`LEVELS_MAP`]. The other maps are node-wide,
+//! keyed by ids that are unique on the node (host tgids, cgroup ids).
 
-/// Ring buffer of [`Event`]s.
-pub const EVENTS_MAP: &str = "EVENTS";
-/// Per-CPU `u64`: ring buffer reserves that failed (events lost).
+/// Hash of maps `u64 pod cgroup id -> ring buffer of Event`s: the registered pods.
+pub const PODS_MAP: &str = "PODS";
+/// The most pods one node's program set serves (Kubernetes allows 110 by
+/// default and 250 at most per node; the rest is room for pods being torn down).
+pub const MAX_PODS: u32 = 1024;
+/// Array of one `u32`: bit `L` set when some pod cgroup at level `L` of the v2
+/// hierarchy is registered (levels 1 to [`MAX_POD_LEVEL`]).
+pub const LEVELS_MAP: &str = "LEVELS";
+/// The deepest pod cgroup level the programs look at.
+pub const MAX_POD_LEVEL: u32 = 15;
+/// Per-CPU hash `u64 pod cgroup id -> u64`: that pod's ring-buffer reserves that
+/// failed (events lost). Userspace creates the entry when it registers.
 pub const DROPS_MAP: &str = "DROPS";
-/// Hash `u32 tgid -> u64 container cgroup id`: processes whose exit must wake userspace.
+/// Hash `u32 host tgid -> u64 container cgroup id`: processes whose exit must wake userspace.
 pub const MAINS_MAP: &str = "MAINS";
 /// Hash `u64 container cgroup id -> u32 tgid`: containers whose first exec was seen
 /// (or that userspace already knows); the first exec in a new one is its main process.
@@ -21,6 +35,9 @@ pub const EXIT_PROGRAM: &str = "sched_process_exit";
 /// For kernels whose `sched_process_exit` also passes `bool group_dead` (6.16 and later).
 pub const EXIT_GROUP_DEAD_PROGRAM: &str = "sched_process_exit_gd";
 pub const OOM_PROGRAM: &str = "mark_victim";
+
+/// Entries of the node-wide maps keyed by container or process (a few per pod).
+pub const NODE_ENTRIES: u32 = 16384;
 
 /// Default ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const DEFAULT_RING_BYTES: u32 = 1 << 20;
@@ -73,6 +90,11 @@ pub struct Event {
     pub tgid: u32,
     /// Thread id of the task that fired the tracepoint.
     pub pid: u32,
+    /// `tgid` as the process's own PID namespace sees it (1 for a container's
+    /// init); 0 when it could not be read.
+    pub ns_tgid: u32,
+    /// `pid` as the task's own PID namespace sees it.
+    pub ns_pid: u32,
     /// `real_parent->tgid`.
     pub ppid: u32,
     /// cgroup v2 id of the task's own cgroup.
@@ -97,6 +119,8 @@ impl Event {
             kind: 0,
             tgid: 0,
             pid: 0,
+            ns_tgid: 0,
+            ns_pid: 0,
             ppid: 0,
             cgroup_id: 0,
             container_cgroup_id: 0,
@@ -121,7 +145,7 @@ pub struct ExitRecord {
     pub ktime_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<Event>() == 320);
+const _: () = assert!(core::mem::size_of::<Event>() == 328);
 const _: () = assert!(core::mem::size_of::<ExitRecord>() == 16);
 const _: () = assert!(core::mem::size_of::<crate::config::Config>() == 64);
 

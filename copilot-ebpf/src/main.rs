@@ -1,8 +1,12 @@
 //! copilot's eBPF programs.
 //!
 //! Three raw tracepoints, attached by name (no tracefs, no perf event, no
-//! per-tracepoint limit of 64 programs), each filtered first by the pod cgroup so
-//! that every other process on the node pays for one helper call and a compare.
+//! per-tracepoint limit of 64 programs). One loaded set serves every pod on the
+//! node: a pod's sidecar registers its own ring buffer in `PODS` under its pod
+//! cgroup's id, and the programs find a task's pod by its cgroup ancestors at the
+//! registered levels (`LEVELS`). Every process outside the registered pods pays
+//! for one array read plus one ancestor lookup and one hash lookup per level in
+//! use (one or two on a Kubernetes node), whatever the number of pods.
 //! Their arguments are the tracepoints' `TP_PROTO`s, read as the running kernel's
 //! BTF describes them:
 //!
@@ -22,45 +26,56 @@
 #![no_std]
 #![no_main]
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{
+        BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE,
+    },
+    btf_maps::{HashOfMaps, RingBuf},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         bpf_probe_read_kernel_str_bytes,
         generated::{
             bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_task,
-            bpf_ktime_get_boot_ns,
+            bpf_ktime_get_boot_ns, bpf_ringbuf_query,
         },
     },
-    macros::{map, raw_tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    macros::{btf_map, map, raw_tracepoint},
+    maps::{Array, HashMap, LruHashMap, PerCpuHashMap},
     programs::RawTracePointContext,
 };
 use copilot_common::{
     config::{Config, OOM_ARG_TASK},
     event::{
         DEFAULT_RING_BYTES, Event, EventKind, ExitRecord, FILENAME_LEN, FLAG_FILENAME_TRUNCATED,
-        FLAG_GROUP_DEAD_DERIVED, FLAG_GROUP_DEAD_FIELD, FLAG_MAIN, FLAG_WAKEUP,
+        FLAG_GROUP_DEAD_DERIVED, FLAG_GROUP_DEAD_FIELD, FLAG_MAIN, FLAG_WAKEUP, MAX_POD_LEVEL,
+        MAX_PODS, NODE_ENTRIES,
     },
 };
 
 #[unsafe(no_mangle)]
 static CONFIG: Config = Config::zeroed();
 
-#[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+type PodRing = RingBuf<Event, { DEFAULT_RING_BYTES as usize }>;
+
+#[btf_map]
+static PODS: HashOfMaps<u64, PodRing, { MAX_PODS as usize }> = HashOfMaps::new();
 
 #[map]
-static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+static LEVELS: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map]
-static MAINS: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);
+static DROPS: PerCpuHashMap<u64, u64> = PerCpuHashMap::with_max_entries(MAX_PODS, 0);
 
 #[map]
-static CONTAINERS: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
+static MAINS: HashMap<u32, u64> = HashMap::with_max_entries(NODE_ENTRIES, 0);
 
 #[map]
-static EXITS: HashMap<u64, ExitRecord> = HashMap::with_max_entries(4096, 0);
+static CONTAINERS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(NODE_ENTRIES, 0);
+
+#[map]
+static EXITS: LruHashMap<u64, ExitRecord> = LruHashMap::with_max_entries(NODE_ENTRIES, 0);
 
 /// Reads a field of [`CONFIG`]. The volatile read keeps the compiler from folding
 /// the zeroed initialiser: the real values are written by userspace before load.
@@ -76,13 +91,45 @@ macro_rules! config {
     };
 }
 
-/// The pod filter: true when the current task's cgroup is the pod's or below it.
+/// The registered pod the current task belongs to: its ring, its id, and the id
+/// of the task's container (its ancestor one level below the pod; 0 when the
+/// task sits in the pod cgroup itself). The pod filter, so the first thing
+/// every program does.
+struct Pod {
+    ring: &'static PodRing,
+    id: u64,
+    container: u64,
+}
+
 #[inline(always)]
-fn in_pod() -> bool {
-    let level = config!(pod_cgroup_level);
-    // SAFETY: a helper call without pointer arguments.
-    let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
-    id != 0 && id == config!(pod_cgroup_id)
+fn current_pod() -> Option<Pod> {
+    // SAFETY: the value is a plain u32, copied out at once.
+    let levels = *LEVELS.get(0)?;
+    let mut level = 1;
+    while level <= MAX_POD_LEVEL {
+        if levels & (1 << level) != 0 {
+            // SAFETY: a helper call without pointer arguments.
+            let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+            if id == 0 {
+                // The task's cgroup is shallower than this level.
+                return None;
+            }
+            // SAFETY: the inner map is only used through ring-buffer helpers.
+            if let Some(ring) = unsafe { PODS.get(&id) } {
+                // SAFETY: a helper call without pointer arguments.
+                let container = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32 + 1) };
+                // SAFETY: map values live as long as the program runs.
+                let ring: &'static PodRing = unsafe { &*(ring as *const PodRing) };
+                return Some(Pod {
+                    ring,
+                    id,
+                    container,
+                });
+            }
+        }
+        level += 1;
+    }
+    None
 }
 
 /// Reads a kernel value at `base + off`.
@@ -96,8 +143,8 @@ fn read_kernel<T>(base: u64, off: u32) -> Option<T> {
 }
 
 #[inline(always)]
-fn count_drop() {
-    if let Some(p) = DROPS.get_ptr_mut(0) {
+fn count_drop(pod: u64) {
+    if let Some(p) = DROPS.get_ptr_mut(&pod) {
         // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
         unsafe { *p += 1 };
     }
@@ -107,7 +154,8 @@ fn count_drop() {
 /// wake-up: a few records, so concurrent producers cannot all skip it.
 const WAKE_WINDOW: u64 = 4096;
 
-/// Submit flags: wake the consumer if asked to, or once as the buffer fills up.
+/// Submit flags: wake the consumer if asked to, or once as the buffer fills up
+/// (past half of it).
 ///
 /// The default flag (0) wakes only when the consumer has caught up with the
 /// record just written; after non-waking submits it has not, so a record that
@@ -116,14 +164,32 @@ const WAKE_WINDOW: u64 = 4096;
 /// on every further event (an inter-processor interrupt each, ~4 µs measured)
 /// would only slow the node down while it catches up.
 #[inline(always)]
-fn submit_flags(urgent: bool) -> u64 {
-    let threshold = u64::from(config!(wakeup_threshold));
-    let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+fn submit_flags(ring: &PodRing, urgent: bool) -> u64 {
+    let ring = ring as *const PodRing as *mut c_void;
+    // SAFETY: `ring` is a ring-buffer map pointer from a map lookup.
+    let (size, avail) = unsafe {
+        (
+            bpf_ringbuf_query(ring, BPF_RB_RING_SIZE as u64),
+            bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA as u64),
+        )
+    };
+    let threshold = size / 2;
     if urgent || (avail >= threshold && avail < threshold + WAKE_WINDOW) {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
     }
+}
+
+/// The PID of the task behind `pid` (a `struct pid *`) in its own namespace.
+#[inline(always)]
+fn ns_nr(pid: u64) -> u32 {
+    let level: u32 = read_kernel(pid, config!(pid_level_off)).unwrap_or(0);
+    if level > 63 {
+        return 0;
+    }
+    let off = config!(pid_numbers_off) + level * config!(upid_size) + config!(upid_nr_off);
+    read_kernel(pid, off).unwrap_or(0)
 }
 
 #[inline(always)]
@@ -143,6 +209,11 @@ fn fill_common(ev: &mut Event, kind: EventKind, container: u64) {
     let task = unsafe { bpf_get_current_task() };
     let parent: u64 = read_kernel(task, config!(task_real_parent_off)).unwrap_or(0);
     ev.ppid = read_kernel(parent, config!(task_tgid_off)).unwrap_or(0);
+    let thread_pid: u64 = read_kernel(task, config!(task_thread_pid_off)).unwrap_or(0);
+    ev.ns_pid = ns_nr(thread_pid);
+    let leader: u64 = read_kernel(task, config!(task_group_leader_off)).unwrap_or(0);
+    let leader_pid: u64 = read_kernel(leader, config!(task_thread_pid_off)).unwrap_or(0);
+    ev.ns_tgid = ns_nr(leader_pid);
 }
 
 /// Reserves a record, fills the common fields, lets `fill` write the
@@ -150,9 +221,9 @@ fn fill_common(ev: &mut Event, kind: EventKind, container: u64) {
 /// consumer when `urgent`, for a container's main exec, or when the ring is
 /// filling up.
 #[inline(always)]
-fn send(kind: EventKind, container: u64, urgent: bool, fill: impl FnOnce(&mut Event) -> u32) {
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        count_drop();
+fn send(pod: &Pod, kind: EventKind, urgent: bool, fill: impl FnOnce(&mut Event) -> u32) {
+    let Some(mut entry) = pod.ring.reserve(0) else {
+        count_drop(pod.id);
         return;
     };
     let ev = entry.as_mut_ptr();
@@ -161,9 +232,9 @@ fn send(kind: EventKind, container: u64, urgent: bool, fill: impl FnOnce(&mut Ev
         ev.write(Event::zeroed());
         &mut *ev
     };
-    fill_common(ev, kind, container);
+    fill_common(ev, kind, pod.container);
     let mut flags = fill(ev);
-    let submit = submit_flags(urgent || flags & FLAG_MAIN != 0);
+    let submit = submit_flags(pod.ring, urgent || flags & FLAG_MAIN != 0);
     if submit == BPF_RB_FORCE_WAKEUP as u64 {
         flags |= FLAG_WAKEUP;
     }
@@ -171,25 +242,18 @@ fn send(kind: EventKind, container: u64, urgent: bool, fill: impl FnOnce(&mut Ev
     entry.submit(submit);
 }
 
-#[inline(always)]
-fn container_id() -> u64 {
-    let level = config!(pod_cgroup_level) + 1;
-    // SAFETY: a helper call without pointer arguments.
-    unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) }
-}
-
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
-    if !in_pod() {
+    let Some(pod) = current_pod() else {
         return 0;
-    }
-    let container = container_id();
+    };
+    let container = pod.container;
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // Also wake for a process userspace is waiting on (a container's init that
     // was already there when the snapshot was taken, exec'ing its entrypoint).
     let waited_on = MAINS.get_ptr(tgid).is_some();
     let bprm: u64 = ctx.arg(2);
-    send(EventKind::Exec, container, waited_on, |ev| {
+    send(&pod, EventKind::Exec, waited_on, |ev| {
         let mut flags = 0;
         let filename: u64 = read_kernel(bprm, config!(bprm_filename_off)).unwrap_or(0);
         if filename != 0 {
@@ -251,15 +315,15 @@ fn starts_with<const N: usize>(s: &[u8], prefix: &[u8; N]) -> bool {
 /// has already decremented `signal->live`, so zero means this is the last thread.
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
-    if !in_pod() {
+    let Some(pod) = current_pod() else {
         return 0;
-    }
+    };
     // SAFETY: helper call without arguments.
     let task = unsafe { bpf_get_current_task() };
     let signal: u64 = read_kernel(task, config!(task_signal_off)).unwrap_or(0);
     let live: i32 = read_kernel(signal, config!(signal_live_off)).unwrap_or(1);
     if live == 0 {
-        process_exited(task, signal, FLAG_GROUP_DEAD_DERIVED);
+        process_exited(&pod, task, signal, FLAG_GROUP_DEAD_DERIVED);
     }
     0
 }
@@ -267,15 +331,15 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
 /// `sched_process_exit(task, group_dead)` (6.16 and later).
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn sched_process_exit_gd(ctx: RawTracePointContext) -> i32 {
-    if !in_pod() {
+    let Some(pod) = current_pod() else {
         return 0;
-    }
+    };
     let group_dead: u64 = ctx.arg(1);
     if group_dead & 0xff != 0 {
         // SAFETY: helper call without arguments.
         let task = unsafe { bpf_get_current_task() };
         let signal: u64 = read_kernel(task, config!(task_signal_off)).unwrap_or(0);
-        process_exited(task, signal, FLAG_GROUP_DEAD_FIELD);
+        process_exited(&pod, task, signal, FLAG_GROUP_DEAD_FIELD);
     }
     0
 }
@@ -283,7 +347,7 @@ pub fn sched_process_exit_gd(ctx: RawTracePointContext) -> i32 {
 /// The last thread of the current process died: record a main process's status
 /// and queue the event.
 #[inline(always)]
-fn process_exited(task: u64, signal: u64, flags: u32) {
+fn process_exited(pod: &Pod, task: u64, signal: u64, flags: u32) {
     // The process's status is what wait(2) reports: the group exit code when the
     // group was torn down together (exit_group, a fatal signal), else the
     // leader's own exit code (the leader may have exited long before).
@@ -309,7 +373,7 @@ fn process_exited(task: u64, signal: u64, flags: u32) {
         let _ = EXITS.insert(container, record, 0);
         let _ = MAINS.remove(tgid);
     }
-    send(EventKind::Exit, container_id(), urgent, |ev| {
+    send(pod, EventKind::Exit, urgent, |ev| {
         ev.exit_status = status;
         flags
     });
@@ -319,9 +383,9 @@ fn process_exited(task: u64, signal: u64, flags: u32) {
 pub fn mark_victim(ctx: RawTracePointContext) -> i32 {
     // A memcg OOM kill runs in the context of a task charging that memcg, so
     // the pod filter on the current task catches the pod's own OOM kills.
-    if !in_pod() {
+    let Some(pod) = current_pod() else {
         return 0;
-    }
+    };
     let arg: u64 = ctx.arg(0);
     let victim = if config!(oom_victim_arg) == OOM_ARG_TASK {
         read_kernel::<u32>(arg, config!(task_tgid_off)).unwrap_or(0)
@@ -331,7 +395,7 @@ pub fn mark_victim(ctx: RawTracePointContext) -> i32 {
     if victim == 0 {
         return 0;
     }
-    send(EventKind::OomVictim, container_id(), true, |ev| {
+    send(&pod, EventKind::OomVictim, true, |ev| {
         // The victim, not the task that triggered the kill.
         ev.tgid = victim;
         0

@@ -23,6 +23,11 @@ pub struct RootArgs {
     /// flytestdlib's numeric log level as Flyte passes it (0 panic … 5 debug).
     #[arg(long = "logger.level", global = true, hide = true)]
     pub logger_level: Option<u8>,
+    /// Where the node's shared eBPF program set is pinned (a directory on bpffs,
+    /// made if missing). Where it cannot be used, copilot loads programs of its own.
+    #[arg(long = "bpf-dir", global = true, env = "COPILOT_BPF_DIR",
+          default_value = crate::tracer::DEFAULT_NODE_DIR, value_name = "DIR")]
+    pub bpf_dir: std::path::PathBuf,
     #[command(flatten)]
     pub storage: crate::storage::StorageArgs,
     #[command(flatten)]

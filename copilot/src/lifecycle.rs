@@ -331,6 +331,8 @@ mod tests {
             kind,
             tgid,
             pid: tgid,
+            ns_tgid: 1,
+            ns_pid: 1,
             ppid: 1,
             cgroup_id: cg,
             container_cgroup_id: cg,

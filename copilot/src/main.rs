@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     };
     let result: anyhow::Result<ExitCode> = runtime.block_on(async move {
         match cli.command {
-            Command::Trace(args) => Ok(copilot::trace::run(args).await?),
+            Command::Trace(args) => Ok(copilot::trace::run(args, &cli.root.bpf_dir).await?),
             Command::Sidecar(args) => Ok(copilot::sidecar::run(&cli.root, *args).await?),
             Command::Probe(args) => Ok(copilot::sidecar::probe(&args)),
             Command::Download(args) => match copilot::download::run(&cli.root, args).await {

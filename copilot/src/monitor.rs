@@ -45,12 +45,24 @@ pub enum Output {
 }
 
 /// How to load the programs, where the defaults do not fit.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Tuning {
     /// Ring buffer size in bytes (default `DEFAULT_RING_BYTES`).
     pub ring_bytes: Option<u32>,
     /// See [`tracer::Options::without_oom_tracepoint`].
     pub without_oom_tracepoint: bool,
+    /// See [`tracer::Options::node_dir`].
+    pub node_dir: Option<std::path::PathBuf>,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            ring_bytes: None,
+            without_oom_tracepoint: false,
+            node_dir: Some(tracer::DEFAULT_NODE_DIR.into()),
+        }
+    }
 }
 
 pub struct Monitor {
@@ -74,12 +86,21 @@ impl Monitor {
         pod_cgroup: Cgroup,
         tuning: &Tuning,
     ) -> Result<(Self, Vec<Output>), Error> {
-        let mut opts = tracer::Options::for_pod(&pod_cgroup);
+        let mut opts = tracer::Options::for_pod(&hierarchy, &pod_cgroup);
         if let Some(b) = tuning.ring_bytes {
             opts.ring_bytes = b;
         }
         opts.without_oom_tracepoint = tuning.without_oom_tracepoint;
+        opts.node_dir.clone_from(&tuning.node_dir);
         let mut tracer = Tracer::load(&opts)?;
+        match tracer.set_use() {
+            tracer::SetUse::Node { dir } => {
+                tracing::debug!(dir = %dir.display(), "using the node's eBPF program set");
+            }
+            tracer::SetUse::Private { reason } => {
+                tracing::info!(%reason, "loading eBPF programs of our own, not the node's shared set");
+            }
+        }
         let watch = cgroup::Watch::new(&pod_cgroup)?;
         let before = snapshot(&pod_cgroup)?;
         for (_, cg, seen, _) in &before {
@@ -158,6 +179,10 @@ impl Monitor {
 
     pub fn kernel_paths(&self) -> KernelPaths {
         self.tracer.kernel_paths()
+    }
+
+    pub fn set_use(&self) -> &tracer::SetUse {
+        self.tracer.set_use()
     }
 
     /// Waits for the next kernel or cgroup notification and returns what it means.

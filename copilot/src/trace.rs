@@ -62,7 +62,7 @@ pub enum Error {
     Stdout(#[source] std::io::Error),
 }
 
-pub async fn run(args: TraceArgs) -> Result<ExitCode, Error> {
+pub async fn run(args: TraceArgs, bpf_dir: &std::path::Path) -> Result<ExitCode, Error> {
     let given = args.pod_cgroup.or(args.cgroup).unwrap_or_default();
     let hierarchy = Hierarchy::discover(None)?;
     let pod = hierarchy.resolve(&given)?;
@@ -80,6 +80,7 @@ pub async fn run(args: TraceArgs) -> Result<ExitCode, Error> {
     let tuning = Tuning {
         ring_bytes: args.ring_bytes,
         without_oom_tracepoint: args.without_oom_tracepoint,
+        node_dir: Some(bpf_dir.to_owned()),
     };
     let (mut monitor, first) = Monitor::start(hierarchy, pod, &tuning)?;
     let mut stdout = std::io::stdout().lock();
@@ -102,6 +103,7 @@ pub async fn run(args: TraceArgs) -> Result<ExitCode, Error> {
         "type": "ready",
         "pod_cgroup": monitor.pod_cgroup().path,
         "cgroup_id": monitor.pod_cgroup().id,
+        "programs": monitor.set_use(),
     });
     line(&mut stdout, text, &ready)?;
     stdout.flush().map_err(Error::Stdout)?;
@@ -155,6 +157,8 @@ fn to_json(o: &Output, pod: &std::path::Path, seen_ns: u64) -> Value {
                 "time_ns": event.time_ns,
                 "pid": event.tgid,
                 "tid": event.pid,
+                "ns_pid": event.ns_tgid,
+                "ns_tid": event.ns_pid,
                 "ppid": event.ppid,
                 "comm": event.comm,
                 "filename": filename,
@@ -171,6 +175,8 @@ fn to_json(o: &Output, pod: &std::path::Path, seen_ns: u64) -> Value {
                 "time_ns": event.time_ns,
                 "pid": event.tgid,
                 "tid": event.pid,
+                "ns_pid": event.ns_tgid,
+                "ns_tid": event.ns_pid,
                 "ppid": event.ppid,
                 "comm": event.comm,
                 "cgroup_id": event.cgroup_id,

@@ -74,13 +74,16 @@ fn unescape(s: &str) -> String {
 pub enum Layout {
     /// cgroupfs driver: `kubepods/besteffort/pod<uid>/<64-hex id>`.
     Cgroupfs,
+    /// cgroupfs driver, a Guaranteed pod (no QoS level): `kubepods/pod<uid>/<64-hex id>`,
+    /// one level higher than the others.
+    Guaranteed,
     /// systemd driver with containerd:
     /// `kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid_with_underscores>.slice/cri-containerd-<id>.scope`.
     Systemd,
 }
 
 impl Layout {
-    pub const ALL: [Layout; 2] = [Layout::Cgroupfs, Layout::Systemd];
+    pub const ALL: [Layout; 3] = [Layout::Cgroupfs, Layout::Systemd, Layout::Guaranteed];
 }
 
 /// A pod-like cgroup in the cgroup v2 tree with a random pod uid; removed on drop with
@@ -116,6 +119,7 @@ impl PodCgroup {
         );
         let rel = match layout {
             Layout::Cgroupfs => PathBuf::from(format!("/kubepods/besteffort/pod{uid}")),
+            Layout::Guaranteed => PathBuf::from(format!("/kubepods/pod{uid}")),
             Layout::Systemd => PathBuf::from(format!(
                 "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice",
                 uid.replace('-', "_")
@@ -176,7 +180,7 @@ impl PodCgroup {
     /// Directory name of a container cgroup with container id `id` in this layout.
     pub fn container_dir_name(&self, id: &str) -> String {
         match self.layout {
-            Layout::Cgroupfs => id.to_string(),
+            Layout::Cgroupfs | Layout::Guaranteed => id.to_string(),
             Layout::Systemd => format!("cri-containerd-{id}.scope"),
         }
     }

@@ -21,6 +21,7 @@
 //! );
 //! assert_eq!(exit.exit_code(), Some(3));
 //! ```
+mod bpffs;
 mod cgroup;
 mod container;
 pub mod demo;
@@ -31,7 +32,10 @@ mod rootfs;
 mod sidecar;
 mod trace;
 
-pub use cgroup::{Layout, MemoryCgroup, PodCgroup, cgroup2_mount, children_peak_rss, v1_mounts};
+pub use bpffs::Bpffs;
+pub use cgroup::{
+    Layout, MemoryCgroup, PodCgroup, cgroup2_mount, children_peak_rss, join_at_exec, v1_mounts,
+};
 pub use container::{Container, ContainerOpts, Gate, Mount};
 pub use env::{copilot_bin, is_ci, pidfd_wait, preflight, random_hex, workspace_root};
 pub use flytekit::{arg, flytekit, flytekit_json};

@@ -101,12 +101,40 @@ pub struct Trace {
     history: Vec<Event>,
     stderr: Arc<Mutex<String>>,
     eof: bool,
+    /// Killed on purpose by [`Trace::kill`]: no clean exit to check.
+    killed: bool,
 }
 
 impl Trace {
     /// Starts tracing `pod` (does not wait for `ready`).
     pub fn start(pod: &PodCgroup) -> Self {
         Self::spawn(&["trace", "--pod-cgroup", &pod.path().to_string_lossy()])
+    }
+
+    /// Starts tracing `pod` with the node's program set pinned under `bpf_dir`.
+    pub fn start_in(pod: &PodCgroup, bpf_dir: &std::path::Path) -> Self {
+        Self::spawn(&[
+            "--bpf-dir",
+            &bpf_dir.to_string_lossy(),
+            "trace",
+            "--pod-cgroup",
+            &pod.path().to_string_lossy(),
+        ])
+    }
+
+    /// The pid of the `copilot` process.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Kills `copilot` with SIGKILL, as the OOM killer or a node problem would,
+    /// and reaps it; nothing of its own clean-up runs.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.killed = true;
     }
 
     /// Starts `copilot` with `args`, stdout read as JSON lines.
@@ -162,6 +190,7 @@ impl Trace {
             history: Vec::new(),
             stderr,
             eof: false,
+            killed: false,
         }
     }
 
@@ -307,7 +336,7 @@ impl Trace {
 impl Drop for Trace {
     fn drop(&mut self) {
         let status = self.stop();
-        if std::thread::panicking() {
+        if std::thread::panicking() || self.killed {
             return;
         }
         match status {

@@ -74,6 +74,11 @@ fn pod_cgroup_layouts_are_created_and_removed() {
                 assert_eq!(name, format!("pod{}", pod.uid()));
                 assert!(pod.rel().starts_with("/kubepods/besteffort"));
             }
+            Layout::Guaranteed => {
+                assert_eq!(name, format!("pod{}", pod.uid()));
+                assert_eq!(pod.rel().parent(), Some(std::path::Path::new("/kubepods")));
+                assert_eq!(pod.container_dir_name("ab"), "ab");
+            }
             Layout::Systemd => {
                 assert_eq!(
                     name,

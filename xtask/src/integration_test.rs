@@ -54,6 +54,7 @@ pub fn run_vm_matrix() -> anyhow::Result<()> {
 /// Builds copilot and runs the integration tests with `COPILOT_BIN` pointing at it.
 pub fn run_tests(test_args: &[String]) -> anyhow::Result<()> {
     let copilot = build_copilot()?;
+    fresh_node()?;
     eprintln!("xtask: COPILOT_BIN={}", copilot.display());
     cmd::run(
         Command::new("cargo")
@@ -63,6 +64,22 @@ pub fn run_tests(test_args: &[String]) -> anyhow::Result<()> {
             .args(test_args)
             .env("COPILOT_BIN", &copilot),
     )
+}
+
+/// The node-wide program sets that copilot pins under `/sys/fs/bpf/copilot`.
+const NODE_SETS: &str = "/sys/fs/bpf/copilot";
+
+/// Unpins every node-wide program set an earlier run or build left, so the suite
+/// (and the bench) start from a node no copilot has run on. A set stays loaded and
+/// attached while pinned, by design (later pods reuse it), so the sets of earlier
+/// builds would otherwise cost every exec on this machine a little more each time.
+pub(crate) fn fresh_node() -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(NODE_SETS) {
+        Ok(()) => eprintln!("xtask: unpinned the node sets under {NODE_SETS}"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("removing {NODE_SETS}"))),
+    }
+    Ok(())
 }
 
 /// `cargo build -p copilot --bin copilot`, returning the executable cargo reports.

@@ -58,6 +58,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     cargo_fuzz(&opts)?;
     moto(&opts)?;
     flytekit(&opts)?;
+    bpffs(&opts)?;
     Ok(())
 }
 
@@ -303,4 +304,65 @@ fn moto(opts: &Options) -> anyhow::Result<()> {
         ],
     }
     .install(opts)
+}
+
+/// Where Kubernetes nodes (systemd) mount the BPF filesystem.
+const BPFFS: &str = "/sys/fs/bpf";
+
+/// Mounts bpffs at `/sys/fs/bpf` when it is not mounted, as systemd does on every
+/// Kubernetes node: copilot pins its node-wide program set there. A fresh machine
+/// of this kind boots without it; copilot would then fall back to programs of its
+/// own per pod, and the suite's node-scale tests would not test the node's set.
+/// Checked in `/proc/self/mountinfo`, not by listing the folder.
+fn bpffs(opts: &Options) -> anyhow::Result<()> {
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    if mounted_at(&mountinfo, "bpf", BPFFS) {
+        step("bpffs", &format!("already mounted ({BPFFS})"));
+        return Ok(());
+    }
+    step("bpffs", &format!("mounting at {BPFFS}"));
+    act(
+        opts,
+        Command::new("mount").args(["-t", "bpf", "bpf", BPFFS]),
+    )
+    .context("mounting bpffs (needs root)")?;
+    step("bpffs", done(opts));
+    Ok(())
+}
+
+/// Whether `mountinfo` (the text of `/proc/self/mountinfo`) has a `fstype` mount at `target`.
+fn mounted_at(mountinfo: &str, fstype: &str, target: &str) -> bool {
+    mountinfo.lines().any(|line| {
+        let mount_point = line.split(' ').nth(4);
+        // The filesystem type follows the " - " separator after the optional fields.
+        let fs = line
+            .split(" - ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next());
+        mount_point == Some(target) && fs == Some(fstype)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mounted_at;
+
+    const MOUNTINFO: &str = "\
+24 29 0:22 / /sys rw,nosuid shared:7 - sysfs sysfs rw
+31 24 0:12 / /sys/fs/bpf rw,nosuid,nodev,noexec,relatime shared:13 - bpf bpf rw,mode=700
+40 24 0:30 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn finds_a_mount_by_type_and_place() {
+        assert!(mounted_at(MOUNTINFO, "bpf", "/sys/fs/bpf"));
+        assert!(mounted_at(MOUNTINFO, "cgroup2", "/sys/fs/cgroup/unified"));
+    }
+
+    #[test]
+    fn another_type_or_place_is_not_a_mount() {
+        assert!(!mounted_at(MOUNTINFO, "bpf", "/sys/fs/bpf/copilot"));
+        assert!(!mounted_at(MOUNTINFO, "sysfs", "/sys/fs/bpf"));
+    }
 }

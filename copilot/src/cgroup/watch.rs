@@ -2,6 +2,12 @@
 //! cgroups under a pod (mkdir/rmdir on cgroupfs go through the VFS, so they
 //! raise IN_CREATE/IN_DELETE), and `cgroup.events` changes (the kernel notifies
 //! a modification when `populated` flips), all on one non-blocking fd.
+//!
+//! The watch is a backstop to the kernel events, not their source: where no
+//! inotify instance is left (`fs.inotify.max_user_instances`, 128 by default,
+//! counts every process of one uid on the node, and a node runs up to 250 pods),
+//! it says so once and reports nothing, and the pod is followed by kernel events
+//! alone.
 
 use std::{collections::HashMap, io, path::Path};
 
@@ -22,7 +28,8 @@ pub enum WatchEvent {
 }
 
 pub struct Watch {
-    fd: AsyncFd<Inotify>,
+    /// `None` when no inotify instance could be had.
+    fd: Option<AsyncFd<Inotify>>,
     pod: Option<WatchDescriptor>,
     files: HashMap<WatchDescriptor, u64>,
     buf: Vec<u8>,
@@ -35,7 +42,22 @@ impl Watch {
             path: pod.path.clone(),
             source,
         };
-        let inotify = Inotify::init().map_err(err)?;
+        let inotify = match Inotify::init() {
+            Ok(i) => i,
+            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => {
+                tracing::warn!(
+                    "no inotify instance left (fs.inotify.max_user_instances is used up): \
+                     following the pod by kernel events alone, without cgroup notifications"
+                );
+                return Ok(Self {
+                    fd: None,
+                    pod: None,
+                    files: HashMap::new(),
+                    buf: Vec::new(),
+                });
+            }
+            Err(e) => return Err(err(e)),
+        };
         let wd = inotify
             .watches()
             .add(
@@ -47,7 +69,7 @@ impl Watch {
         let fd = unsafe { AsyncFd::register_with_interest(inotify, Interest::READABLE) }
             .map_err(|e| err(e.into_parts().1))?;
         Ok(Self {
-            fd,
+            fd: Some(fd),
             pod: Some(wd),
             files: HashMap::new(),
             buf: vec![0; 4096],
@@ -58,7 +80,10 @@ impl Watch {
     /// A cgroup that vanished meanwhile is not an error: it is simply empty.
     pub fn add_events(&mut self, id: u64, dir: &Path) -> Result<bool, Error> {
         let path = dir.join("cgroup.events");
-        match self.fd.get_ref().watches().add(&path, WatchMask::MODIFY) {
+        let Some(fd) = &self.fd else {
+            return Ok(false);
+        };
+        match fd.get_ref().watches().add(&path, WatchMask::MODIFY) {
             Ok(wd) => {
                 self.files.insert(wd, id);
                 Ok(true)
@@ -70,15 +95,14 @@ impl Watch {
 
     /// Waits for the next batch of changes.
     pub async fn next(&mut self) -> Result<Vec<WatchEvent>, Error> {
+        let Some(fd) = &mut self.fd else {
+            return std::future::pending().await;
+        };
         loop {
-            let mut guard = self
-                .fd
-                .readable_mut()
-                .await
-                .map_err(|source| Error::Watch {
-                    path: "inotify".into(),
-                    source,
-                })?;
+            let mut guard = fd.readable_mut().await.map_err(|source| Error::Watch {
+                path: "inotify".into(),
+                source,
+            })?;
             let inotify = guard.get_inner_mut();
             let events = match inotify.read_events(&mut self.buf) {
                 Ok(events) => events,

@@ -213,7 +213,7 @@ pub async fn run(root: &RootArgs, args: SidecarArgs) -> Result<ExitCode, Error> 
                 source,
             })?;
         }
-    } else if let Some(doc) = outcome(sidecar(&store, &args, &mut term).await) {
+    } else if let Some(doc) = outcome(sidecar(&store, &args, &root.bpf_dir, &mut term).await) {
         write_document(&store, &args, root, &errors_url, &doc).await?;
     }
     if args.after_upload == AfterUpload::WaitForSigterm {
@@ -273,6 +273,7 @@ async fn write_document(
 async fn sidecar(
     store: &Store,
     args: &SidecarArgs,
+    bpf_dir: &Path,
     term: &mut Term,
 ) -> Result<Option<ErrorDocument>, Failure> {
     let interface = decode_interface(args.interface.as_deref())?;
@@ -285,7 +286,7 @@ async fn sidecar(
         );
     }
     let mut args = args.clone();
-    let mut ebpf = start_ebpf(&mut args);
+    let mut ebpf = start_ebpf(&mut args, bpf_dir);
     let args = &args;
     if let Some(path) = &args.ready_file {
         write_ready(path).map_err(|e| {
@@ -490,7 +491,7 @@ async fn wait_watchers(
 /// (no capability, no BTF, no way to find the pod…), the sidecar does what the Go
 /// binary's default `signal` watcher does: SIGTERM, which the kubelet sends a native
 /// sidecar once the regular containers have ended, means "upload now". Said once.
-fn start_ebpf(args: &mut SidecarArgs) -> Option<EbpfWatcher> {
+fn start_ebpf(args: &mut SidecarArgs, bpf_dir: &Path) -> Option<EbpfWatcher> {
     let uses_ebpf =
         args.start_watcher == WatcherType::Ebpf || args.exit_watcher == WatcherType::Ebpf;
     if !uses_ebpf {
@@ -504,7 +505,11 @@ fn start_ebpf(args: &mut SidecarArgs) -> Option<EbpfWatcher> {
     let selector = MainSelector {
         id: args.main_container_id.clone(),
     };
-    match EbpfWatcher::start(&sel, selector) {
+    let tuning = crate::monitor::Tuning {
+        node_dir: Some(bpf_dir.to_owned()),
+        ..Default::default()
+    };
+    match EbpfWatcher::start(&sel, selector, &tuning) {
         Ok(w) => {
             tracing::info!(pod = %w.pod_cgroup().display(), "attached to the pod");
             Some(w)

@@ -96,9 +96,13 @@ pub struct EbpfWatcher {
 
 impl EbpfWatcher {
     /// Attaches and snapshots; when this returns, no start or exit can be missed.
-    pub fn start(sel: &PodSelector, selector: MainSelector) -> Result<Self, Error> {
+    pub fn start(
+        sel: &PodSelector,
+        selector: MainSelector,
+        tuning: &Tuning,
+    ) -> Result<Self, Error> {
         let (hierarchy, pod_cgroup) = pod::find_pod(sel)?;
-        let (monitor, first) = Monitor::start(hierarchy, pod_cgroup, &Tuning::default())?;
+        let (monitor, first) = Monitor::start(hierarchy, pod_cgroup, tuning)?;
         log_outputs(&first);
         let own_cgroup = pod::own_cgroup().unwrap_or_default();
         let own_comm = std::fs::read_to_string("/proc/self/comm")

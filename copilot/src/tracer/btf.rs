@@ -235,6 +235,17 @@ impl Btf {
         id
     }
 
+    /// `sizeof(struct strukt)`.
+    pub fn struct_size(&self, strukt: &str) -> Result<u32, Error> {
+        let id = *self.structs.get(strukt).ok_or_else(|| Error::NoStruct {
+            name: strukt.into(),
+        })?;
+        self.types
+            .get(id as usize)
+            .map(|t| t.size_or_type)
+            .ok_or(Error::Malformed { what: "type id" })
+    }
+
     /// Byte offset of `member` in `struct strukt`, looking through anonymous
     /// structs and unions (as C does for `task_struct`'s unnamed members).
     pub fn member_offset(&self, strukt: &str, member: &str) -> Result<u32, Error> {

@@ -60,8 +60,12 @@ pub enum Kind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessEvent {
     pub kind: Kind,
+    /// Process and thread ids as the host's PID namespace sees them.
     pub tgid: u32,
     pub pid: u32,
+    /// The same as the task's own PID namespace sees them (0: unknown).
+    pub ns_tgid: u32,
+    pub ns_pid: u32,
     pub ppid: u32,
     pub cgroup_id: u64,
     pub container_cgroup_id: u64,
@@ -92,6 +96,8 @@ impl ProcessEvent {
             kind,
             tgid: ev.tgid,
             pid: ev.pid,
+            ns_tgid: ev.ns_tgid,
+            ns_pid: ev.ns_pid,
             ppid: ev.ppid,
             cgroup_id: ev.cgroup_id,
             container_cgroup_id: ev.container_cgroup_id,

@@ -1,42 +1,49 @@
 //! Loading and attaching copilot's eBPF programs, and reading their ring buffer.
 //!
 //! ```no_run
-//! # async fn f(pod: copilot::cgroup::Cgroup) -> Result<(), copilot::tracer::Error> {
-//! let mut tracer = copilot::tracer::Tracer::load(&copilot::tracer::Options::for_pod(&pod))?;
+//! # async fn f(h: copilot::cgroup::Hierarchy, pod: copilot::cgroup::Cgroup) -> Result<(), copilot::tracer::Error> {
+//! let mut tracer = copilot::tracer::Tracer::load(&copilot::tracer::Options::for_pod(&h, &pod))?;
 //! tracer.attach()?;
 //! let mut events = Vec::new();
 //! tracer.next_batch(&mut events).await?;
 //! # Ok(()) }
 //! ```
 //!
-//! Needs Linux ≥ 5.8 (ring buffer), BTF at `/sys/kernel/btf/vmlinux`, and
-//! CAP_BPF + CAP_PERFMON (or root). Not tracefs: the programs are raw
-//! tracepoints, attached by name, whose arguments the kernel's BTF describes.
+//! One program set serves the node: the first copilot loads it and pins it in
+//! bpffs (see [`set`]); the others reuse it. Each tracer makes its own ring
+//! buffer and registers it under its pod cgroup's id, so every process on the
+//! node pays for the programs once, whatever the number of pods. Where bpffs is
+//! not mounted or not writable, or the pod already has a live tracer, the tracer
+//! loads a private set, as one did before sets were shared.
+//!
+//! Needs Linux ≥ 5.8 (ring buffer; 5.10 for a ring of another size than the
+//! default), BTF at `/sys/kernel/btf/vmlinux`, and CAP_BPF + CAP_PERFMON (or
+//! root). Not tracefs: the programs are raw tracepoints, attached by name, whose
+//! arguments the kernel's BTF describes.
 
 mod btf;
 mod event;
+mod set;
 
-use std::io;
+use std::{io, path::PathBuf};
 
-use aya::{
-    Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::RawTracePoint,
-};
+use aya::maps::{MapData, RingBuf};
 use copilot_common::{
-    config::{CONFIG_GLOBAL, Config, OOM_ARG_PID, OOM_ARG_TASK},
-    event::{
-        CONTAINERS_MAP, DEFAULT_RING_BYTES, DROPS_MAP, EVENTS_MAP, EXEC_PROGRAM,
-        EXIT_GROUP_DEAD_PROGRAM, EXIT_PROGRAM, EXITS_MAP, Event, ExitRecord, MAINS_MAP,
-        OOM_PROGRAM,
-    },
+    config::{Config, OOM_ARG_PID, OOM_ARG_TASK},
+    event::{DEFAULT_RING_BYTES, Event, ExitRecord, MAX_POD_LEVEL},
 };
 pub use event::{ExitStatus, Kind, ProcessEvent};
+use set::{DirLock, ProgramSet, SetKind};
 use tokio::io::{Interest, unix::AsyncFd};
 
 /// `SIGNAL_GROUP_EXIT` in `include/linux/sched/signal.h`, unchanged since 2.6.
 const SIGNAL_GROUP_EXIT: u32 = 0x4;
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+/// `BPF_MAP_TYPE_RINGBUF` in `include/uapi/linux/bpf.h`.
+const BPF_MAP_TYPE_RINGBUF: u32 = 27;
+
+/// Where the node's shared program set is pinned unless told otherwise.
+pub const DEFAULT_NODE_DIR: &str = "/sys/fs/bpf/copilot";
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/copilot"));
 
@@ -84,6 +91,34 @@ pub enum Error {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error(
+        "creating the pod's ring buffer of {bytes} bytes (a power of two, a multiple of the page size)"
+    )]
+    Ring {
+        bytes: u32,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error(
+        "the pod cgroup is at level {level} of the cgroup v2 hierarchy; copilot follows pods at levels 1 to {MAX_POD_LEVEL}"
+    )]
+    PodLevel { level: u32 },
+    #[error("counting the possible CPUs")]
+    Cpus(#[source] io::Error),
+    #[error("pinned eBPF set: {action} {path} failed")]
+    Pin {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("pinned eBPF set: {action} {path} failed")]
+    Pinned {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("polling the ring buffer")]
     Poll(#[source] io::Error),
 }
@@ -97,16 +132,27 @@ pub struct Options {
     pub ring_bytes: u32,
     /// Leave `oom/mark_victim` out, as on a kernel without it (OOM kills are then
     /// told from the memory controller's counters); for tests of that path.
+    /// Implies a private set.
     pub without_oom_tracepoint: bool,
+    /// Where the node's shared set is pinned (a directory on bpffs, made if
+    /// missing); `None` for a private set.
+    pub node_dir: Option<PathBuf>,
+    /// The cgroup v2 mount and the level of its root: pods registered by
+    /// copilots that died are collected once their cgroup is gone from it.
+    pub cgroup_mount: PathBuf,
+    pub cgroup_root_level: u32,
 }
 
 impl Options {
-    pub fn for_pod(pod: &crate::cgroup::Cgroup) -> Self {
+    pub fn for_pod(hierarchy: &crate::cgroup::Hierarchy, pod: &crate::cgroup::Cgroup) -> Self {
         Self {
             pod_cgroup_id: pod.id,
             pod_cgroup_level: pod.level,
             ring_bytes: DEFAULT_RING_BYTES,
             without_oom_tracepoint: false,
+            node_dir: Some(DEFAULT_NODE_DIR.into()),
+            cgroup_mount: hierarchy.mount.clone(),
+            cgroup_root_level: hierarchy.root_level,
         }
     }
 }
@@ -120,15 +166,27 @@ pub struct KernelPaths {
     pub oom_tracepoint: bool,
 }
 
+/// Whether this tracer uses the node's shared set, and if not why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "set", rename_all = "snake_case")]
+pub enum SetUse {
+    /// Registered in the node's pinned set at `dir`.
+    Node { dir: PathBuf },
+    /// Programs of its own, for the reason given.
+    Private { reason: String },
+}
+
 /// The loaded (and, after [`Tracer::attach`], attached) programs and their maps.
 pub struct Tracer {
-    ebpf: Ebpf,
+    set: ProgramSet,
     ring: AsyncFd<RingBuf<MapData>>,
-    drops: PerCpuArray<MapData, u64>,
-    mains: HashMap<MapData, u32, u64>,
-    containers: HashMap<MapData, u64, u32>,
-    exits: HashMap<MapData, u64, ExitRecord>,
-    paths: KernelPaths,
+    pod_id: u64,
+    pod_level: u32,
+    cgroup_mount: PathBuf,
+    cgroup_root_level: u32,
+    /// The flock that says this pod's registration is alive (node sets).
+    registration: Option<(PathBuf, DirLock)>,
+    set_use: SetUse,
 }
 
 /// How a container's main process ended, read back from the kernel's record.
@@ -151,117 +209,144 @@ fn release_btf_heap() {
     }
 }
 
+/// Reads the kernel's BTF and resolves the programs' configuration.
+fn resolve(without_oom_tracepoint: bool) -> Result<(Config, KernelPaths), Error> {
+    let data = std::fs::read(VMLINUX_BTF).map_err(|source| Error::NoBtf {
+        path: VMLINUX_BTF,
+        source,
+    })?;
+    let kbtf = btf::Btf::parse(&data).map_err(|source| Error::Btf {
+        path: VMLINUX_BTF,
+        source,
+    })?;
+    let resolved = resolve_config(&kbtf, without_oom_tracepoint);
+    drop(kbtf);
+    drop(data);
+    release_btf_heap();
+    resolved
+}
+
 impl Tracer {
-    /// Resolves the kernel's offsets and loads the programs, without attaching.
+    /// Opens (or, first on the node, loads) the programs and makes this pod's
+    /// ring buffer, without registering it: nothing reaches the ring before
+    /// [`Tracer::attach`].
     pub fn load(opts: &Options) -> Result<Self, Error> {
         if OBJECT.is_empty() {
             return Err(Error::NoObject);
         }
-        let data = std::fs::read(VMLINUX_BTF).map_err(|source| Error::NoBtf {
-            path: VMLINUX_BTF,
-            source,
-        })?;
-        let kbtf = btf::Btf::parse(&data).map_err(|source| Error::Btf {
-            path: VMLINUX_BTF,
-            source,
-        })?;
-        let (config, paths) = resolve_config(&kbtf, opts)?;
-        drop(kbtf);
-        drop(data);
-        release_btf_heap();
-
-        let mut ebpf = EbpfLoader::new()
-            .override_global(CONFIG_GLOBAL, &config, true)
-            .map_max_entries(EVENTS_MAP, opts.ring_bytes)
-            .load(OBJECT)
-            .map_err(Error::Load)?;
-        for (name, _) in programs(paths) {
-            program(&mut ebpf, name)?
-                .load()
-                .map_err(|source| Error::Program {
-                    name,
-                    action: "load",
-                    source,
-                })?;
+        if !(1..=MAX_POD_LEVEL).contains(&opts.pod_cgroup_level) {
+            return Err(Error::PodLevel {
+                level: opts.pod_cgroup_level,
+            });
         }
-        let ring =
-            RingBuf::try_from(take_map(&mut ebpf, EVENTS_MAP)?).map_err(|source| Error::Map {
-                name: EVENTS_MAP,
-                source,
-            })?;
+        let (set, set_use) = open_set(opts)?;
+        let obj = aya_obj::Map::new_from_params(BPF_MAP_TYPE_RINGBUF, 0, 0, opts.ring_bytes, 0);
+        let ring_err = |source| Error::Ring {
+            bytes: opts.ring_bytes,
+            source,
+        };
+        let data = MapData::create(obj, "copilot_pod", None).map_err(ring_err)?;
+        let ring = RingBuf::try_from(aya::maps::Map::RingBuf(data)).map_err(ring_err)?;
         // SAFETY: the RingBuf owns its map fd and keeps it open until dropped.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| Error::Poll(e.into_parts().1))?;
-        let drops = PerCpuArray::try_from(take_map(&mut ebpf, DROPS_MAP)?).map_err(|source| {
-            Error::Map {
-                name: DROPS_MAP,
-                source,
-            }
-        })?;
-        let mains =
-            HashMap::try_from(take_map(&mut ebpf, MAINS_MAP)?).map_err(|source| Error::Map {
-                name: MAINS_MAP,
-                source,
-            })?;
-        let containers =
-            HashMap::try_from(take_map(&mut ebpf, CONTAINERS_MAP)?).map_err(|source| {
-                Error::Map {
-                    name: CONTAINERS_MAP,
-                    source,
-                }
-            })?;
-        let exits =
-            HashMap::try_from(take_map(&mut ebpf, EXITS_MAP)?).map_err(|source| Error::Map {
-                name: EXITS_MAP,
-                source,
-            })?;
         Ok(Self {
-            ebpf,
+            set,
             ring,
-            drops,
-            mains,
-            containers,
-            exits,
-            paths,
+            pod_id: opts.pod_cgroup_id,
+            pod_level: opts.pod_cgroup_level,
+            cgroup_mount: opts.cgroup_mount.clone(),
+            cgroup_root_level: opts.cgroup_root_level,
+            registration: None,
+            set_use,
         })
     }
 
-    /// Attaches the programs: from here on nothing in the pod is missed.
+    /// Registers the pod's ring (and, for a private set, attaches the
+    /// programs): from here on nothing in the pod is missed.
     pub fn attach(&mut self) -> Result<(), Error> {
-        for (name, tracepoint) in programs(self.paths) {
-            program(&mut self.ebpf, name)?
-                .attach(tracepoint)
-                .map_err(|source| Error::Program {
-                    name,
-                    action: "attach",
-                    source,
-                })?;
+        let node = match &self.set.kind {
+            SetKind::Private(_) => None,
+            SetKind::Node(dir) => Some((dir.base.clone(), dir.set.clone())),
+        };
+        let Some((base, set_dir)) = node else {
+            self.set.maps.add_level(self.pod_level)?;
+            self.set.maps.register(self.pod_id, self.ring.get_ref())?;
+            return self.set.attach_private();
+        };
+        let _node = DirLock::wait(&base)?;
+        let pod_dir = set::pod_dir(&set_dir, self.pod_id);
+        match std::fs::create_dir(&pod_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(set::pin_err(&pod_dir, "create", e)),
         }
+        // `load` checked that no live tracer holds it; one that died held it.
+        let lock = DirLock::try_take(&pod_dir)?
+            .ok_or_else(|| set::pin_err(&pod_dir, "lock", io::ErrorKind::WouldBlock.into()))?;
+        self.set.maps.add_level(self.pod_level)?;
+        self.set.maps.register(self.pod_id, self.ring.get_ref())?;
+        self.registration = Some((pod_dir, lock));
+        self.collect(&set_dir);
         Ok(())
     }
 
+    /// Unregisters the pods whose copilot died and whose cgroup is gone (cgroup
+    /// ids are not reused within a boot). The caller holds the node lock.
+    fn collect(&mut self, set_dir: &std::path::Path) {
+        let orphans = set::orphans(set_dir);
+        if orphans.is_empty() {
+            return;
+        }
+        let Some(alive) = set::cgroup_ids(
+            &self.cgroup_mount,
+            self.cgroup_root_level,
+            self.set.maps.levels(),
+        ) else {
+            return;
+        };
+        for (id, lock) in orphans {
+            if id == self.pod_id || alive.contains(&id) {
+                continue;
+            }
+            self.set.maps.unregister(id);
+            let _ = std::fs::remove_dir(set::pod_dir(set_dir, id));
+            drop(lock);
+            tracing::info!(pod_cgroup_id = id, "collected a gone pod's registration");
+        }
+    }
+
     pub fn kernel_paths(&self) -> KernelPaths {
-        self.paths
+        self.set.paths
+    }
+
+    /// The node's shared set, or a private one and why.
+    pub fn set_use(&self) -> &SetUse {
+        &self.set_use
     }
 
     /// Tells the kernel a container cgroup is already known, with its main
     /// process if one runs (0 if not), so a later exec in it is not taken for
     /// the container's first.
     pub fn know_container(&mut self, cgroup_id: u64, main_tgid: u32) -> Result<(), Error> {
-        self.containers
+        self.set
+            .maps
+            .containers
             .insert(cgroup_id, main_tgid, 0)
             .map_err(|source| Error::Map {
-                name: CONTAINERS_MAP,
+                name: copilot_common::event::CONTAINERS_MAP,
                 source,
             })
     }
 
     /// Asks the kernel to wake userspace at once when this process exits.
     pub fn watch_exit(&mut self, tgid: u32, container_cgroup_id: u64) -> Result<(), Error> {
-        self.mains
+        self.set
+            .maps
+            .mains
             .insert(tgid, container_cgroup_id, 0)
             .map_err(|source| Error::Map {
-                name: MAINS_MAP,
+                name: copilot_common::event::MAINS_MAP,
                 source,
             })
     }
@@ -270,7 +355,7 @@ impl Tracer {
     /// programs saw it exit (they record only processes they were told to watch,
     /// or that they saw exec first in their container).
     pub fn recorded_exit(&self, container_cgroup_id: u64) -> Option<RecordedExit> {
-        let r = self.exits.get(&container_cgroup_id, 0).ok()?;
+        let r: ExitRecord = self.set.maps.exits.get(&container_cgroup_id, 0).ok()?;
         Some(RecordedExit {
             tgid: r.tgid,
             status: ExitStatus(r.exit_status),
@@ -278,13 +363,16 @@ impl Tracer {
         })
     }
 
-    /// Events lost because the ring buffer was full, summed over CPUs.
+    /// Events of this pod lost because its ring buffer was full, summed over CPUs.
     pub fn lost(&self) -> Result<u64, Error> {
-        let per_cpu = self.drops.get(&0, 0).map_err(|source| Error::Map {
-            name: DROPS_MAP,
-            source,
-        })?;
-        Ok(per_cpu.iter().sum())
+        match self.set.maps.drops.get(&self.pod_id, 0) {
+            Ok(per_cpu) => Ok(per_cpu.iter().sum()),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(0),
+            Err(source) => Err(Error::Map {
+                name: copilot_common::event::DROPS_MAP,
+                source,
+            }),
+        }
     }
 
     /// Appends every queued event to `out` without waiting.
@@ -319,38 +407,65 @@ impl Tracer {
     }
 }
 
-/// The programs the running kernel gets, with the tracepoint each attaches to.
-fn programs(paths: KernelPaths) -> impl Iterator<Item = (&'static str, &'static str)> {
-    let exit = if paths.group_dead_field {
-        EXIT_GROUP_DEAD_PROGRAM
-    } else {
-        EXIT_PROGRAM
+impl Drop for Tracer {
+    /// Unregisters from the node's set; the flock goes last, so no newcomer can
+    /// take the pod over while the entry is still ours.
+    fn drop(&mut self) {
+        if let Some((dir, lock)) = self.registration.take() {
+            self.set.maps.unregister(self.pod_id);
+            let _ = std::fs::remove_dir(&dir);
+            drop(lock);
+        }
+    }
+}
+
+/// The node's set when it can be used, else a private one, with the reason.
+fn open_set(opts: &Options) -> Result<(ProgramSet, SetUse), Error> {
+    let private = |reason: String| -> Result<(ProgramSet, SetUse), Error> {
+        let (config, paths) = resolve(opts.without_oom_tracepoint)?;
+        let set = ProgramSet::private(&config, paths)?;
+        Ok((set, SetUse::Private { reason }))
     };
-    [
-        (EXEC_PROGRAM, "sched_process_exec"),
-        (exit, "sched_process_exit"),
-    ]
-    .into_iter()
-    .chain(paths.oom_tracepoint.then_some((OOM_PROGRAM, "mark_victim")))
-}
-
-fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut RawTracePoint, Error> {
-    ebpf.program_mut(name)
-        .ok_or(Error::NoProgram { name })?
-        .try_into()
-        .map_err(|source| Error::Program {
-            name,
-            action: "type check",
-            source,
-        })
-}
-
-fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, Error> {
-    ebpf.take_map(name).ok_or(Error::NoMap { name })
+    let Some(base) = &opts.node_dir else {
+        return private("no node directory was given".into());
+    };
+    if opts.without_oom_tracepoint {
+        return private("the OOM tracepoint is left out".into());
+    }
+    if let Err(e) = std::fs::create_dir_all(base) {
+        return private(format!("cannot make {}: {e}", base.display()));
+    }
+    if !set::is_bpffs(base) {
+        return private(format!("{} is not on a bpffs", base.display()));
+    }
+    let _lock = DirLock::wait(base)?;
+    let set = match ProgramSet::node(base, || resolve(false)) {
+        Ok(set) => set,
+        Err(e) => {
+            let e = crate::error_chain(&e);
+            return private(format!("the node's set at {}: {e}", base.display()));
+        }
+    };
+    let SetKind::Node(dir) = &set.kind else {
+        unreachable!("ProgramSet::node makes a node set")
+    };
+    let pod_dir = set::pod_dir(&dir.set, opts.pod_cgroup_id);
+    // A live tracer of this pod holds its lock: leave its ring alone.
+    if pod_dir.exists() && DirLock::try_take(&pod_dir)?.is_none() {
+        drop(set);
+        return private("another copilot already follows this pod".into());
+    }
+    let set_use = SetUse::Node {
+        dir: dir.set.clone(),
+    };
+    Ok((set, set_use))
 }
 
 /// Builds the programs' [`Config`] from the kernel's BTF.
-fn resolve_config(kbtf: &btf::Btf, opts: &Options) -> Result<(Config, KernelPaths), Error> {
+fn resolve_config(
+    kbtf: &btf::Btf,
+    without_oom_tracepoint: bool,
+) -> Result<(Config, KernelPaths), Error> {
     let btf_err = |source| Error::Btf {
         path: VMLINUX_BTF,
         source,
@@ -381,14 +496,17 @@ fn resolve_config(kbtf: &btf::Btf, opts: &Options) -> Result<(Config, KernelPath
     };
     // The OOM tracepoint is a bonus (attribution falls back to OOM counters).
     let oom_arg = match kbtf.tracepoint_args("mark_victim").ok().as_deref() {
-        _ if opts.without_oom_tracepoint => None,
+        _ if without_oom_tracepoint => None,
         Some([btf::Arg::Int(_), ..]) => Some(OOM_ARG_PID),
         Some([t, ..]) if *t == task() => Some(OOM_ARG_TASK),
         _ => None,
     };
     let config = Config {
-        pod_cgroup_id: opts.pod_cgroup_id,
-        pod_cgroup_level: opts.pod_cgroup_level,
+        task_thread_pid_off: off("task_struct", "thread_pid")?,
+        pid_level_off: off("pid", "level")?,
+        pid_numbers_off: off("pid", "numbers")?,
+        upid_size: kbtf.struct_size("upid").map_err(btf_err)?,
+        upid_nr_off: off("upid", "nr")?,
         bprm_filename_off: off("linux_binprm", "filename")?,
         oom_victim_arg: oom_arg.unwrap_or(OOM_ARG_PID),
         task_tgid_off: off("task_struct", "tgid")?,
@@ -400,8 +518,6 @@ fn resolve_config(kbtf: &btf::Btf, opts: &Options) -> Result<(Config, KernelPath
         signal_flags_off: off("signal_struct", "flags")?,
         signal_group_exit_code_off: off("signal_struct", "group_exit_code")?,
         signal_group_exit_flag: SIGNAL_GROUP_EXIT,
-        wakeup_threshold: opts.ring_bytes / 2,
-        reserved: 0,
     };
     let paths = KernelPaths {
         group_dead_field: group_dead,

@@ -1,0 +1,423 @@
+//! The loaded program set and its maps: one per node, pinned in bpffs and shared
+//! by every pod's tracer, or private to one tracer where bpffs cannot be used.
+//!
+//! Node layout, under the pin directory (`/sys/fs/bpf/copilot` by default):
+//!
+//! ```text
+//! <dir>/<object hash>/            one set per build of the eBPF object
+//!     PODS LEVELS DROPS MAINS CONTAINERS EXITS    maps
+//!     link_exec link_exit[_gd] link_oom           attached raw tracepoints
+//!     pod_<cgroup id>/            one per registered pod, flock'ed by its owner
+//! <dir>/<object hash>_staging/    built here, renamed into place when whole
+//! ```
+//!
+//! Everything that creates or changes the node set (the first load, a pod's
+//! registration, the collection of dead pods) holds an `flock` on `<dir>`, so
+//! dozens of sidecars starting at once neither load twice nor race on the
+//! `LEVELS` bits. bpffs refuses names with a dot, hence `_staging`.
+
+use std::{
+    collections::HashSet,
+    fs::File,
+    hash::Hasher as _,
+    io,
+    os::fd::AsFd as _,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, HashOfMaps, Map, MapData, PerCpuHashMap, PerCpuValues, RingBuf},
+    programs::{RawTracePoint, links::FdLink},
+};
+use copilot_common::{
+    config::{CONFIG_GLOBAL, Config},
+    event::{
+        CONTAINERS_MAP, DROPS_MAP, EXEC_PROGRAM, EXIT_GROUP_DEAD_PROGRAM, EXIT_PROGRAM, EXITS_MAP,
+        ExitRecord, LEVELS_MAP, MAINS_MAP, MAX_POD_LEVEL, OOM_PROGRAM, PODS_MAP,
+    },
+};
+use rustix::fs::{FlockOperation, flock};
+
+use super::{Error, KernelPaths, OBJECT};
+
+/// `BPF_FS_MAGIC` in `include/uapi/linux/magic.h`.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+const LINK_EXEC: &str = "link_exec";
+const LINK_EXIT: &str = "link_exit";
+const LINK_EXIT_GD: &str = "link_exit_gd";
+const LINK_OOM: &str = "link_oom";
+
+/// The maps every tracer uses, however the programs were loaded.
+pub(super) struct Maps {
+    pub pods: HashOfMaps<MapData, u64, RingBuf<MapData>>,
+    pub levels: Array<MapData, u32>,
+    pub drops: PerCpuHashMap<MapData, u64, u64>,
+    pub mains: HashMap<MapData, u32, u64>,
+    pub containers: HashMap<MapData, u64, u32>,
+    pub exits: HashMap<MapData, u64, ExitRecord>,
+}
+
+/// A program set this tracer can register its pod in.
+pub(super) struct ProgramSet {
+    pub maps: Maps,
+    pub paths: KernelPaths,
+    pub kind: SetKind,
+}
+
+pub(super) enum SetKind {
+    /// Loaded for this tracer alone; the programs attach in [`ProgramSet::attach_private`].
+    Private(Box<Ebpf>),
+    /// The node's pinned set, already attached.
+    Node(NodeDir),
+}
+
+/// The pinned set's directories.
+pub(super) struct NodeDir {
+    /// `<dir>`: the lock.
+    pub base: PathBuf,
+    /// `<dir>/<object hash>`.
+    pub set: PathBuf,
+}
+
+/// An exclusive `flock` on a directory, released on drop.
+pub(super) struct DirLock(#[expect(dead_code, reason = "held for its flock")] File);
+
+impl DirLock {
+    pub fn wait(dir: &Path) -> Result<Self, Error> {
+        let f = File::open(dir).map_err(|e| pin_err(dir, "open", e))?;
+        flock(f.as_fd(), FlockOperation::LockExclusive)
+            .map_err(|e| pin_err(dir, "flock", e.into()))?;
+        Ok(Self(f))
+    }
+
+    /// The lock if nobody holds it.
+    pub fn try_take(dir: &Path) -> Result<Option<Self>, Error> {
+        let f = File::open(dir).map_err(|e| pin_err(dir, "open", e))?;
+        match flock(f.as_fd(), FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(Self(f))),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(pin_err(dir, "flock", e.into())),
+        }
+    }
+}
+
+pub(super) fn pin_err(path: &Path, action: &'static str, source: io::Error) -> Error {
+    Error::Pin {
+        path: path.to_owned(),
+        action,
+        source,
+    }
+}
+
+fn aya_err(
+    path: &Path,
+    action: &'static str,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> Error {
+    Error::Pinned {
+        path: path.to_owned(),
+        action,
+        source: Box::new(source),
+    }
+}
+
+/// The name of this build's node set: a hash of the eBPF object, so two builds
+/// of copilot on one node each get the programs they were built with.
+pub(super) fn object_hash() -> String {
+    let mut h = fnv::FnvHasher::default();
+    h.write(OBJECT);
+    format!("{:016x}", h.finish())
+}
+
+/// Loads the object with `config` and loads (not attaches) the programs the
+/// running kernel gets.
+pub(super) fn load(config: &Config, paths: KernelPaths) -> Result<Ebpf, Error> {
+    let mut ebpf = EbpfLoader::new()
+        .override_global(CONFIG_GLOBAL, config, true)
+        .load(OBJECT)
+        .map_err(Error::Load)?;
+    for (name, _) in programs(paths) {
+        program(&mut ebpf, name)?
+            .load()
+            .map_err(|source| Error::Program {
+                name,
+                action: "load",
+                source,
+            })?;
+    }
+    Ok(ebpf)
+}
+
+/// The programs the running kernel gets, with the tracepoint each attaches to
+/// and the name of its pinned link.
+fn programs(
+    paths: KernelPaths,
+) -> impl Iterator<Item = (&'static str, (&'static str, &'static str))> {
+    let exit = if paths.group_dead_field {
+        (EXIT_GROUP_DEAD_PROGRAM, LINK_EXIT_GD)
+    } else {
+        (EXIT_PROGRAM, LINK_EXIT)
+    };
+    [
+        (EXEC_PROGRAM, ("sched_process_exec", LINK_EXEC)),
+        (exit.0, ("sched_process_exit", exit.1)),
+    ]
+    .into_iter()
+    .chain(
+        paths
+            .oom_tracepoint
+            .then_some((OOM_PROGRAM, ("mark_victim", LINK_OOM))),
+    )
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut RawTracePoint, Error> {
+    ebpf.program_mut(name)
+        .ok_or(Error::NoProgram { name })?
+        .try_into()
+        .map_err(|source| Error::Program {
+            name,
+            action: "type check",
+            source,
+        })
+}
+
+fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
+    map: Map,
+    name: &'static str,
+) -> Result<T, Error> {
+    T::try_from(map).map_err(|source| Error::Map { name, source })
+}
+
+impl Maps {
+    /// Takes the maps out of a freshly loaded object.
+    fn take(ebpf: &mut Ebpf) -> Result<Self, Error> {
+        let mut take = |name| ebpf.take_map(name).ok_or(Error::NoMap { name });
+        Ok(Self {
+            pods: typed(take(PODS_MAP)?, PODS_MAP)?,
+            levels: typed(take(LEVELS_MAP)?, LEVELS_MAP)?,
+            drops: typed(take(DROPS_MAP)?, DROPS_MAP)?,
+            mains: typed(take(MAINS_MAP)?, MAINS_MAP)?,
+            containers: typed(take(CONTAINERS_MAP)?, CONTAINERS_MAP)?,
+            exits: typed(take(EXITS_MAP)?, EXITS_MAP)?,
+        })
+    }
+
+    /// Opens the maps of a pinned set.
+    fn open(set: &Path) -> Result<Self, Error> {
+        let open = |name: &'static str| {
+            let path = set.join(name);
+            let data = MapData::from_pin(&path).map_err(|e| aya_err(&path, "open", e))?;
+            Map::from_map_data(data).map_err(|source| Error::Map { name, source })
+        };
+        Ok(Self {
+            pods: typed(open(PODS_MAP)?, PODS_MAP)?,
+            levels: typed(open(LEVELS_MAP)?, LEVELS_MAP)?,
+            drops: typed(open(DROPS_MAP)?, DROPS_MAP)?,
+            mains: typed(open(MAINS_MAP)?, MAINS_MAP)?,
+            containers: typed(open(CONTAINERS_MAP)?, CONTAINERS_MAP)?,
+            exits: typed(open(EXITS_MAP)?, EXITS_MAP)?,
+        })
+    }
+
+    /// Sets bit `level` of `LEVELS` (callers hold the node lock: read, or, write).
+    pub fn add_level(&mut self, level: u32) -> Result<(), Error> {
+        if !(1..=MAX_POD_LEVEL).contains(&level) {
+            return Err(Error::PodLevel { level });
+        }
+        let map_err = |source| Error::Map {
+            name: LEVELS_MAP,
+            source,
+        };
+        let bits = self.levels.get(&0, 0).map_err(map_err)?;
+        if bits & (1 << level) == 0 {
+            self.levels
+                .set(0, bits | (1 << level), 0)
+                .map_err(map_err)?;
+        }
+        Ok(())
+    }
+
+    pub fn levels(&self) -> u32 {
+        self.levels.get(&0, 0).unwrap_or(0)
+    }
+
+    /// Adds `ring` as pod `id`'s ring buffer, with a zeroed lost-event counter.
+    pub fn register(&mut self, id: u64, ring: &RingBuf<MapData>) -> Result<(), Error> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::Cpus(e))?;
+        let zero = PerCpuValues::try_from(vec![0u64; cpus]).map_err(Error::Cpus)?;
+        self.drops
+            .insert(id, zero, 0)
+            .map_err(|source| Error::Map {
+                name: DROPS_MAP,
+                source,
+            })?;
+        self.pods.insert(id, ring, 0).map_err(|source| Error::Map {
+            name: PODS_MAP,
+            source,
+        })
+    }
+
+    /// Removes pod `id` (its ring and counter); a missing entry is not an error.
+    pub fn unregister(&mut self, id: u64) {
+        let _ = self.pods.remove(&id);
+        let _ = self.drops.remove(&id);
+    }
+}
+
+impl ProgramSet {
+    /// Loads a set for this tracer alone.
+    pub fn private(config: &Config, paths: KernelPaths) -> Result<Self, Error> {
+        let mut ebpf = load(config, paths)?;
+        let maps = Maps::take(&mut ebpf)?;
+        Ok(Self {
+            maps,
+            paths,
+            kind: SetKind::Private(Box::new(ebpf)),
+        })
+    }
+
+    /// Attaches a private set's programs.
+    pub fn attach_private(&mut self) -> Result<(), Error> {
+        let SetKind::Private(ebpf) = &mut self.kind else {
+            return Ok(());
+        };
+        for (name, (tracepoint, _)) in programs(self.paths) {
+            program(ebpf, name)?
+                .attach(tracepoint)
+                .map_err(|source| Error::Program {
+                    name,
+                    action: "attach",
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Opens the node's pinned set under `base`, or loads, attaches and pins it
+    /// when this is the first copilot of this build on the node. `resolve` gives
+    /// the programs' configuration (it reads the kernel's BTF: only the first
+    /// copilot pays for it). The caller holds the lock on `base`.
+    pub fn node(
+        base: &Path,
+        resolve: impl FnOnce() -> Result<(Config, KernelPaths), Error>,
+    ) -> Result<Self, Error> {
+        let set = base.join(object_hash());
+        if !set.is_dir() {
+            let (config, paths) = resolve()?;
+            create_pinned(&set, &config, paths)?;
+            tracing::info!(dir = %set.display(), "loaded and pinned the node's eBPF programs");
+        }
+        let maps = Maps::open(&set)?;
+        let paths = KernelPaths {
+            group_dead_field: set.join(LINK_EXIT_GD).exists(),
+            oom_tracepoint: set.join(LINK_OOM).exists(),
+        };
+        Ok(Self {
+            maps,
+            paths,
+            kind: SetKind::Node(NodeDir {
+                base: base.to_owned(),
+                set,
+            }),
+        })
+    }
+}
+
+/// Whether `dir` is on a bpffs.
+pub(super) fn is_bpffs(dir: &Path) -> bool {
+    rustix::fs::statfs(dir).is_ok_and(|s| s.f_type == BPF_FS_MAGIC)
+}
+
+/// Loads, attaches and pins a set at `set`, built in a staging directory and
+/// renamed into place, so a crash leaves no half-made set behind.
+fn create_pinned(set: &Path, config: &Config, paths: KernelPaths) -> Result<(), Error> {
+    let mut staging = set.as_os_str().to_owned();
+    staging.push("_staging");
+    let staging = PathBuf::from(staging);
+    if staging.exists() {
+        // A crashed loader's leftovers (we hold the lock): unpinning frees them.
+        std::fs::remove_dir_all(&staging).map_err(|e| pin_err(&staging, "remove", e))?;
+    }
+    std::fs::create_dir(&staging).map_err(|e| pin_err(&staging, "create", e))?;
+    let mut ebpf = load(config, paths)?;
+    for name in [
+        PODS_MAP,
+        LEVELS_MAP,
+        DROPS_MAP,
+        MAINS_MAP,
+        CONTAINERS_MAP,
+        EXITS_MAP,
+    ] {
+        let path = staging.join(name);
+        ebpf.map(name)
+            .ok_or(Error::NoMap { name })?
+            .pin(&path)
+            .map_err(|e| aya_err(&path, "pin", e))?;
+    }
+    for (name, (tracepoint, link_name)) in programs(paths) {
+        let prog = program(&mut ebpf, name)?;
+        let attach = |source| Error::Program {
+            name,
+            action: "attach",
+            source,
+        };
+        let id = prog.attach(tracepoint).map_err(attach)?;
+        let link = prog.take_link(id).map_err(attach)?;
+        let path = staging.join(link_name);
+        let link = FdLink::from(link);
+        link.pin(&path).map_err(|e| aya_err(&path, "pin", e))?;
+    }
+    std::fs::rename(&staging, set).map_err(|e| pin_err(set, "rename", e))
+}
+
+/// The registration directory of pod `id` in `set`.
+pub(super) fn pod_dir(set: &Path, id: u64) -> PathBuf {
+    set.join(format!("pod_{id}"))
+}
+
+/// Pod ids registered in `set` whose owner is gone (its lock is free), with the
+/// lock taken; `None` ids are skipped.
+pub(super) fn orphans(set: &Path) -> Vec<(u64, DirLock)> {
+    let Ok(entries) = std::fs::read_dir(set) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let id = e.file_name().to_str()?.strip_prefix("pod_")?.parse().ok()?;
+            let lock = DirLock::try_take(&e.path()).ok()??;
+            Some((id, lock))
+        })
+        .collect()
+}
+
+/// Ids of the cgroups at the levels set in `levels`, below a cgroup v2 mount
+/// whose root is level `root_level`; `None` when the tree cannot be read whole.
+pub(super) fn cgroup_ids(mount: &Path, root_level: u32, levels: u32) -> Option<HashSet<u64>> {
+    use std::os::unix::fs::MetadataExt as _;
+    if root_level != 0 {
+        // A cgroup namespace's view: pods outside it are invisible, not gone.
+        return None;
+    }
+    let max = (1..=MAX_POD_LEVEL).rev().find(|l| levels & (1 << l) != 0)?;
+    let mut ids = HashSet::new();
+    let mut frontier = vec![mount.to_owned()];
+    for level in 1..=max {
+        let mut next = Vec::new();
+        for dir in &frontier {
+            for e in std::fs::read_dir(dir).ok()?.filter_map(Result::ok) {
+                let Ok(meta) = e.metadata() else { continue };
+                if meta.is_dir() {
+                    if levels & (1 << level) != 0 {
+                        ids.insert(meta.ino());
+                    }
+                    next.push(e.path());
+                }
+            }
+        }
+        frontier = next;
+    }
+    Some(ids)
+}

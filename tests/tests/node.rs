@@ -1,0 +1,306 @@
+//! Node scale (issue 9): one eBPF program set per node, pinned in bpffs and
+//! shared by every pod's copilot, each pod with a ring buffer of its own.
+//!
+//! Each test mounts a bpffs of its own (a node no other test shares) and points
+//! `copilot --bpf-dir` into it.
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use integration_test::{
+    Bpffs, Container, ContainerOpts, Event, Layout, PodCgroup, Trace, join_at_exec,
+};
+
+/// Generous: 250 copilots starting on two cores take a while.
+const T: Duration = Duration::from_secs(60);
+const LOADED: &str = "loaded and pinned the node's eBPF programs";
+
+fn inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .ino()
+}
+
+/// Waits for `ready` and checks which program set the tracer uses.
+fn ready(trace: &mut Trace, set: &str) -> Event {
+    let ready = trace.wait_ready(T);
+    assert_eq!(
+        ready.0["programs"]["set"].as_str(),
+        Some(set),
+        "{ready}\nstderr:\n{}",
+        trace.stderr()
+    );
+    ready
+}
+
+/// A container cgroup `name` in `pod` (as the runtime makes it before the first exec).
+fn container_dir(pod: &PodCgroup, name: &str) -> PathBuf {
+    let dir = pod.path().join(name);
+    std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+    dir
+}
+
+/// Runs `sh -c script` as the first process of container cgroup `dir`.
+fn run_in(dir: &Path, script: &str, stdin: Stdio) -> Child {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", script]).stdin(stdin);
+    join_at_exec(&mut cmd, dir);
+    cmd.spawn().expect("spawning sh")
+}
+
+fn main_exit(trace: &mut Trace, pid: u32) -> Event {
+    trace.next_matching(|e| e.is_exit() && e.pid() == Some(pid) && e.is_main(), T)
+}
+
+/// Every exec and exit a tracer reported is in `container` (a cgroup id).
+fn assert_only_own(trace: &Trace, container: u64) {
+    for e in trace.history() {
+        if e.is_exec() || e.is_exit() {
+            assert_eq!(
+                e.u64("cgroup_id"),
+                Some(container),
+                "an event of another cgroup reached this pod's ring: {e}"
+            );
+        }
+    }
+}
+
+fn pod_entries(bpffs: &Bpffs) -> Vec<String> {
+    bpffs
+        .set_entries()
+        .into_iter()
+        .filter(|n| n.starts_with("pod_"))
+        .collect()
+}
+
+#[test]
+fn pods_at_two_levels_share_one_set_and_see_only_their_own() {
+    let bpffs = Bpffs::new();
+    let besteffort = PodCgroup::new(Layout::Cgroupfs);
+    let guaranteed = PodCgroup::new(Layout::Guaranteed);
+    let mut a = Trace::start_in(&besteffort, &bpffs.node_dir());
+    ready(&mut a, "node");
+    let mut b = Trace::start_in(&guaranteed, &bpffs.node_dir());
+    ready(&mut b, "node");
+
+    let loaded = [&a, &b]
+        .iter()
+        .filter(|t| t.stderr().contains(LOADED))
+        .count();
+    assert_eq!(
+        loaded, 1,
+        "the first copilot loads the set, the second reuses it"
+    );
+    let entries = bpffs.set_entries();
+    let links: Vec<&String> = entries.iter().filter(|n| n.starts_with("link_")).collect();
+    assert!(
+        links.len() == 3 || links.len() == 2,
+        "exec, exit and (where the kernel has it) OOM links, once: {entries:?}"
+    );
+    for pod in [&besteffort, &guaranteed] {
+        let entry = format!("pod_{}", pod.id());
+        assert!(entries.contains(&entry), "{entry} registered: {entries:?}");
+    }
+
+    let ca = Container::run(
+        &besteffort,
+        &["sh", "-c", "exit 3"],
+        ContainerOpts::default(),
+    );
+    let cb = Container::run(
+        &guaranteed,
+        &["sh", "-c", "exit 5"],
+        ContainerOpts::default(),
+    );
+    let exit_a = main_exit(&mut a, ca.pid());
+    assert_eq!(exit_a.exit_code(), Some(3), "{exit_a}");
+    let exit_b = main_exit(&mut b, cb.pid());
+    assert_eq!(exit_b.exit_code(), Some(5), "{exit_b}");
+    // A container's main process is pid 1 of its own PID namespace.
+    for (trace, ctr) in [(&a, &ca), (&b, &cb)] {
+        let exec = trace
+            .history()
+            .iter()
+            .find(|e| e.is_exec() && e.pid() == Some(ctr.pid()))
+            .unwrap_or_else(|| panic!("no exec of {}", ctr.pid()));
+        assert_eq!(exec.u64("ns_pid"), Some(1), "{exec}");
+        assert_ne!(
+            exec.pid(),
+            Some(1),
+            "the host pid is kept beside it: {exec}"
+        );
+    }
+    assert_only_own(&a, inode(ca.cgroup_path()));
+    assert_only_own(&b, inode(cb.cgroup_path()));
+
+    drop(a);
+    let left = pod_entries(&bpffs);
+    assert_eq!(
+        left,
+        vec![format!("pod_{}", guaranteed.id())],
+        "a copilot that exits unregisters its pod"
+    );
+}
+
+/// 250 pods (Kubernetes' maximum per node), each with its own copilot: the first 50
+/// start at once on a fresh node, then the rest. All use the one set; each sees its
+/// own main process with its own status, and nothing of the others.
+#[test]
+fn two_hundred_fifty_pods_on_one_node() {
+    const PODS: usize = 250;
+    const AT_ONCE: usize = 50;
+    let bpffs = Bpffs::new();
+    let layouts = [Layout::Cgroupfs, Layout::Systemd, Layout::Guaranteed];
+    let pods: Vec<PodCgroup> = (0..PODS).map(|i| PodCgroup::new(layouts[i % 3])).collect();
+    let mut traces: Vec<Trace> = pods[..AT_ONCE]
+        .iter()
+        .map(|p| Trace::start_in(p, &bpffs.node_dir()))
+        .collect();
+    for t in &mut traces {
+        ready(t, "node");
+    }
+    let loaded = traces
+        .iter()
+        .filter(|t| t.stderr().contains(LOADED))
+        .count();
+    assert_eq!(
+        loaded, 1,
+        "{AT_ONCE} copilots started at once load the set once"
+    );
+    traces.extend(
+        pods[AT_ONCE..]
+            .iter()
+            .map(|p| Trace::start_in(p, &bpffs.node_dir())),
+    );
+    for t in &mut traces[AT_ONCE..] {
+        ready(t, "node");
+    }
+    assert_eq!(pod_entries(&bpffs).len(), PODS, "every pod registered");
+
+    let dirs: Vec<PathBuf> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| container_dir(p, &p.container_dir_name(&format!("{i:064x}"))))
+        .collect();
+    let mut children: Vec<Child> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| run_in(d, &format!("exit {}", i % 256), Stdio::null()))
+        .collect();
+    for c in &mut children {
+        c.wait().expect("waiting for a pod's main process");
+    }
+    for (i, (trace, child)) in traces.iter_mut().zip(&children).enumerate() {
+        let exit = main_exit(trace, child.id());
+        assert_eq!(exit.exit_code(), Some((i % 256) as i64), "pod {i}: {exit}");
+        assert_only_own(trace, inode(&dirs[i]));
+    }
+}
+
+/// A copilot killed with SIGKILL leaves its registration; the next copilot on the
+/// node collects it once the pod's cgroup is gone (cgroup ids are not reused within
+/// a boot), and not before.
+#[test]
+fn a_killed_copilots_pod_is_collected_once_its_cgroup_is_gone() {
+    let bpffs = Bpffs::new();
+    let gone = PodCgroup::new(Layout::Cgroupfs);
+    let gone_id = gone.id();
+    let mut killed = Trace::start_in(&gone, &bpffs.node_dir());
+    ready(&mut killed, "node");
+    killed.kill();
+    let entry = format!("pod_{gone_id}");
+
+    let still = PodCgroup::new(Layout::Systemd);
+    let mut t = Trace::start_in(&still, &bpffs.node_dir());
+    ready(&mut t, "node");
+    assert!(
+        pod_entries(&bpffs).contains(&entry),
+        "the pod still exists: its registration stays (a restarted copilot takes it over)"
+    );
+
+    drop(gone);
+    let other = PodCgroup::new(Layout::Guaranteed);
+    let mut t2 = Trace::start_in(&other, &bpffs.node_dir());
+    ready(&mut t2, "node");
+    assert!(
+        t2.stderr().contains(&format!(
+            "collected a gone pod's registration pod_cgroup_id={gone_id}"
+        )),
+        "{}",
+        t2.stderr()
+    );
+    let entries = pod_entries(&bpffs);
+    assert!(!entries.contains(&entry), "{entries:?}");
+    assert_eq!(entries.len(), 2, "{entries:?}");
+}
+
+/// The main container exits while its pod's copilot is down (killed, about to be
+/// restarted): the shared programs still record the exit, so the restarted copilot
+/// reports the exact status, not "unknown".
+#[test]
+fn an_exit_while_the_pods_copilot_was_down_keeps_its_status() {
+    let bpffs = Bpffs::new();
+    let pod = PodCgroup::new(Layout::Cgroupfs);
+    let mut first = Trace::start_in(&pod, &bpffs.node_dir());
+    ready(&mut first, "node");
+    let dir = container_dir(&pod, &pod.container_dir_name(&"7".repeat(64)));
+    let mut main = run_in(&dir, "read line; exit 7", Stdio::piped());
+    first.next_matching(|e| e.is_exec() && e.pid() == Some(main.id()), T);
+    first.kill();
+
+    main.stdin
+        .take()
+        .expect("piped")
+        .write_all(b"go\n")
+        .expect("writing to main");
+    main.wait().expect("waiting for main");
+
+    let mut second = Trace::start_in(&pod, &bpffs.node_dir());
+    let exited = second.next_matching(|e| e.is_container() && e.state() == Some("exited"), T);
+    assert_eq!(exited.exit_code(), Some(7), "{exited}");
+    assert_eq!(exited.pid(), Some(main.id()), "{exited}");
+    ready(&mut second, "node");
+}
+
+/// Where the directory is not on a bpffs, copilot loads programs of its own and
+/// says why; it sees everything as before.
+#[test]
+fn without_bpffs_the_programs_are_private() {
+    let not_bpffs = tempfile::tempdir().expect("temporary directory");
+    let pod = PodCgroup::new(Layout::Cgroupfs);
+    let mut t = Trace::start_in(&pod, not_bpffs.path());
+    let r = ready(&mut t, "private");
+    assert!(
+        r.0["programs"]["reason"]
+            .as_str()
+            .is_some_and(|s| s.contains("is not on a bpffs")),
+        "{r}"
+    );
+    let ctr = Container::run(&pod, &["sh", "-c", "exit 6"], ContainerOpts::default());
+    assert_eq!(main_exit(&mut t, ctr.pid()).exit_code(), Some(6));
+}
+
+/// Two copilots on one pod (a `copilot trace` beside the sidecar): the second
+/// leaves the first's ring alone and loads its own programs; both see the exit.
+#[test]
+fn a_second_copilot_on_one_pod_loads_its_own_programs() {
+    let bpffs = Bpffs::new();
+    let pod = PodCgroup::new(Layout::Systemd);
+    let mut first = Trace::start_in(&pod, &bpffs.node_dir());
+    ready(&mut first, "node");
+    let mut second = Trace::start_in(&pod, &bpffs.node_dir());
+    let r = ready(&mut second, "private");
+    assert!(
+        r.0["programs"]["reason"]
+            .as_str()
+            .is_some_and(|s| s.contains("already follows this pod")),
+        "{r}"
+    );
+    let ctr = Container::run(&pod, &["sh", "-c", "exit 4"], ContainerOpts::default());
+    assert_eq!(main_exit(&mut first, ctr.pid()).exit_code(), Some(4));
+    assert_eq!(main_exit(&mut second, ctr.pid()).exit_code(), Some(4));
+}
