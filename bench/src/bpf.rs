@@ -10,6 +10,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 const BPF_PROG_LOAD: i64 = 5;
+const BPF_OBJ_GET: i64 = 7;
 const BPF_PROG_GET_FD_BY_ID: i64 = 13;
 const BPF_MAP_GET_FD_BY_ID: i64 = 14;
 const BPF_OBJ_GET_INFO_BY_FD: i64 = 15;
@@ -151,8 +152,9 @@ fn c_name(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
-/// One of copilot's programs, found in a process's fd table.
+/// One of copilot's programs, found in a process's fd table or the node set's links.
 pub struct Prog {
+    pub id: u32,
     /// `exec`, `exit` or `oom`: told apart by their maps (program names are cut
     /// to 15 characters, `sched_process_e` for both sched programs).
     pub role: &'static str,
@@ -165,8 +167,39 @@ impl Prog {
     }
 }
 
-/// The BPF programs that process `pid` holds open (copilot's tracer).
-pub fn programs_of(pid: u32) -> anyhow::Result<Vec<Prog>> {
+/// `BPF_OBJ_GET`: opens a pinned object.
+fn obj_get(path: &std::path::Path) -> anyhow::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).context("path with a NUL")?;
+    let mut attr = [0u8; 16];
+    put_u64(&mut attr, 0, c.as_ptr() as u64);
+    let fd = sys_bpf(BPF_OBJ_GET, &mut attr)
+        .with_context(|| format!("BPF_OBJ_GET {}", path.display()))?;
+    Ok(owned(fd))
+}
+
+/// Ids of the programs the pinned links (`link_*`) of a node set hold.
+fn linked_programs(set_dir: &std::path::Path) -> anyhow::Result<Vec<u32>> {
+    let mut ids = Vec::new();
+    for entry in
+        std::fs::read_dir(set_dir).with_context(|| format!("reading {}", set_dir.display()))?
+    {
+        let entry = entry?;
+        if !entry.file_name().to_string_lossy().starts_with("link_") {
+            continue;
+        }
+        let fd = obj_get(&entry.path())?;
+        // struct bpf_link_info { __u32 type; __u32 id; __u32 prog_id; … }
+        let mut buf = vec![0u8; 64];
+        info(&fd, &mut buf)?;
+        ids.push(get_u32(&buf, 8));
+    }
+    Ok(ids)
+}
+
+/// The tracer's programs: those the process `pid` holds open (a private set), else
+/// those the pinned links of its node set `set_dir` hold.
+pub fn programs_of(pid: u32, set_dir: Option<&std::path::Path>) -> anyhow::Result<Vec<Prog>> {
     let mut ids = Vec::new();
     let dir = format!("/proc/{pid}/fdinfo");
     for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
@@ -182,6 +215,11 @@ pub fn programs_of(pid: u32) -> anyhow::Result<Vec<Prog>> {
             ids.push(id);
         }
     }
+    if ids.is_empty()
+        && let Some(dir) = set_dir
+    {
+        ids = linked_programs(dir)?;
+    }
     let mut progs = Vec::new();
     for id in ids {
         let fd = prog_fd(id)?;
@@ -193,7 +231,7 @@ pub fn programs_of(pid: u32) -> anyhow::Result<Vec<Prog>> {
         } else {
             "oom"
         };
-        progs.push(Prog { role, fd });
+        progs.push(Prog { id, role, fd });
     }
     let roles: Vec<_> = progs.iter().map(|p| p.role).collect();
     if !roles.contains(&"exec") || !roles.contains(&"exit") {

@@ -65,7 +65,7 @@ fn pass(copilot: &Path, execs: usize, refs_first: bool) -> anyhow::Result<Pass> 
     };
     let early = if refs_first { Some(load_refs()?) } else { None };
     let trace = Trace::start(copilot, pod.path(), None)?;
-    let progs = bpf::programs_of(trace.pid())?;
+    let progs = bpf::programs_of(trace.pid(), trace.set_dir.as_deref())?;
     let (refs, _map) = match early {
         Some(r) => r,
         None => load_refs()?,
@@ -124,73 +124,159 @@ pub fn outside(copilot: &Path, execs: usize) -> anyhow::Result<(Value, f64, f64)
     Ok((v, exec.mean_ns(), exit.mean_ns()))
 }
 
-/// Figure 6: N tracers, each on its own (empty) pod; kernel ns added per exec on the node.
+/// Figure 6: N pods on the node, each with its own copilot tracer (on an empty pod):
+/// the kernel ns added to every exec outside the pods, and the wall-clock rate of a
+/// fork+exec loop there, for copilot's node-wide set and for one set per pod (the
+/// design before it, forced by a `--bpf-dir` that is not on bpffs); and what each pod
+/// costs in memory (its ring buffer in the kernel, the tracer's anonymous RSS).
 pub fn pods(copilot: &Path, counts: &[usize], execs: usize) -> anyhow::Result<Value> {
     let _stats = bpf::enable_stats()?;
-    let mut tracers: Vec<(PodCgroup, Trace, Vec<Prog>)> = Vec::new();
-    let mut curve = Vec::new();
+    let bare = spawn_outside(execs)?;
+    let node = curve(copilot, counts, execs, None, bare)?;
+    let not_bpffs = tempfile::tempdir().context("a directory that is not on bpffs")?;
+    let per_pod = curve(copilot, counts, execs, Some(not_bpffs.path()), bare)?;
+    Ok(json!({
+        "execs": execs,
+        "bare_execs_per_s": bare,
+        "node_set": node,
+        "set_per_pod": per_pod,
+    }))
+}
+
+/// One tracer per pod, added until each count in `counts` runs, measured at each.
+fn curve(
+    copilot: &Path,
+    counts: &[usize],
+    execs: usize,
+    bpf_dir: Option<&Path>,
+    bare_rate: f64,
+) -> anyhow::Result<Vec<Value>> {
+    let mut tracers: Vec<(PodCgroup, Trace)> = Vec::new();
+    // Programs by id: N tracers of the node set share three.
+    let mut progs: std::collections::BTreeMap<u32, Prog> = Default::default();
+    let mut out = Vec::new();
     for &n in counts {
         let t = Instant::now();
-        let mut refused = None;
-        while tracers.len() < n {
-            let pod = PodCgroup::new(Layout::Cgroupfs);
-            // A tracer that cannot attach is a result (a limit of the node), not a
-            // broken benchmark: the curve stops there and says why.
-            match Trace::start(copilot, pod.path(), None) {
-                Ok(trace) => {
-                    let progs = bpf::programs_of(trace.pid())?;
-                    tracers.push((pod, trace, progs));
-                }
-                Err(e) => {
-                    refused = Some(format!("tracer {} of {n}: {e:#}", tracers.len() + 1));
-                    break;
-                }
-            }
-        }
-        if let Some(why) = refused {
+        if let Some(why) = start_tracers(copilot, bpf_dir, n, &mut tracers, &mut progs)? {
             eprintln!("bench:   {why}");
-            curve.push(json!({"tracers": n, "started": tracers.len(), "error": why}));
+            out.push(json!({"pods": n, "started": tracers.len(), "error": why}));
             break;
         }
         let started_s = t.elapsed().as_secs_f64();
-        let all: Vec<&Prog> = tracers.iter().flat_map(|(_, _, p)| p.iter()).collect();
-        let first_exec = tracers[0]
-            .2
+        let ids: Vec<u32> = progs.keys().copied().collect();
+        let exec_id = *progs
             .iter()
-            .find(|p| p.role == "exec")
-            .context("first tracer's exec program")?;
-        let before: Vec<Stats> = all.iter().map(|p| p.stats()).collect::<Result<_, _>>()?;
-        let b_first = first_exec.stats()?;
-        spawn_outside(execs)?;
+            .find(|(_, p)| p.role == "exec")
+            .context("an exec program")?
+            .0;
+        let before: Vec<Stats> = ids
+            .iter()
+            .map(|i| progs[i].stats())
+            .collect::<Result<_, _>>()?;
+        let b_exec = progs[&exec_id].stats()?;
+        let rate = spawn_outside(execs)?;
         let mut total = Stats::default();
-        for (p, b) in all.iter().zip(&before) {
-            total = total.add(p.stats()?.since(*b));
+        for (i, b) in ids.iter().zip(&before) {
+            total = total.add(progs[i].stats()?.since(*b));
         }
-        let node_execs = first_exec.stats()?.since(b_first).run_cnt.max(1);
-        let rss_mib: f64 = tracers
-            .iter()
-            .map(|(_, t, _)| {
-                crate::util::Usage::of(t.pid())
-                    .map(|u| u.rss_kib as f64 / 1024.0)
-                    .unwrap_or(0.0)
-            })
-            .sum::<f64>()
-            / tracers.len() as f64;
+        let node_execs = progs[&exec_id].stats()?.since(b_exec).run_cnt.max(1);
+        let added = total.run_time_ns as f64 / node_execs as f64;
+        let (ring_kib, anon_kib) = pod_memory(&tracers);
         eprintln!(
-            "bench:   {n} tracers: {:.0} ns per exec",
-            total.run_time_ns as f64 / node_execs as f64
+            "bench:   {n} pods ({}): {added:.0} ns per exec, {:.2}× fork+exec time, {:.0} KiB per pod",
+            if bpf_dir.is_some() {
+                "set per pod"
+            } else {
+                "node set"
+            },
+            bare_rate / rate,
+            ring_kib + anon_kib
         );
-        curve.push(json!({
-            "tracers": n,
+        out.push(json!({
+            "pods": n,
+            "programs": ids.len(),
             "node_execs": node_execs,
-            "added_ns_per_exec": total.run_time_ns as f64 / node_execs as f64,
+            "added_ns_per_exec": added,
             "program_runs": total.run_cnt,
+            "execs_per_s": rate,
+            "fork_exec_slowdown": bare_rate / rate,
             "start_all_s": started_s,
-            "tracer_rss_mib_mean": rss_mib,
+            "ring_kib_mean": ring_kib,
+            "tracer_anon_kib_mean": anon_kib,
+            "per_pod_kib": ring_kib + anon_kib,
         }));
     }
-    for (_, trace, _) in tracers {
+    for (_, trace) in tracers {
         trace.stop()?;
     }
-    Ok(json!({ "execs": execs, "curve": curve }))
+    Ok(out)
+}
+
+/// Starts tracers until `n` run; `Some(reason)` when the node refuses one (a limit
+/// of the design, not a broken benchmark: the curve stops there and says why).
+fn start_tracers(
+    copilot: &Path,
+    bpf_dir: Option<&Path>,
+    n: usize,
+    tracers: &mut Vec<(PodCgroup, Trace)>,
+    progs: &mut std::collections::BTreeMap<u32, Prog>,
+) -> anyhow::Result<Option<String>> {
+    while tracers.len() < n {
+        let pod = PodCgroup::new(Layout::Cgroupfs);
+        match Trace::start_with(copilot, pod.path(), None, bpf_dir) {
+            Ok(trace) => {
+                for p in bpf::programs_of(trace.pid(), trace.set_dir.as_deref())? {
+                    progs.entry(p.id).or_insert(p);
+                }
+                tracers.push((pod, trace));
+            }
+            Err(e) => return Ok(Some(format!("tracer {} of {n}: {e:#}", tracers.len() + 1))),
+        }
+    }
+    Ok(None)
+}
+
+/// Mean per pod: the kernel memory of the ring buffers its tracer holds (`memlock`
+/// of each ring-buffer map fd, `map_type` 27) and the tracer's anonymous RSS.
+fn pod_memory(tracers: &[(PodCgroup, Trace)]) -> (f64, f64) {
+    let mut ring = 0u64;
+    let mut anon = 0u64;
+    for (_, t) in tracers {
+        ring += rings_memlock_kib(t.pid());
+        anon += status_kib(t.pid(), "RssAnon:");
+    }
+    let n = tracers.len().max(1) as f64;
+    (ring as f64 / n, anon as f64 / n)
+}
+
+fn rings_memlock_kib(pid: u32) -> u64 {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return 0;
+    };
+    let mut bytes = 0;
+    for e in dir.filter_map(Result::ok) {
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        let field = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if field("map_type:") == Some(27) {
+            bytes += field("memlock:").unwrap_or(0);
+        }
+    }
+    bytes / 1024
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }

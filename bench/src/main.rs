@@ -47,7 +47,7 @@ const FULL: Sizes = Sizes {
     outside_execs: 20_000,
     storm_spawners: 4,
     storm_per: 5000,
-    pods: &[1, 10, 50, 64, 110],
+    pods: &[1, 10, 110, 250],
     pods_execs: 5000,
     big_bytes: 1 << 30,
     small_files: 10_000,

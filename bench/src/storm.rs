@@ -29,7 +29,7 @@ pub fn run(
     let _stats = bpf::enable_stats()?;
     let pod = PodCgroup::new(Layout::Cgroupfs);
     let mut trace = Trace::start(copilot, pod.path(), ring_bytes)?;
-    let progs = bpf::programs_of(trace.pid())?;
+    let progs = bpf::programs_of(trace.pid(), trace.set_dir.as_deref())?;
     // Reference programs for the in-pod cost, on the same events (normal ring only).
     let level = pod.rel().components().skip(1).count() as u32;
     let refs = if ring_bytes.is_none() {

@@ -1,7 +1,7 @@
 //! `copilot trace` as a child process, its JSON lines read on a thread.
 use std::{
     io::BufRead as _,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
         Arc,
@@ -22,11 +22,24 @@ pub struct Trace {
     _stdout: tempfile::NamedTempFile,
     /// Tells the reader thread that no more lines will come.
     done: Arc<AtomicBool>,
+    /// The node's pinned program set it registered in (`None`: programs of its own).
+    pub set_dir: Option<PathBuf>,
 }
 
 impl Trace {
     /// Starts `copilot trace --pod-cgroup POD` and waits for its `ready` line.
     pub fn start(copilot: &Path, pod: &Path, ring_bytes: Option<u32>) -> anyhow::Result<Self> {
+        Self::start_with(copilot, pod, ring_bytes, None)
+    }
+
+    /// [`Trace::start`] with the node set pinned under `bpf_dir` (`--bpf-dir`); a
+    /// directory that is not on bpffs gives the tracer programs of its own.
+    pub fn start_with(
+        copilot: &Path,
+        pod: &Path,
+        ring_bytes: Option<u32>,
+        bpf_dir: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let out = tempfile::Builder::new()
             .prefix("bench-trace-stdout-")
             .tempfile()
@@ -36,6 +49,9 @@ impl Trace {
             .tempfile()
             .context("trace stderr file")?;
         let mut cmd = Command::new(copilot);
+        if let Some(dir) = bpf_dir {
+            cmd.arg("--bpf-dir").arg(dir);
+        }
         cmd.args([
             "trace",
             "--output",
@@ -88,9 +104,14 @@ impl Trace {
             stderr,
             _stdout: out,
             done,
+            set_dir: None,
         };
-        t.next_matching(|v| v["type"] == "ready", Duration::from_secs(30))
+        let ready = t
+            .next_matching(|v| v["type"] == "ready", Duration::from_secs(30))
             .context("copilot trace never printed its ready line")?;
+        if ready["programs"]["set"] == "node" {
+            t.set_dir = ready["programs"]["dir"].as_str().map(PathBuf::from);
+        }
         Ok(t)
     }
 

@@ -21,9 +21,20 @@ pub const MAX_POD_LEVEL: u32 = 15;
 pub const DROPS_MAP: &str = "DROPS";
 /// Hash `u32 host tgid -> u64 container cgroup id`: processes whose exit must wake userspace.
 pub const MAINS_MAP: &str = "MAINS";
-/// Hash `u64 container cgroup id -> u32 tgid`: containers whose first exec was seen
-/// (or that userspace already knows); the first exec in a new one is its main process.
+/// LRU hash `u64 container cgroup id -> MainRecord`: containers whose first exec was
+/// seen (or that userspace already knows); the first exec in a new one is its main
+/// process. Kept for every container under the kubelet's cgroups (see
+/// [`KUBEPODS_MAP`]), registered pod or not: the node-wide record a sidecar that
+/// starts late reads instead of `/proc`.
 pub const CONTAINERS_MAP: &str = "CONTAINERS";
+/// Hash `u64 cgroup id -> u8`: the kubelet's top cgroups (`kubepods`,
+/// `kubepods.slice`) at level [`KUBEPODS_LEVEL`]. Containers sit two or three
+/// levels below them (`kubepods/pod<uid>/<id>`, `kubepods/<qos>/pod<uid>/<id>`, and
+/// the systemd driver's slices likewise).
+pub const KUBEPODS_MAP: &str = "KUBEPODS";
+/// The level of the kubelet's top cgroups: right under the root (the kubelet's
+/// default `--cgroup-root` of `/`).
+pub const KUBEPODS_LEVEL: u32 = 1;
 /// Hash `u64 container cgroup id -> ExitRecord`: how each container's main process
 /// ended, written before its event is queued, so a lost event loses no status.
 pub const EXITS_MAP: &str = "EXITS";
@@ -133,6 +144,19 @@ impl Event {
     }
 }
 
+/// A container's main process, as [`CONTAINERS_MAP`] keeps it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MainRecord {
+    /// As the host's root PID namespace sees it; 0 when userspace knows the
+    /// container but no main process yet.
+    pub tgid: u32,
+    /// As the process's own PID namespace sees it (0: unknown).
+    pub ns_tgid: u32,
+    /// Its `comm` after the exec (zeros when userspace wrote the record).
+    pub comm: [u8; COMM_LEN],
+}
+
 /// The exit of a container's main process, as [`EXITS_MAP`] keeps it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,6 +171,7 @@ pub struct ExitRecord {
 
 const _: () = assert!(core::mem::size_of::<Event>() == 328);
 const _: () = assert!(core::mem::size_of::<ExitRecord>() == 16);
+const _: () = assert!(core::mem::size_of::<MainRecord>() == 24);
 const _: () = assert!(core::mem::size_of::<crate::config::Config>() == 64);
 
 #[cfg(feature = "user")]
@@ -156,3 +181,7 @@ unsafe impl aya::Pod for Event {}
 #[cfg(feature = "user")]
 // SAFETY: `#[repr(C)]`, only integers, no implicit padding.
 unsafe impl aya::Pod for ExitRecord {}
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, only integers and a byte array, no implicit padding.
+unsafe impl aya::Pod for MainRecord {}

@@ -48,9 +48,9 @@ use aya_ebpf::{
 use copilot_common::{
     config::{Config, OOM_ARG_TASK},
     event::{
-        DEFAULT_RING_BYTES, Event, EventKind, ExitRecord, FILENAME_LEN, FLAG_FILENAME_TRUNCATED,
-        FLAG_GROUP_DEAD_DERIVED, FLAG_GROUP_DEAD_FIELD, FLAG_MAIN, FLAG_WAKEUP, MAX_POD_LEVEL,
-        MAX_PODS, NODE_ENTRIES,
+        COMM_LEN, DEFAULT_RING_BYTES, Event, EventKind, ExitRecord, FILENAME_LEN,
+        FLAG_FILENAME_TRUNCATED, FLAG_GROUP_DEAD_DERIVED, FLAG_GROUP_DEAD_FIELD, FLAG_MAIN,
+        FLAG_WAKEUP, KUBEPODS_LEVEL, MAX_POD_LEVEL, MAX_PODS, MainRecord, NODE_ENTRIES,
     },
 };
 
@@ -72,7 +72,10 @@ static DROPS: PerCpuHashMap<u64, u64> = PerCpuHashMap::with_max_entries(MAX_PODS
 static MAINS: HashMap<u32, u64> = HashMap::with_max_entries(NODE_ENTRIES, 0);
 
 #[map]
-static CONTAINERS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(NODE_ENTRIES, 0);
+static CONTAINERS: LruHashMap<u64, MainRecord> = LruHashMap::with_max_entries(NODE_ENTRIES, 0);
+
+#[map]
+static KUBEPODS: HashMap<u64, u8> = HashMap::with_max_entries(16, 0);
 
 #[map]
 static EXITS: LruHashMap<u64, ExitRecord> = LruHashMap::with_max_entries(NODE_ENTRIES, 0);
@@ -244,18 +247,30 @@ fn send(pod: &Pod, kind: EventKind, urgent: bool, fill: impl FnOnce(&mut Event) 
 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
-    let Some(pod) = current_pod() else {
-        return 0;
-    };
-    let container = pod.container;
+    let bprm: u64 = ctx.arg(2);
+    match current_pod() {
+        Some(pod) => exec_in_pod(&pod, bprm),
+        None => {
+            if in_kubepods() {
+                exec_in_kubepods(bprm);
+            }
+        }
+    }
+    0
+}
+
+/// An exec in a registered pod: recorded if it is its container's first, and
+/// sent to the pod's ring.
+#[inline(always)]
+fn exec_in_pod(pod: &Pod, bprm: u64) {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // Also wake for a process userspace is waiting on (a container's init that
     // was already there when the snapshot was taken, exec'ing its entrypoint).
     let waited_on = MAINS.get_ptr(tgid).is_some();
-    let bprm: u64 = ctx.arg(2);
-    send(&pod, EventKind::Exec, waited_on, |ev| {
-        let mut flags = 0;
-        let filename: u64 = read_kernel(bprm, config!(bprm_filename_off)).unwrap_or(0);
+    let filename: u64 = read_kernel(bprm, config!(bprm_filename_off)).unwrap_or(0);
+    let main = pod.container != 0 && first_exec(pod.container, filename);
+    send(pod, EventKind::Exec, waited_on, |ev| {
+        let mut flags = if main { FLAG_MAIN } else { 0 };
         if filename != 0 {
             // SAFETY: the helper checks the address and bounds the read to the buffer.
             let read =
@@ -266,22 +281,77 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
                 flags |= FLAG_FILENAME_TRUNCATED;
             }
         }
-        // The first exec in a container cgroup is its main process, except the
-        // runtime's own re-exec (see `runtime_self_exec`). The insert is atomic
-        // (BPF_NOEXIST), so two racing first execs cannot both win.
-        if container != 0
-            && !runtime_self_exec(ev)
-            && CONTAINERS.get_ptr(container).is_none()
-            && CONTAINERS
-                .insert(container, tgid, BPF_NOEXIST as u64)
-                .is_ok()
-        {
-            flags |= FLAG_MAIN;
-            let _ = MAINS.insert(tgid, container, 0);
-        }
         flags
     });
-    0
+}
+
+/// An exec in a pod no copilot follows (yet): only the node-wide record of each
+/// container's first exec. The container is two or three levels below the
+/// kubelet's top cgroup (Guaranteed pods have no QoS level); for the other pods
+/// the shallower id is their pod cgroup, which is never asked about.
+#[inline(always)]
+fn exec_in_kubepods(bprm: u64) {
+    let filename: u64 = read_kernel(bprm, config!(bprm_filename_off)).unwrap_or(0);
+    // SAFETY: helper calls without pointer arguments.
+    let (shallow, deep) = unsafe {
+        (
+            bpf_get_current_ancestor_cgroup_id((KUBEPODS_LEVEL + 2) as i32),
+            bpf_get_current_ancestor_cgroup_id((KUBEPODS_LEVEL + 3) as i32),
+        )
+    };
+    if shallow != 0 {
+        first_exec(shallow, filename);
+    }
+    if deep != 0 {
+        first_exec(deep, filename);
+    }
+}
+
+/// Whether the current task is under one of the kubelet's top cgroups.
+#[inline(always)]
+fn in_kubepods() -> bool {
+    // SAFETY: a helper call without pointer arguments.
+    let id = unsafe { bpf_get_current_ancestor_cgroup_id(KUBEPODS_LEVEL as i32) };
+    id != 0 && KUBEPODS.get_ptr(&id).is_some()
+}
+
+/// Records the current process as the main process of `container` if this is
+/// the container's first exec, except the runtime's own re-exec (see
+/// `runtime_self_exec`). The insert is atomic (BPF_NOEXIST), so two racing
+/// first execs cannot both win. Recorded before any event is queued: a full
+/// ring loses the event, never the record.
+#[inline(always)]
+fn first_exec(container: u64, filename: u64) -> bool {
+    if CONTAINERS.get_ptr(&container).is_some() {
+        return false;
+    }
+    let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+    let mut head = [0u8; 16];
+    if filename != 0 {
+        // SAFETY: the helper checks the address and bounds the read to the buffer.
+        let _ = unsafe { bpf_probe_read_kernel_str_bytes(filename as *const u8, &mut head) };
+    }
+    if runtime_self_exec(&head, &comm) {
+        return false;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: helper call without arguments.
+    let task = unsafe { bpf_get_current_task() };
+    let leader: u64 = read_kernel(task, config!(task_group_leader_off)).unwrap_or(0);
+    let leader_pid: u64 = read_kernel(leader, config!(task_thread_pid_off)).unwrap_or(0);
+    let record = MainRecord {
+        tgid,
+        ns_tgid: ns_nr(leader_pid),
+        comm,
+    };
+    if CONTAINERS
+        .insert(&container, &record, BPF_NOEXIST as u64)
+        .is_err()
+    {
+        return false;
+    }
+    let _ = MAINS.insert(&tgid, &container, 0);
+    true
 }
 
 /// runc re-execs a memfd copy of itself (`/dev/fd/N` or `/proc/self/fd/N`,
@@ -290,10 +360,10 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
 /// entrypoint is exec'd later by another one. An entrypoint is a path, never
 /// an open fd, so an exec through an fd is never a container's main process.
 #[inline(always)]
-fn runtime_self_exec(ev: &Event) -> bool {
-    starts_with(&ev.filename, b"/dev/fd/")
-        || starts_with(&ev.filename, b"/proc/self/fd/")
-        || starts_with(&ev.comm, b"runc")
+fn runtime_self_exec(filename: &[u8; 16], comm: &[u8; COMM_LEN]) -> bool {
+    starts_with(filename, b"/dev/fd/")
+        || starts_with(filename, b"/proc/self/fd/")
+        || starts_with(comm, b"runc")
 }
 
 #[inline(always)]
@@ -315,15 +385,16 @@ fn starts_with<const N: usize>(s: &[u8], prefix: &[u8; N]) -> bool {
 /// has already decremented `signal->live`, so zero means this is the last thread.
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
-    let Some(pod) = current_pod() else {
+    let pod = current_pod();
+    if pod.is_none() && !in_kubepods() {
         return 0;
-    };
+    }
     // SAFETY: helper call without arguments.
     let task = unsafe { bpf_get_current_task() };
     let signal: u64 = read_kernel(task, config!(task_signal_off)).unwrap_or(0);
     let live: i32 = read_kernel(signal, config!(signal_live_off)).unwrap_or(1);
     if live == 0 {
-        process_exited(&pod, task, signal, FLAG_GROUP_DEAD_DERIVED);
+        process_exited(pod.as_ref(), task, signal, FLAG_GROUP_DEAD_DERIVED);
     }
     0
 }
@@ -331,23 +402,25 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
 /// `sched_process_exit(task, group_dead)` (6.16 and later).
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn sched_process_exit_gd(ctx: RawTracePointContext) -> i32 {
-    let Some(pod) = current_pod() else {
+    let pod = current_pod();
+    if pod.is_none() && !in_kubepods() {
         return 0;
-    };
+    }
     let group_dead: u64 = ctx.arg(1);
     if group_dead & 0xff != 0 {
         // SAFETY: helper call without arguments.
         let task = unsafe { bpf_get_current_task() };
         let signal: u64 = read_kernel(task, config!(task_signal_off)).unwrap_or(0);
-        process_exited(&pod, task, signal, FLAG_GROUP_DEAD_FIELD);
+        process_exited(pod.as_ref(), task, signal, FLAG_GROUP_DEAD_FIELD);
     }
     0
 }
 
 /// The last thread of the current process died: record a main process's status
-/// and queue the event.
+/// (in every pod under the kubelet's cgroups) and, in a registered pod, queue
+/// the event.
 #[inline(always)]
-fn process_exited(pod: &Pod, task: u64, signal: u64, flags: u32) {
+fn process_exited(pod: Option<&Pod>, task: u64, signal: u64, flags: u32) {
     // The process's status is what wait(2) reports: the group exit code when the
     // group was torn down together (exit_group, a fatal signal), else the
     // leader's own exit code (the leader may have exited long before).
@@ -360,8 +433,7 @@ fn process_exited(pod: &Pod, task: u64, signal: u64, flags: u32) {
     };
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: the value is a plain u64, copied out at once.
-    let main_of = MAINS.get_ptr(tgid).map(|p| unsafe { *p });
-    let urgent = main_of.is_some();
+    let main_of = MAINS.get_ptr(&tgid).map(|p| unsafe { *p });
     if let Some(container) = main_of {
         // Kept where userspace can read it back, before the event that may be lost.
         let record = ExitRecord {
@@ -370,13 +442,15 @@ fn process_exited(pod: &Pod, task: u64, signal: u64, flags: u32) {
             // SAFETY: a helper call without arguments.
             ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
         };
-        let _ = EXITS.insert(container, record, 0);
-        let _ = MAINS.remove(tgid);
+        let _ = EXITS.insert(&container, &record, 0);
+        let _ = MAINS.remove(&tgid);
     }
-    send(pod, EventKind::Exit, urgent, |ev| {
-        ev.exit_status = status;
-        flags
-    });
+    if let Some(pod) = pod {
+        send(pod, EventKind::Exit, main_of.is_some(), |ev| {
+            ev.exit_status = status;
+            flags
+        });
+    }
 }
 
 #[raw_tracepoint(tracepoint = "mark_victim")]

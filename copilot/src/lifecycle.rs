@@ -128,6 +128,18 @@ impl Pod {
             .is_some_and(|c| c.main_pid == Some(tgid))
     }
 
+    /// The exit of pid 1 of its own PID namespace in a container whose processes
+    /// were hidden when we looked and whose main process nobody named: its init,
+    /// so its main process. (In a pod that shares one PID namespace, pid 1 is
+    /// the sandbox's, which is never a candidate.)
+    fn is_hidden_init(&self, container_cgroup_id: u64, ev: &ProcessEvent) -> bool {
+        ev.ns_tgid == 1
+            && self
+                .containers
+                .get(&container_cgroup_id)
+                .is_some_and(|c| c.hidden && c.main_pid.is_none())
+    }
+
     /// A container cgroup appeared (listing or inotify): created, unless known.
     pub fn add(&mut self, cgroup_id: u64, name: &str, source: Source) -> Option<Change> {
         if let Some(c) = self.containers.get_mut(&cgroup_id) {
@@ -232,7 +244,9 @@ impl Pod {
                 };
                 self.advance(cg, Some(ev.tgid), state, Source::Event)
             }
-            Kind::Exit { status, .. } if cg != 0 && self.is_main(cg, ev.tgid) => {
+            Kind::Exit { status, .. }
+                if cg != 0 && (self.is_main(cg, ev.tgid) || self.is_hidden_init(cg, ev)) =>
+            {
                 let oom_killed = status.signal() == Some(9) && self.oom_victims.contains(&ev.tgid);
                 let exit = Exit {
                     pid: Some(ev.tgid),
@@ -421,6 +435,30 @@ mod tests {
         assert_eq!(changes.len(), 1, "created only");
         let c = pod.event(&exec(30, 5, false)).unwrap();
         assert!(matches!(c.state, State::Started { pid: Some(30), .. }));
+    }
+
+    #[test]
+    fn a_hidden_containers_init_exit_is_its_main_exit() {
+        let mut pod = Pod::default();
+        pod.snapshot(5, "abc", Seen::Hidden);
+        let mut child = exit(41, 5, 3 << 8);
+        child.ns_tgid = 7;
+        assert!(pod.event(&child).is_none(), "not its init");
+        let init = exit(40, 5, 3 << 8);
+        let c = pod.event(&init).expect("the init's exit");
+        assert!(matches!(
+            c.state,
+            State::Exited(Exit {
+                pid: Some(40),
+                status: Some(ExitStatus(0x300)),
+                ..
+            })
+        ));
+        pod.snapshot(6, "def", Seen::Running { pid: 50 });
+        assert!(
+            pod.event(&exit(51, 6, 0)).is_none(),
+            "a known main is not replaced"
+        );
     }
 
     #[test]

@@ -102,7 +102,7 @@ impl Monitor {
             }
         }
         let watch = cgroup::Watch::new(&pod_cgroup)?;
-        let before = snapshot(&pod_cgroup)?;
+        let before = snapshot(&pod_cgroup, &tracer)?;
         for (_, cg, seen, _) in &before {
             if let Seen::Running { pid } | Seen::Waiting { pid } = seen {
                 tracer.know_container(cg.id, *pid)?;
@@ -110,7 +110,7 @@ impl Monitor {
             }
         }
         tracer.attach()?;
-        let after = snapshot(&pod_cgroup)?;
+        let after = snapshot(&pod_cgroup, &tracer)?;
 
         let mut m = Self {
             hierarchy,
@@ -299,7 +299,7 @@ impl Monitor {
         });
         self.lost = lost;
         tracing::warn!(lost, "ring buffer overflowed; re-reading the pod's cgroups");
-        for (name, cg, seen, _) in snapshot(&self.pod_cgroup)? {
+        for (name, cg, seen, _) in snapshot(&self.pod_cgroup, &self.tracer)? {
             self.note_container(&cg);
             let changes = self.pod.snapshot(cg.id, &name, seen);
             self.push_changes(changes, out);
@@ -402,7 +402,8 @@ impl Monitor {
 /// A child cgroup of the pod: its name, the cgroup, what it holds, its root's comm.
 type Snapshot = Vec<(String, Cgroup, Seen, Option<String>)>;
 
-fn snapshot(pod: &Cgroup) -> Result<Snapshot, Error> {
+fn snapshot(pod: &Cgroup, tracer: &Tracer) -> Result<Snapshot, Error> {
+    let host_procfs = host_procfs();
     let mut out = Vec::new();
     for (name, _) in pod.children()? {
         if matches!(
@@ -412,7 +413,15 @@ fn snapshot(pod: &Cgroup) -> Result<Snapshot, Error> {
             continue;
         }
         let Ok(cg) = pod.child(&name) else { continue };
-        let (seen, comm) = seen(&cg)?;
+        let (seen, comm) = match seen(&cg, host_procfs)? {
+            // No view of its processes (no hostPID): the kernel's record of the
+            // container's first exec names its main process.
+            (Seen::Hidden, _) => match tracer.recorded_main(cg.id) {
+                Some(m) => (Seen::Running { pid: m.tgid }, Some(m.comm)),
+                None => (Seen::Hidden, None),
+            },
+            other => other,
+        };
         out.push((name, cg, seen, comm));
     }
     Ok(out)
@@ -424,10 +433,16 @@ fn snapshot(pod: &Cgroup) -> Result<Snapshot, Error> {
 /// runc's own processes are not the container's: `runc init` (re-exec'd from
 /// a memfd), `runc:[0:PARENT]` and `runc:[1:CHILD]` come and go while the
 /// container is set up; `runc:[2:INIT]` is the one that execs the entrypoint.
-fn seen(cg: &Cgroup) -> Result<(Seen, Option<String>), Error> {
+fn seen(cg: &Cgroup, host_procfs: bool) -> Result<(Seen, Option<String>), Error> {
     // Before anything else, for the reason given in `Monitor::start`.
     let ran = cg.ever_ran()?;
-    let pids = cg.procs_recursive()?;
+    // In a PID namespace of our own, the pids we can see (ourselves, pid 1) are not
+    // the host pids the kernel events carry: none of them is used.
+    let pids = if host_procfs {
+        cg.procs_recursive()?
+    } else {
+        Vec::new()
+    };
     let mut best: Option<(u64, u32, String)> = None;
     for &pid in &pids {
         let Ok(stat) = procfs::process::Process::new(pid as i32).and_then(|p| p.stat()) else {
@@ -454,6 +469,12 @@ fn seen(cg: &Cgroup) -> Result<(Seen, Option<String>), Error> {
         None if ran => (Seen::Emptied, None),
         None => (Seen::NeverRan, None),
     })
+}
+
+/// Whether `/proc` shows the host's PID namespace: kernel threads (pid 2,
+/// `kthreadd`) live only there.
+fn host_procfs() -> bool {
+    std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd")
 }
 
 fn runc_transient(comm: &str) -> bool {

@@ -81,6 +81,35 @@ pub fn own_cgroup() -> Result<PathBuf, Error> {
     Ok(parse_own_cgroup(&text).unwrap_or_else(|| PathBuf::from("/")))
 }
 
+/// The sidecar's own container among `pod`'s children, where `/proc/self/cgroup`
+/// cannot tell (it reads `0::/` in a private cgroup namespace): a container's own
+/// cgroupfs mount has the container's cgroup as its root, so the inode of that
+/// mount's root is the container's cgroup id. `/` when none matches.
+pub fn own_container_in(pod: &Cgroup) -> PathBuf {
+    use std::os::unix::fs::MetadataExt as _;
+    let own = own_cgroup().unwrap_or_else(|_| PathBuf::from("/"));
+    if own != Path::new("/") {
+        return own;
+    }
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let roots: Vec<u64> = cgroup2_mount_points(&mounts)
+        .filter_map(|p| fs::metadata(p).ok().map(|m| m.ino()))
+        .collect();
+    pod.children()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|(_, id)| roots.contains(id))
+        .map_or(own, |(name, _)| pod.rel.join(name))
+}
+
+/// Mount points of the cgroup2 mounts in a `/proc/self/mountinfo` text.
+fn cgroup2_mount_points(mountinfo: &str) -> impl Iterator<Item = &str> {
+    mountinfo.lines().filter_map(|line| {
+        let fs = line.split(" - ").nth(1)?.split(' ').next()?;
+        (fs == "cgroup2").then(|| line.split(' ').nth(4)).flatten()
+    })
+}
+
 fn parse_own_cgroup(text: &str) -> Option<PathBuf> {
     text.lines()
         .find_map(|l| l.strip_prefix("0::"))
@@ -149,6 +178,15 @@ pub fn role(name: &str, main_comm: Option<&str>, own: &Path) -> Role {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroup2_mounts_from_mountinfo() {
+        let text = "30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n\
+                    31 25 0:27 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+                    40 30 0:26 /.. /host/cgroup ro - cgroup2 cgroup2 rw\n";
+        let points: Vec<&str> = cgroup2_mount_points(text).collect();
+        assert_eq!(points, ["/sys/fs/cgroup", "/host/cgroup"]);
+    }
 
     #[test]
     fn own_cgroup_lines() {

@@ -40,6 +40,6 @@ pub use container::{Container, ContainerOpts, Gate, Mount};
 pub use env::{copilot_bin, is_ci, pidfd_wait, preflight, random_hex, workspace_root};
 pub use flytekit::{arg, flytekit, flytekit_json};
 pub use moto::Moto;
-pub use rootfs::{HELPERS, rootfs};
+pub use rootfs::{HELPERS, helper_path, rootfs};
 pub use sidecar::{Copilot, Placement, run_copilot};
 pub use trace::{Event, Trace};

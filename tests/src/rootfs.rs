@@ -15,7 +15,7 @@ use crate::env::{missing, random_hex, workspace_root};
 /// - `spawner N CODE`: forks and execs `/bin/true` N times, one after the other, then exits CODE.
 /// - `memhog`: allocates and touches 1 MiB at a time until the OOM killer ends it.
 /// - `pause`: sleeps until SIGTERM/SIGINT (exit 0); the pod sandbox, comm `pause`.
-pub const HELPERS: &[&str] = &["leader_exit", "spawner", "memhog", "pause"];
+pub const HELPERS: &[&str] = &["leader_exit", "spawner", "memhog", "pause", "nsrun"];
 
 const BUSYBOX: &str = "/bin/busybox";
 /// busybox applets linked into `/bin`.
@@ -38,7 +38,8 @@ pub fn rootfs() -> &'static Path {
     ROOTFS.get_or_init(build)
 }
 
-fn helper_path(name: &str) -> PathBuf {
+/// A static helper program the build script compiled (one of [`HELPERS`]).
+pub fn helper_path(name: &str) -> PathBuf {
     Path::new(env!("HELPERS_DIR")).join(name)
 }
 

@@ -146,13 +146,38 @@ impl Trace {
     /// Starts any program with `args`, its stdout read as JSON lines (for testing this
     /// fixture without copilot).
     pub fn spawn_program(bin: &std::path::Path, args: &[&str]) -> Self {
-        let mut child = Command::new(bin)
-            .args(args)
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        Self::spawn_command(cmd)
+    }
+
+    /// Traces `pod` from inside it, as a sidecar without hostPID runs: in a container
+    /// cgroup of its own under the pod, as pid 1 of its own PID namespace, in its own
+    /// mount and cgroup namespaces, without tracefs (the `nsrun` helper). Returns the
+    /// tracer and its container cgroup.
+    pub fn start_in_pod(pod: &PodCgroup, bpf_dir: &std::path::Path) -> (Self, std::path::PathBuf) {
+        crate::env::preflight();
+        let own = pod
+            .path()
+            .join(pod.container_dir_name(&crate::env::random_hex(32)));
+        std::fs::create_dir(&own).unwrap_or_else(|e| panic!("mkdir {}: {e}", own.display()));
+        let mut cmd = Command::new(crate::rootfs::helper_path("nsrun"));
+        cmd.arg(copilot_bin())
+            .arg("--bpf-dir")
+            .arg(bpf_dir)
+            .args(["trace", "--pod-cgroup"])
+            .arg(pod.path());
+        crate::cgroup::join_at_exec(&mut cmd, &own);
+        (Self::spawn_command(cmd), own)
+    }
+
+    fn spawn_command(mut cmd: Command) -> Self {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("spawning {} {args:?}: {e}", bin.display()));
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr_pipe = child.stderr.take().expect("piped stderr");
         let (tx, rx) = channel();

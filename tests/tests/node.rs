@@ -11,7 +11,7 @@ use std::{
 };
 
 use integration_test::{
-    Bpffs, Container, ContainerOpts, Event, Layout, PodCgroup, Trace, join_at_exec,
+    Bpffs, Container, ContainerOpts, Event, Gate, Layout, PodCgroup, Trace, join_at_exec,
 };
 
 /// Generous: 250 copilots starting on two cores take a while.
@@ -303,4 +303,110 @@ fn a_second_copilot_on_one_pod_loads_its_own_programs() {
     let ctr = Container::run(&pod, &["sh", "-c", "exit 4"], ContainerOpts::default());
     assert_eq!(main_exit(&mut first, ctr.pid()).exit_code(), Some(4));
     assert_eq!(main_exit(&mut second, ctr.pid()).exit_code(), Some(4));
+}
+
+/// Waits until process `pid` runs `comm` (has exec'd it).
+fn wait_comm(pid: u32, comm: &str) {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let now = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if now.trim() == comm {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pid {pid} never ran {comm}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A pod whose sandbox (`pause`) and main container (held until `gate` opens, then
+/// exit 3) run before any copilot of the pod starts.
+fn running_pod(gate: &Gate) -> (PodCgroup, Container, Container) {
+    let pod = PodCgroup::new(Layout::Cgroupfs);
+    let sandbox = Container::run(&pod, &["pause"], ContainerOpts::default());
+    wait_comm(sandbox.pid(), "pause");
+    let opts = ContainerOpts {
+        mounts: vec![gate.mount()],
+        ..Default::default()
+    };
+    let main = Container::run(&pod, &["sh", "-c", "read x < /ctl/go; exit 3"], opts);
+    wait_comm(main.pid(), "sh");
+    (pod, sandbox, main)
+}
+
+fn container_line<'a>(trace: &'a Trace, ctr: &Container, state: &str) -> &'a Event {
+    trace
+        .history()
+        .iter()
+        .find(|e| {
+            e.is_container() && e.container_id() == Some(ctr.id()) && e.state() == Some(state)
+        })
+        .unwrap_or_else(|| panic!("no `{state}` line for {}", ctr.id()))
+}
+
+/// No hostPID: the pod's copilot runs in the pod, as pid 1 of its own PID namespace,
+/// in its own mount and cgroup namespaces, without tracefs; the sandbox and the main
+/// container run in theirs, and started before it. Another pod's copilot had loaded
+/// the node set: its node-wide record names each container's main process, so the
+/// main exit has its exact status.
+#[test]
+fn without_hostpid_a_main_that_started_first_keeps_its_exact_status() {
+    let bpffs = Bpffs::new();
+    let other = PodCgroup::new(Layout::Guaranteed);
+    let mut loader = Trace::start_in(&other, &bpffs.node_dir());
+    ready(&mut loader, "node");
+    let gate = Gate::new();
+    let (pod, sandbox, main) = running_pod(&gate);
+
+    let (mut t, own) = Trace::start_in_pod(&pod, &bpffs.node_dir());
+    ready(&mut t, "node");
+    let started = container_line(&t, &main, "started");
+    assert_eq!(
+        started.pid(),
+        Some(main.pid()),
+        "from the kernel's record: {started}"
+    );
+    assert_eq!(started.source(), Some("snapshot"), "{started}");
+    let paused = container_line(&t, &sandbox, "started");
+    assert_eq!(paused.pid(), Some(sandbox.pid()), "{paused}");
+    // Its own container: the host pid of its first exec (nsrun), never the pid 1
+    // its own /proc shows for itself.
+    let itself = t
+        .history()
+        .iter()
+        .find(|e| e.str("cgroup") == Some(&*own.to_string_lossy()) && e.state() == Some("started"))
+        .unwrap_or_else(|| panic!("no `started` line for its own container"));
+    assert_eq!(itself.pid(), Some(t.pid()), "{itself}");
+
+    gate.open();
+    let exited = t.next_matching(
+        |e| e.is_container() && e.container_id() == Some(main.id()) && e.state() == Some("exited"),
+        T,
+    );
+    assert_eq!(exited.exit_code(), Some(3), "{exited}");
+    assert_eq!(exited.pid(), Some(main.pid()), "{exited}");
+}
+
+/// The same on a fresh node (no copilot ran before, so no record): the running
+/// main is reported started without a pid, and its exit is still seen with its
+/// status, from the exit of pid 1 of its PID namespace.
+#[test]
+fn without_hostpid_on_a_fresh_node_the_exit_of_a_main_that_started_first_is_seen() {
+    let bpffs = Bpffs::new();
+    let gate = Gate::new();
+    let (pod, _sandbox, main) = running_pod(&gate);
+    let (mut t, _own) = Trace::start_in_pod(&pod, &bpffs.node_dir());
+    ready(&mut t, "node");
+    let started = container_line(&t, &main, "started");
+    assert_eq!(started.pid(), None, "nothing can name it: {started}");
+
+    gate.open();
+    let exited = t.next_matching(
+        |e| e.is_container() && e.container_id() == Some(main.id()) && e.state() == Some("exited"),
+        T,
+    );
+    assert_eq!(exited.exit_code(), Some(3), "{exited}");
+    assert_eq!(exited.pid(), Some(main.pid()), "{exited}");
 }

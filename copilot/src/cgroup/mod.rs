@@ -261,7 +261,12 @@ fn stat(path: &Path) -> Result<fs::Metadata, Error> {
 fn collect_procs(dir: &Path, out: &mut Vec<u32>) -> Result<(), Error> {
     let procs = dir.join("cgroup.procs");
     match fs::read_to_string(&procs) {
-        Ok(text) => out.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok())),
+        // A task of a PID namespace we cannot see reads as `0`: not a process of ours.
+        Ok(text) => out.extend(
+            text.lines()
+                .filter_map(|l| l.trim().parse::<u32>().ok())
+                .filter(|&pid| pid != 0),
+        ),
         // Removed while we looked: no processes.
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(source) => {

@@ -104,7 +104,7 @@ impl EbpfWatcher {
         let (hierarchy, pod_cgroup) = pod::find_pod(sel)?;
         let (monitor, first) = Monitor::start(hierarchy, pod_cgroup, tuning)?;
         log_outputs(&first);
-        let own_cgroup = pod::own_cgroup().unwrap_or_default();
+        let own_cgroup = pod::own_container_in(monitor.pod_cgroup());
         let own_comm = std::fs::read_to_string("/proc/self/comm")
             .map(|s| s.trim().to_owned())
             .unwrap_or_default();

@@ -30,7 +30,7 @@ use std::{io, path::PathBuf};
 use aya::maps::{MapData, RingBuf};
 use copilot_common::{
     config::{Config, OOM_ARG_PID, OOM_ARG_TASK},
-    event::{DEFAULT_RING_BYTES, Event, ExitRecord, MAX_POD_LEVEL},
+    event::{COMM_LEN, DEFAULT_RING_BYTES, Event, ExitRecord, MAX_POD_LEVEL, MainRecord},
 };
 pub use event::{ExitStatus, Kind, ProcessEvent};
 use set::{DirLock, ProgramSet, SetKind};
@@ -198,6 +198,17 @@ pub struct RecordedExit {
     pub time_ns: u64,
 }
 
+/// A container's main process, as the kernel recorded its first exec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedMain {
+    /// In the host's PID namespace.
+    pub tgid: u32,
+    /// In its own (1 for a container's init; 0: unknown).
+    pub ns_tgid: u32,
+    /// Empty when userspace wrote the record.
+    pub comm: String,
+}
+
 /// Parsing the kernel's BTF peaks at ~40 MiB of heap, which glibc keeps once it is
 /// freed; a sidecar or `copilot trace` then runs for hours, so it goes back to the
 /// kernel here (measured: a sidecar's idle RSS 14.3 → 10.5 MiB).
@@ -239,7 +250,9 @@ impl Tracer {
                 level: opts.pod_cgroup_level,
             });
         }
-        let (set, set_use) = open_set(opts)?;
+        let (mut set, set_use) = open_set(opts)?;
+        set.maps
+            .add_kubepods(&opts.cgroup_mount, opts.cgroup_root_level)?;
         let obj = aya_obj::Map::new_from_params(BPF_MAP_TYPE_RINGBUF, 0, 0, opts.ring_bytes, 0);
         let ring_err = |source| Error::Ring {
             bytes: opts.ring_bytes,
@@ -327,12 +340,20 @@ impl Tracer {
 
     /// Tells the kernel a container cgroup is already known, with its main
     /// process if one runs (0 if not), so a later exec in it is not taken for
-    /// the container's first.
+    /// the container's first. The kernel's own record, where it has one, stays.
     pub fn know_container(&mut self, cgroup_id: u64, main_tgid: u32) -> Result<(), Error> {
+        if self.set.maps.containers.get(&cgroup_id, 0).is_ok() {
+            return Ok(());
+        }
+        let record = MainRecord {
+            tgid: main_tgid,
+            ns_tgid: 0,
+            comm: [0; COMM_LEN],
+        };
         self.set
             .maps
             .containers
-            .insert(cgroup_id, main_tgid, 0)
+            .insert(cgroup_id, record, 0)
             .map_err(|source| Error::Map {
                 name: copilot_common::event::CONTAINERS_MAP,
                 source,
@@ -349,6 +370,21 @@ impl Tracer {
                 name: copilot_common::event::MAINS_MAP,
                 source,
             })
+    }
+
+    /// The kernel's record of a container's main process (its first exec), if
+    /// the programs saw it (or userspace told them of it, then without a comm).
+    pub fn recorded_main(&self, container_cgroup_id: u64) -> Option<RecordedMain> {
+        let r: MainRecord = self.set.maps.containers.get(&container_cgroup_id, 0).ok()?;
+        if r.tgid == 0 {
+            return None;
+        }
+        let end = r.comm.iter().position(|&c| c == 0).unwrap_or(COMM_LEN);
+        Some(RecordedMain {
+            tgid: r.tgid,
+            ns_tgid: r.ns_tgid,
+            comm: String::from_utf8_lossy(&r.comm[..end]).into_owned(),
+        })
     }
 
     /// The kernel's record of how the main process of a container ended, if the

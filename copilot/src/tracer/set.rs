@@ -34,7 +34,8 @@ use copilot_common::{
     config::{CONFIG_GLOBAL, Config},
     event::{
         CONTAINERS_MAP, DROPS_MAP, EXEC_PROGRAM, EXIT_GROUP_DEAD_PROGRAM, EXIT_PROGRAM, EXITS_MAP,
-        ExitRecord, LEVELS_MAP, MAINS_MAP, MAX_POD_LEVEL, OOM_PROGRAM, PODS_MAP,
+        ExitRecord, KUBEPODS_MAP, LEVELS_MAP, MAINS_MAP, MAX_POD_LEVEL, MainRecord, OOM_PROGRAM,
+        PODS_MAP,
     },
 };
 use rustix::fs::{FlockOperation, flock};
@@ -55,8 +56,9 @@ pub(super) struct Maps {
     pub levels: Array<MapData, u32>,
     pub drops: PerCpuHashMap<MapData, u64, u64>,
     pub mains: HashMap<MapData, u32, u64>,
-    pub containers: HashMap<MapData, u64, u32>,
+    pub containers: HashMap<MapData, u64, MainRecord>,
     pub exits: HashMap<MapData, u64, ExitRecord>,
+    pub kubepods: HashMap<MapData, u64, u8>,
 }
 
 /// A program set this tracer can register its pod in.
@@ -201,6 +203,7 @@ impl Maps {
             mains: typed(take(MAINS_MAP)?, MAINS_MAP)?,
             containers: typed(take(CONTAINERS_MAP)?, CONTAINERS_MAP)?,
             exits: typed(take(EXITS_MAP)?, EXITS_MAP)?,
+            kubepods: typed(take(KUBEPODS_MAP)?, KUBEPODS_MAP)?,
         })
     }
 
@@ -218,7 +221,35 @@ impl Maps {
             mains: typed(open(MAINS_MAP)?, MAINS_MAP)?,
             containers: typed(open(CONTAINERS_MAP)?, CONTAINERS_MAP)?,
             exits: typed(open(EXITS_MAP)?, EXITS_MAP)?,
+            kubepods: typed(open(KUBEPODS_MAP)?, KUBEPODS_MAP)?,
         })
+    }
+
+    /// Adds the kubelet's top cgroups (`kubepods*` right under the root of the
+    /// cgroup v2 `mount`) to `KUBEPODS`, so the programs keep the node-wide record
+    /// of their containers; idempotent. A mount that is not the hierarchy's root
+    /// (a cgroup namespace's view) shows none of them.
+    pub fn add_kubepods(&mut self, mount: &Path, root_level: u32) -> Result<(), Error> {
+        use std::os::unix::fs::MetadataExt as _;
+        if root_level != 0 {
+            return Ok(());
+        }
+        let Ok(entries) = std::fs::read_dir(mount) else {
+            return Ok(());
+        };
+        for e in entries.filter_map(Result::ok) {
+            let is_kubepods = e.file_name().to_string_lossy().starts_with("kubepods");
+            let Ok(meta) = e.metadata() else { continue };
+            if is_kubepods && meta.is_dir() {
+                self.kubepods
+                    .insert(meta.ino(), 1, 0)
+                    .map_err(|source| Error::Map {
+                        name: KUBEPODS_MAP,
+                        source,
+                    })?;
+            }
+        }
+        Ok(())
     }
 
     /// Sets bit `level` of `LEVELS` (callers hold the node lock: read, or, write).
@@ -349,6 +380,7 @@ fn create_pinned(set: &Path, config: &Config, paths: KernelPaths) -> Result<(), 
         MAINS_MAP,
         CONTAINERS_MAP,
         EXITS_MAP,
+        KUBEPODS_MAP,
     ] {
         let path = staging.join(name);
         ebpf.map(name)

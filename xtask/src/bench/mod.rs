@@ -8,6 +8,7 @@
 //!
 //! Benchmarks compare; they do not assert timing targets. They fail when something does
 //! not work (events missing, a lost event with the normal ring, a hang, a failed copy).
+mod plot;
 mod report;
 
 use std::{
@@ -60,6 +61,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         if !opts.only.is_empty() {
             command.arg("--only").arg(opts.only.join(","));
         }
+        crate::integration_test::fresh_node()?;
         let measured = cmd::run(&mut command);
         // Show what was measured even when a figure failed, then fail.
         if results.exists() {
@@ -76,6 +78,16 @@ fn render(results: &Path, root: &Path, opts: &Options) -> anyhow::Result<()> {
     let v: serde_json::Value = serde_json::from_str(&text).context("parsing results.json")?;
     let table = report::markdown(&v);
     println!("\n{table}");
+    if let Some(svg) = plot::fig6(&v["figures"]["6_pods"]) {
+        let mut paths = vec![results.with_file_name("fig6-pods.svg")];
+        if v["mode"] == "full" {
+            paths.push(root.join("bench/fig6-pods.svg"));
+        }
+        for p in paths {
+            std::fs::write(&p, &svg).with_context(|| format!("writing {}", p.display()))?;
+            println!("figure 6: {}", p.display());
+        }
+    }
     println!("results: {}", results.display());
     let full = v["mode"] == "full"
         && opts.only.is_empty()

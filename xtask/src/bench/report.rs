@@ -189,40 +189,7 @@ pub fn markdown(v: &Value) -> String {
         target: "≤ 1 µs mean",
         met: met(f(&k["inside_mean_ns"]).map(|x| x <= 1000.0)),
     });
-    let curve = g["6_pods"]["curve"].as_array().cloned().unwrap_or_default();
-    rows.push(Row {
-        fig: "6",
-        what: "kernel ns added per exec on the node, N tracers".into(),
-        copilot: err("6_pods").unwrap_or_else(|| {
-            curve
-                .iter()
-                .map(|c| match c["error"].as_str() {
-                    Some(e) => format!("N={}: **cannot start** ({e})", c["tracers"]),
-                    None => format!("N={}: {}", c["tracers"], n(&c["added_ns_per_exec"])),
-                })
-                .collect::<Vec<_>>()
-                .join("; ")
-        }),
-        reference: curve
-            .iter()
-            .rfind(|c| c["error"].is_null())
-            .map(|c| format!("tracer RSS {} MiB each", n(&c["tracer_rss_mib_mean"])))
-            .unwrap_or_default(),
-        ratio: curve
-            .iter()
-            .rfind(|c| c["error"].is_null())
-            .map(|c| {
-                let per = f(&c["added_ns_per_exec"]).zip(f(&c["tracers"]));
-                per.map_or("—".into(), |(ns, t)| format!("{:.0} ns/tracer", ns / t))
-            })
-            .unwrap_or_default(),
-        target: "report the curve",
-        met: if curve.iter().any(|c| !c["error"].is_null()) {
-            "**missed**"
-        } else {
-            "—"
-        },
-    });
+    fig6_rows(g, &mut rows);
     let i = &g["7_idle"];
     let side = &i["sidecar"];
     let poll = &i["poller_proc_2s"];
@@ -399,6 +366,92 @@ pub fn markdown(v: &Value) -> String {
         ));
     }
     s
+}
+
+/// The last point of a figure-6 curve that ran, and the first.
+fn ends(curve: &Value) -> (Option<&Value>, Option<&Value>) {
+    let ok: Vec<&Value> = curve
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["error"].is_null())
+        .collect();
+    (ok.first().copied(), ok.last().copied())
+}
+
+fn curve_text(curve: &Value, key: &str) -> String {
+    curve
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| match c["error"].as_str() {
+            Some(e) => format!("N={}: **cannot start** ({e})", c["pods"]),
+            None => format!("N={}: {}", c["pods"], n(&c[key])),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Figure 6: the kernel cost curve, the fork+exec wall clock and the memory per pod.
+fn fig6_rows(g: &Value, rows: &mut Vec<Row>) {
+    let fig = &g["6_pods"];
+    let failed = fig["error"].as_str().map(|e| format!("FAILED: {e}"));
+    let (node, per_pod) = (&fig["node_set"], &fig["set_per_pod"]);
+    let (first, last) = ends(node);
+    let (_, last_pp) = ends(per_pod);
+    let ns = |c: Option<&Value>| c.and_then(|c| f(&c["added_ns_per_exec"]));
+    let all_started = |c: &Value| {
+        c.as_array()
+            .is_some_and(|a| a.iter().all(|p| p["error"].is_null()))
+    };
+    rows.push(Row {
+        fig: "6",
+        what: "kernel ns added per exec outside the pods, N pods each with a copilot (curve: bench/fig6-pods.svg)".into(),
+        copilot: failed.clone().unwrap_or_else(|| curve_text(node, "added_ns_per_exec")),
+        reference: format!("one set per pod: {}", curve_text(per_pod, "added_ns_per_exec")),
+        ratio: ratio(ns(last_pp), ns(last)),
+        target: "N=250 ≤ 1.2× N=1 and ≤ 150 ns",
+        met: met(ns(first).zip(ns(last)).map(|(a, b)| {
+            all_started(node) && last.is_some_and(|c| c["pods"] == 250) && b <= 1.2 * a && b <= 150.0
+        })),
+    });
+    let slow = |c: Option<&Value>| c.and_then(|c| f(&c["fork_exec_slowdown"]));
+    rows.push(Row {
+        fig: "6w",
+        what: "fork+exec loop outside the pods, time with N copilots ÷ time with none".into(),
+        copilot: failed
+            .clone()
+            .unwrap_or_else(|| curve_text(node, "fork_exec_slowdown")),
+        reference: format!(
+            "one set per pod: {}",
+            curve_text(per_pod, "fork_exec_slowdown")
+        ),
+        ratio: ratio(slow(last_pp), slow(last)),
+        target: "report",
+        met: "—",
+    });
+    let kib = |c: Option<&Value>, k: &str| c.and_then(|c| f(&c[k]));
+    rows.push(Row {
+        fig: "6m",
+        what: "memory per pod: its ring buffer in the kernel + the tracer's anonymous RSS (KiB)"
+            .into(),
+        copilot: failed.unwrap_or_else(|| {
+            format!(
+                "{} (ring {}, RSS anon {}) at N={}",
+                n(&last.map_or(Value::Null, |c| c["per_pod_kib"].clone())),
+                n(&last.map_or(Value::Null, |c| c["ring_kib_mean"].clone())),
+                n(&last.map_or(Value::Null, |c| c["tracer_anon_kib_mean"].clone())),
+                last.map_or(Value::Null, |c| c["pods"].clone()),
+            )
+        }),
+        reference: format!(
+            "one set per pod: {}",
+            n(&last_pp.map_or(Value::Null, |c| c["per_pod_kib"].clone()))
+        ),
+        ratio: ratio(kib(last_pp, "per_pod_kib"), kib(last, "per_pod_kib")),
+        target: "≤ 2 MiB per pod",
+        met: met(kib(last, "per_pod_kib").map(|k| k <= 2048.0)),
+    });
 }
 
 /// Replaces the text between the bench markers, or appends the section.

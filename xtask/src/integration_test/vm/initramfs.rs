@@ -36,6 +36,8 @@ pub const FIXTURES_V1_ONLY: &[&str] = &[
 pub struct Payload {
     pub copilot: PathBuf,
     pub tracer: PathBuf,
+    /// The node-scale suite (`tests/tests/node.rs`): the shared program set on this kernel.
+    pub node: PathBuf,
     pub fixtures: Option<PathBuf>,
     pub helpers_dir: PathBuf,
     /// Extra libtest arguments for the tracer suite (a name filter, `--skip …`).
@@ -55,7 +57,7 @@ pub fn build_payload(tracer_args: Vec<String>, fixtures: bool) -> anyhow::Result
     eprintln!("xtask: $ {}", cmd::display(&command));
     let mut child = command.spawn().context("spawning cargo test --no-run")?;
     let stdout = child.stdout.take().context("cargo stdout")?;
-    let (mut tracer, mut fixtures_exe, mut helpers_dir) = (None, None, None);
+    let (mut tracer, mut node, mut fixtures_exe, mut helpers_dir) = (None, None, None, None);
     for line in std::io::BufReader::new(stdout).lines() {
         let line = line.context("reading cargo's output")?;
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
@@ -71,6 +73,7 @@ pub fn build_payload(tracer_args: Vec<String>, fixtures: bool) -> anyhow::Result
                 let exe = msg["executable"].as_str().map(PathBuf::from);
                 match msg["target"]["name"].as_str() {
                     Some("tracer") => tracer = exe,
+                    Some("node") => node = exe,
                     Some("fixtures") => fixtures_exe = exe,
                     _ => {}
                 }
@@ -88,6 +91,7 @@ pub fn build_payload(tracer_args: Vec<String>, fixtures: bool) -> anyhow::Result
     Ok(Payload {
         copilot,
         tracer: tracer.context("cargo did not report the `tracer` test executable")?,
+        node: node.context("cargo did not report the `node` test executable")?,
         fixtures: if fixtures {
             Some(fixtures_exe.context("cargo did not report the `fixtures` test executable")?)
         } else {
@@ -125,7 +129,7 @@ pub fn write(payload: &Payload, staging: &Path, out: &Path) -> anyhow::Result<()
     host.add(&mut a, &runc)?;
     host.add_libs(&mut a, &runc)?;
 
-    let mut exes = vec![&payload.copilot, &payload.tracer];
+    let mut exes = vec![&payload.copilot, &payload.tracer, &payload.node];
     exes.extend(&payload.fixtures);
     for exe in exes {
         let stripped = staging.join(exe.file_name().context("executable without a name")?);
@@ -163,9 +167,10 @@ pub fn write(payload: &Payload, staging: &Path, out: &Path) -> anyhow::Result<()
         fixture_skips.push_str(&format!(" --skip {t}"));
     }
     let env = format!(
-        "COPILOT_BIN={}\nTRACER={}\nFIXTURES={}\nHELPERS_DIR={}\nTRACER_FILTER='{}'\nFIXTURES_FILTER='{}'\n",
+        "COPILOT_BIN={}\nTRACER={}\nNODE={}\nFIXTURES={}\nHELPERS_DIR={}\nTRACER_FILTER='{}'\nFIXTURES_FILTER='{}'\n",
         payload.copilot.display(),
         payload.tracer.display(),
+        payload.node.display(),
         payload
             .fixtures
             .as_ref()
