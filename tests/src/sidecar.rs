@@ -27,6 +27,11 @@ pub enum Placement {
     /// `<pod>/<64-hex id>` of the pod: the sidecar's "own" container, from which it can
     /// infer the pod (its parent cgroup).
     OwnContainer,
+    /// As a pod without hostPID runs it: in a container cgroup of its own under the
+    /// pod, as pid 1 of its own PID namespace, in its own mount and cgroup namespaces,
+    /// without tracefs, with its own cgroupfs beside the host's (the `nsrun` helper,
+    /// which goes before any wrapper).
+    InPod,
 }
 
 /// A running `copilot` command; SIGKILLed on drop if it is still running.
@@ -65,14 +70,18 @@ impl Copilot {
         placement: Placement,
     ) -> Self {
         preflight();
-        let mut cmd = match wrapper.split_first() {
-            Some((program, rest)) => {
-                let mut cmd = Command::new(program);
-                cmd.args(rest).arg(copilot_bin());
-                cmd
-            }
-            None => Command::new(copilot_bin()),
-        };
+        let in_pod = (placement == Placement::InPod)
+            .then(|| pod.path().join(pod.container_dir_name(&random_hex(32))));
+        let nsrun = crate::rootfs::helper_path("nsrun");
+        let mut line: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(dir) = &in_pod {
+            std::fs::create_dir(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+            line.extend([nsrun.into(), "--cgroup".into(), dir.into()]);
+        }
+        line.extend(wrapper.iter().map(Into::into));
+        line.push(copilot_bin().into());
+        let mut cmd = Command::new(&line[0]);
+        cmd.args(&line[1..]);
         cmd.args(args)
             .envs(env.iter().copied())
             .env_remove("AWS_CA_BUNDLE")
@@ -81,6 +90,7 @@ impl Copilot {
             .stderr(Stdio::piped());
         let own_cgroup = match placement {
             Placement::Host => None,
+            Placement::InPod => in_pod,
             Placement::OwnContainer => {
                 let dir = pod.path().join(pod.container_dir_name(&random_hex(32)));
                 std::fs::create_dir(&dir)

@@ -162,12 +162,13 @@ impl Trace {
             .join(pod.container_dir_name(&crate::env::random_hex(32)));
         std::fs::create_dir(&own).unwrap_or_else(|e| panic!("mkdir {}: {e}", own.display()));
         let mut cmd = Command::new(crate::rootfs::helper_path("nsrun"));
-        cmd.arg(copilot_bin())
+        cmd.arg("--cgroup")
+            .arg(&own)
+            .arg(copilot_bin())
             .arg("--bpf-dir")
             .arg(bpf_dir)
             .args(["trace", "--pod-cgroup"])
             .arg(pod.path());
-        crate::cgroup::join_at_exec(&mut cmd, &own);
         (Self::spawn_command(cmd), own)
     }
 

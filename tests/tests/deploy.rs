@@ -44,9 +44,11 @@ fn check_sidecar_security(c: &Container) {
     assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
 }
 
-/// The host mounts the sidecar reads, read-only, backed by hostPath volumes; and not
-/// tracefs, which the raw tracepoints do not need.
+/// The host mounts the sidecar reads, read-only, backed by hostPath volumes; the
+/// node's bpffs, writable (the shared program set is pinned there); and not tracefs,
+/// which the raw tracepoints do not need. No hostPID.
 fn check_host_mounts(c: &Container, spec: &PodSpec) {
+    assert_ne!(spec.host_pid, Some(true), "hostPID is not needed");
     assert!(
         !c.volume_mounts
             .iter()
@@ -55,9 +57,10 @@ fn check_host_mounts(c: &Container, spec: &PodSpec) {
         "{} mounts tracefs",
         c.name
     );
-    for (path, host) in [
-        ("/sys/fs/cgroup", "/sys/fs/cgroup"),
-        ("/sys/kernel/btf", "/sys/kernel/btf"),
+    for (path, host, read_only) in [
+        ("/sys/fs/cgroup", "/sys/fs/cgroup", true),
+        ("/sys/kernel/btf", "/sys/kernel/btf", true),
+        ("/sys/fs/bpf", "/sys/fs/bpf", false),
     ] {
         let mount = c
             .volume_mounts
@@ -65,7 +68,11 @@ fn check_host_mounts(c: &Container, spec: &PodSpec) {
             .flatten()
             .find(|m| m.mount_path == path)
             .unwrap_or_else(|| panic!("{} does not mount {path}", c.name));
-        assert_eq!(mount.read_only, Some(true), "{path} read-only");
+        assert_eq!(
+            mount.read_only.unwrap_or(false),
+            read_only,
+            "{path} read-only: {read_only}"
+        );
         let volume = spec
             .volumes
             .iter()
@@ -135,7 +142,6 @@ fn pod_example_runs_copilot_as_a_native_sidecar_with_minimal_capabilities() {
     check_sidecar_security(up);
     check_host_mounts(up, spec);
     check_pod_uid_env(up);
-    assert_eq!(spec.host_pid, Some(true));
 
     let iface = flag(args, "--interface").expect("--interface");
     let iface = TypedInterface::decode(

@@ -371,14 +371,19 @@ fn without_hostpid_a_main_that_started_first_keeps_its_exact_status() {
     assert_eq!(started.source(), Some("snapshot"), "{started}");
     let paused = container_line(&t, &sandbox, "started");
     assert_eq!(paused.pid(), Some(sandbox.pid()), "{paused}");
-    // Its own container: the host pid of its first exec (nsrun), never the pid 1
-    // its own /proc shows for itself.
+    // Its own container: its own host pid (its exec was the container's first),
+    // never the pid 1 its own /proc shows for itself.
+    let copilot_pid: u32 = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", t.pid()))
+        .expect("nsrun's children")
+        .trim()
+        .parse()
+        .expect("one child");
     let itself = t
         .history()
         .iter()
         .find(|e| e.str("cgroup") == Some(&*own.to_string_lossy()) && e.state() == Some("started"))
         .unwrap_or_else(|| panic!("no `started` line for its own container"));
-    assert_eq!(itself.pid(), Some(t.pid()), "{itself}");
+    assert_eq!(itself.pid(), Some(copilot_pid), "{itself}");
 
     gate.open();
     let exited = t.next_matching(

@@ -23,8 +23,8 @@ use copilot::{
     },
 };
 use integration_test::{
-    Container, ContainerOpts, Copilot, Layout, Moto, Mount, Placement, PodCgroup, cgroup2_mount,
-    run_copilot,
+    Bpffs, Container, ContainerOpts, Copilot, Layout, Moto, Mount, Placement, PodCgroup, Trace,
+    cgroup2_mount, run_copilot,
 };
 use prost::Message as _;
 
@@ -44,6 +44,8 @@ enum PodArgs {
     Uid,
     /// `--pod-cgroup` spelled with `..`, `.` and a doubled slash.
     NonCanonical,
+    /// As [`PodArgs::Uid`], the sidecar in the pod without hostPID ([`Placement::InPod`]).
+    UidInPod,
 }
 
 /// One task's world: S3, the pod with its sandbox, the shared volumes.
@@ -178,7 +180,7 @@ impl Task {
                     &format!("{parent}//{name}/../{name}/."),
                 ]));
             }
-            PodArgs::Uid => {
+            PodArgs::Uid | PodArgs::UidInPod => {
                 // The cgroupfs root as a pod would mount it: /sys/fs/cgroup (the v2 tree is
                 // its `unified` child on this hybrid host, or the mount itself).
                 let root = if cgroup2_mount().ends_with("unified") {
@@ -216,6 +218,7 @@ impl Task {
         assert!(stderr.contains("not ready"), "{stderr}");
         let placement = match pod {
             PodArgs::Inferred => Placement::OwnContainer,
+            PodArgs::UidInPod => Placement::InPod,
             PodArgs::Cgroup | PodArgs::Uid | PodArgs::NonCanonical => Placement::Host,
         };
         let mut sidecar = Copilot::spawn_wrapped(
@@ -547,6 +550,32 @@ fn success_systemd_layout_pod_uid() {
     eprintln!("E2E TIMING success_systemd_layout_pod_uid: main exit -> outputs.pb {ms:.1} ms");
 }
 
+/// No hostPID: the sidecar runs in the pod as pid 1 of its own PID namespace, in its
+/// own mount and cgroup namespaces, without tracefs, and finds the pod by POD_UID
+/// alone; the sandbox (`pause`) and the main container run in theirs. It cannot see
+/// their processes; the kernel's events and records tell the main container from the
+/// sandbox and from its own container.
+#[test]
+fn success_without_hostpid_in_its_own_namespaces() {
+    let mut task = Task::new(Layout::Cgroupfs, mixed_outputs());
+    task.download();
+    task.start_sidecar(PodArgs::UidInPod, &[]);
+    task.start_main(MIXED_SCRIPT, ContainerOpts::default());
+    task.wait_main();
+    let main_id = task.main.as_ref().expect("main").id().to_string();
+    let logs = task.sidecar_exits_0();
+    assert!(!logs.contains("falling back"), "{logs}");
+    let found = log_line(&logs, "main container found");
+    assert!(
+        found.contains(&main_id),
+        "picked the wrong container: {found}"
+    );
+    let exited = log_line(&logs, "main container exited");
+    assert!(exited.contains("status=exit code 0"), "{exited}");
+    assert_main_pid(&task, &logs);
+    check_mixed(&task, &task.outputs());
+}
+
 #[test]
 fn nonzero_exit_writes_the_exit_code() {
     let mut task = Task::new(Layout::Systemd, single_int_output());
@@ -626,18 +655,20 @@ fn main_that_never_starts_hits_the_start_timeout() {
     assert_eq!(kind, container_error::Kind::Recoverable);
 }
 
-/// A main container that ended before the sidecar attached left no exit status
-/// anywhere the sidecar can read (its own programs were not loaded yet): it must
-/// not be taken for a success, even with all its outputs in place (hardening
-/// issue item 4: an exit 3 here used to be uploaded as a success).
+/// A main container that ended before the sidecar attached, on a fresh node (no
+/// copilot had loaded the programs, so nothing recorded its exit): the status is
+/// unknown, and that must not be taken for a success, even with all its outputs in
+/// place (hardening issue item 4: an exit 3 here used to be uploaded as a success).
 #[test]
 fn main_that_exited_before_the_sidecar_is_never_a_success() {
+    let fresh_node = Bpffs::new();
+    let bpf_dir = fresh_node.node_dir();
     let mut task = Task::new(Layout::Cgroupfs, mixed_outputs());
     task.download();
     task.start_main(&format!("{MIXED_SCRIPT}\nexit 3"), ContainerOpts::default());
     task.wait_main();
     let started = Instant::now();
-    task.start_sidecar(PodArgs::Cgroup, &[]);
+    task.start_sidecar(PodArgs::Cgroup, &["--bpf-dir", &bpf_dir.to_string_lossy()]);
     let logs = task.sidecar_exits_0();
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -654,6 +685,31 @@ fn main_that_exited_before_the_sidecar_is_never_a_success() {
     assert!(message.contains("exit status is unknown"), "{message}");
     assert_eq!(kind, container_error::Kind::Recoverable);
     assert_eq!(origin, execution_error::ErrorKind::System);
+}
+
+/// The same, on a node where another pod's copilot had loaded the shared programs
+/// before the main container ran: their node-wide record kept its exit, so the
+/// sidecar that starts after it reports the exact status.
+#[test]
+fn main_that_exited_before_the_sidecar_keeps_its_status_on_a_node_with_copilot() {
+    let node = Bpffs::new();
+    let bpf_dir = node.node_dir();
+    let other = PodCgroup::new(Layout::Guaranteed);
+    let mut loader = Trace::start_in(&other, &bpf_dir);
+    loader.wait_ready(T);
+    let mut task = Task::new(Layout::Cgroupfs, mixed_outputs());
+    task.download();
+    task.start_main(&format!("{MIXED_SCRIPT}\nexit 3"), ContainerOpts::default());
+    task.wait_main();
+    task.start_sidecar(PodArgs::Cgroup, &["--bpf-dir", &bpf_dir.to_string_lossy()]);
+    let logs = task.sidecar_exits_0();
+    let exited = log_line(&logs, "main container exited");
+    assert!(exited.contains("status=exit code 3"), "{exited}");
+    assert!(task.outputs_pb().is_none(), "exit 3 is not a success");
+    let (code, _, kind, origin) = task.error();
+    assert_eq!(code, "NonZeroExitCode");
+    assert_eq!(kind, container_error::Kind::NonRecoverable);
+    assert_eq!(origin, execution_error::ErrorKind::User);
 }
 
 /// The consumer stalled (SIGSTOP) while the main container floods the ring with

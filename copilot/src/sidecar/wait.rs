@@ -228,7 +228,13 @@ impl EbpfWatcher {
                     && comm != Some(self.own_comm.as_str())
             })
             .collect();
-        if let Some(hidden) = candidates.iter().find(|c| c.hidden) {
+        // A container already running, unseen, when we looked (no hostPID, and no
+        // record of its first exec: it started before any copilot on the node) is
+        // the sandbox in Flyte's order, where the uploader starts before the
+        // downloader and the main container. It is main only if nothing else can be.
+        let (hidden, candidates): (Vec<&Container>, Vec<&Container>) =
+            candidates.into_iter().partition(|c| c.hidden);
+        if let (Some(hidden), []) = (hidden.first(), candidates.as_slice()) {
             return Err(Error::Hidden {
                 name: hidden.name.clone(),
             });
