@@ -147,7 +147,7 @@ fn read_kernel<T>(base: u64, off: u32) -> Option<T> {
 
 #[inline(always)]
 fn count_drop(pod: u64) {
-    if let Some(p) = DROPS.get_ptr_mut(&pod) {
+    if let Some(p) = DROPS.get_ptr_mut(pod) {
         // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
         unsafe { *p += 1 };
     }
@@ -312,7 +312,7 @@ fn exec_in_kubepods(bprm: u64) {
 fn in_kubepods() -> bool {
     // SAFETY: a helper call without pointer arguments.
     let id = unsafe { bpf_get_current_ancestor_cgroup_id(KUBEPODS_LEVEL as i32) };
-    id != 0 && KUBEPODS.get_ptr(&id).is_some()
+    id != 0 && KUBEPODS.get_ptr(id).is_some()
 }
 
 /// Records the current process as the main process of `container` if this is
@@ -322,7 +322,7 @@ fn in_kubepods() -> bool {
 /// ring loses the event, never the record.
 #[inline(always)]
 fn first_exec(container: u64, filename: u64) -> bool {
-    if CONTAINERS.get_ptr(&container).is_some() {
+    if CONTAINERS.get_ptr(container).is_some() {
         return false;
     }
     let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
@@ -345,12 +345,12 @@ fn first_exec(container: u64, filename: u64) -> bool {
         comm,
     };
     if CONTAINERS
-        .insert(&container, &record, BPF_NOEXIST as u64)
+        .insert(container, record, BPF_NOEXIST as u64)
         .is_err()
     {
         return false;
     }
-    let _ = MAINS.insert(&tgid, &container, 0);
+    let _ = MAINS.insert(tgid, container, 0);
     true
 }
 
@@ -433,7 +433,7 @@ fn process_exited(pod: Option<&Pod>, task: u64, signal: u64, flags: u32) {
     };
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: the value is a plain u64, copied out at once.
-    let main_of = MAINS.get_ptr(&tgid).map(|p| unsafe { *p });
+    let main_of = MAINS.get_ptr(tgid).map(|p| unsafe { *p });
     if let Some(container) = main_of {
         // Kept where userspace can read it back, before the event that may be lost.
         let record = ExitRecord {
@@ -442,8 +442,8 @@ fn process_exited(pod: Option<&Pod>, task: u64, signal: u64, flags: u32) {
             // SAFETY: a helper call without arguments.
             ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
         };
-        let _ = EXITS.insert(&container, &record, 0);
-        let _ = MAINS.remove(&tgid);
+        let _ = EXITS.insert(container, record, 0);
+        let _ = MAINS.remove(tgid);
     }
     if let Some(pod) = pod {
         send(pod, EventKind::Exit, main_of.is_some(), |ev| {
