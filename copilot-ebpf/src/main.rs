@@ -75,7 +75,7 @@ static MAINS: HashMap<u32, u64> = HashMap::with_max_entries(NODE_ENTRIES, 0);
 static CONTAINERS: LruHashMap<u64, MainRecord> = LruHashMap::with_max_entries(NODE_ENTRIES, 0);
 
 #[map]
-static KUBEPODS: HashMap<u64, u8> = HashMap::with_max_entries(16, 0);
+static KUBEPODS: HashMap<u64, u8> = HashMap::with_max_entries(64, 0);
 
 #[map]
 static EXITS: LruHashMap<u64, ExitRecord> = LruHashMap::with_max_entries(NODE_ENTRIES, 0);

@@ -54,6 +54,11 @@ static void child_main(const char *cgroup, char **argv) {
     umount2("/sys/kernel/tracing", MNT_DETACH);
     umount2("/sys/kernel/debug/tracing", MNT_DETACH);
     if (cgroup) {
+        /* The VM's initramfs has no /mnt. */
+        if (mkdir("/mnt", 0755) != 0 && errno != EEXIST) {
+            perror("nsrun: mkdir /mnt");
+            _exit(125);
+        }
         if (mount("tmpfs", "/mnt", "tmpfs", 0, "mode=755") != 0 || mkdir("/mnt/cgroup", 0755) != 0 ||
             mount("cgroup2", "/mnt/cgroup", "cgroup2", MS_RDONLY, NULL) != 0) {
             perror("nsrun: mounting the container's cgroupfs at /mnt/cgroup");

@@ -237,17 +237,29 @@ impl Maps {
         let Ok(entries) = std::fs::read_dir(mount) else {
             return Ok(());
         };
-        for e in entries.filter_map(Result::ok) {
-            let is_kubepods = e.file_name().to_string_lossy().starts_with("kubepods");
-            let Ok(meta) = e.metadata() else { continue };
-            if is_kubepods && meta.is_dir() {
-                self.kubepods
-                    .insert(meta.ino(), 1, 0)
-                    .map_err(|source| Error::Map {
-                        name: KUBEPODS_MAP,
-                        source,
-                    })?;
-            }
+        let current: HashSet<u64> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("kubepods"))
+            .filter_map(|e| e.metadata().ok().filter(|m| m.is_dir()).map(|m| m.ino()))
+            .collect();
+        // Top cgroups that are gone (a kubelet restarted with another driver; test
+        // fixtures that remove theirs): their ids will not come back.
+        let gone: Vec<u64> = self
+            .kubepods
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|id| !current.contains(id))
+            .collect();
+        for id in gone {
+            let _ = self.kubepods.remove(&id);
+        }
+        for id in current {
+            self.kubepods
+                .insert(id, 1, 0)
+                .map_err(|source| Error::Map {
+                    name: KUBEPODS_MAP,
+                    source,
+                })?;
         }
         Ok(())
     }
