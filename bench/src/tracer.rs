@@ -78,15 +78,21 @@ impl Trace {
             // `tail -f`: partial lines wait for their newline; EOF means "not yet" until
             // the tracer is gone.
             let mut line = String::new();
+            // At EOF the wait doubles up to 64 ms: 250 idle tracers polled every
+            // millisecond woke this process 250,000 times a second, which slowed the
+            // whole machine (figure 6 measured that, not copilot).
+            let mut idle = Duration::from_millis(1);
             loop {
                 match file.read_line(&mut line) {
                     Ok(0) | Err(_) => {
                         if finished.load(Ordering::Acquire) {
                             break;
                         }
-                        std::thread::sleep(Duration::from_millis(1));
+                        std::thread::sleep(idle);
+                        idle = (idle * 2).min(Duration::from_millis(64));
                     }
                     Ok(_) if line.ends_with('\n') => {
+                        idle = Duration::from_millis(1);
                         if let Ok(v) = serde_json::from_str::<Value>(&line)
                             && tx.send(v).is_err()
                         {
