@@ -415,3 +415,67 @@ fn without_hostpid_on_a_fresh_node_the_exit_of_a_main_that_started_first_is_seen
     assert_eq!(exited.exit_code(), Some(3), "{exited}");
     assert_eq!(exited.pid(), Some(main.pid()), "{exited}");
 }
+
+/// A second build of copilot: this binary with one byte of its embedded eBPF object
+/// changed where no loader looks (the ELF header's padding, `EI_PAD`), so the object's
+/// hash, and so the name of its node set, differ, as they do between two releases.
+fn second_build(dir: &Path) -> PathBuf {
+    let mut bin = std::fs::read(integration_test::copilot_bin()).expect("reading copilot");
+    // e_ident: magic, ELFCLASS64, little-endian; e_machine (offset 18) EM_BPF (247).
+    let bpf_objects: Vec<usize> = bin
+        .windows(20)
+        .enumerate()
+        .filter(|(_, w)| w[..6] == *b"\x7fELF\x02\x01" && w[18..20] == 247u16.to_le_bytes())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(bpf_objects.len(), 1, "one eBPF object embedded in copilot");
+    bin[bpf_objects[0] + 9] ^= 0x5a;
+    let path = dir.join("copilot-second-build");
+    std::fs::write(&path, &bin).expect("writing the second build");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    path
+}
+
+/// Two builds of copilot on one node (a rolling upgrade): each loads and pins its own
+/// set beside the other's, and each pod's copilot sees its own pod.
+#[test]
+fn two_builds_side_by_side_each_use_their_own_set() {
+    let bpffs = Bpffs::new();
+    let bin_dir = tempfile::tempdir().expect("temporary directory");
+    let second = second_build(bin_dir.path());
+    let (old_pod, new_pod) = (
+        PodCgroup::new(Layout::Cgroupfs),
+        PodCgroup::new(Layout::Systemd),
+    );
+    let mut old = Trace::start_in(&old_pod, &bpffs.node_dir());
+    ready(&mut old, "node");
+    let node_dir = bpffs.node_dir();
+    let mut new = Trace::spawn_program(
+        &second,
+        &[
+            "--bpf-dir",
+            &node_dir.to_string_lossy(),
+            "trace",
+            "--pod-cgroup",
+            &new_pod.path().to_string_lossy(),
+        ],
+    );
+    ready(&mut new, "node");
+    let sets = std::fs::read_dir(&node_dir)
+        .expect("listing the node dir")
+        .filter_map(Result::ok)
+        .count();
+    assert_eq!(sets, 2, "one set per build");
+    assert!(
+        new.stderr().contains(LOADED),
+        "the second build loads its own set"
+    );
+
+    let a = Container::run(&old_pod, &["sh", "-c", "exit 3"], ContainerOpts::default());
+    let b = Container::run(&new_pod, &["sh", "-c", "exit 4"], ContainerOpts::default());
+    assert_eq!(main_exit(&mut old, a.pid()).exit_code(), Some(3));
+    assert_eq!(main_exit(&mut new, b.pid()).exit_code(), Some(4));
+    assert_only_own(&old, inode(a.cgroup_path()));
+    assert_only_own(&new, inode(b.cgroup_path()));
+}
