@@ -116,3 +116,20 @@ pub fn pidfd_wait(pid: u32, timeout: Duration) -> bool {
         );
     }
 }
+
+/// Waits until process `pid` runs `comm` (has exec'd it); panics after `timeout`.
+pub fn wait_comm(pid: u32, comm: &str, timeout: std::time::Duration) {
+    let path = format!("/proc/{pid}/comm");
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let now = std::fs::read_to_string(&path).unwrap_or_default();
+        if now.trim() == comm {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pid {pid} is {now:?}, never became {comm:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}

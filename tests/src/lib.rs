@@ -37,7 +37,7 @@ pub use cgroup::{
     Layout, MemoryCgroup, PodCgroup, cgroup2_mount, children_peak_rss, join_at_exec, v1_mounts,
 };
 pub use container::{Container, ContainerOpts, Gate, Mount};
-pub use env::{copilot_bin, is_ci, pidfd_wait, preflight, random_hex, workspace_root};
+pub use env::{copilot_bin, is_ci, pidfd_wait, preflight, random_hex, wait_comm, workspace_root};
 pub use flytekit::{arg, flytekit, flytekit_json};
 pub use moto::Moto;
 pub use rootfs::{HELPERS, helper_path, rootfs};

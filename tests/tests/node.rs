@@ -11,7 +11,7 @@ use std::{
 };
 
 use integration_test::{
-    Bpffs, Container, ContainerOpts, Event, Gate, Layout, PodCgroup, Trace, join_at_exec,
+    Bpffs, Container, ContainerOpts, Event, Gate, Layout, PodCgroup, Trace, join_at_exec, wait_comm,
 };
 
 /// Generous: 250 copilots starting on two cores take a while.
@@ -35,6 +35,18 @@ fn ready(trace: &mut Trace, set: &str) -> Event {
         trace.stderr()
     );
     ready
+}
+
+/// Waits for `ready` and checks that the tracer loaded programs of its own, for a
+/// reason that says `why`.
+fn ready_private(trace: &mut Trace, why: &str) {
+    let r = ready(trace, "private");
+    assert!(
+        r.0["programs"]["reason"]
+            .as_str()
+            .is_some_and(|s| s.contains(why)),
+        "{r}"
+    );
 }
 
 /// A container cgroup `name` in `pod` (as the runtime makes it before the first exec).
@@ -273,13 +285,7 @@ fn without_bpffs_the_programs_are_private() {
     let not_bpffs = tempfile::tempdir().expect("temporary directory");
     let pod = PodCgroup::new(Layout::Cgroupfs);
     let mut t = Trace::start_in(&pod, not_bpffs.path());
-    let r = ready(&mut t, "private");
-    assert!(
-        r.0["programs"]["reason"]
-            .as_str()
-            .is_some_and(|s| s.contains("is not on a bpffs")),
-        "{r}"
-    );
+    ready_private(&mut t, "is not on a bpffs");
     let ctr = Container::run(&pod, &["sh", "-c", "exit 6"], ContainerOpts::default());
     assert_eq!(main_exit(&mut t, ctr.pid()).exit_code(), Some(6));
 }
@@ -293,32 +299,10 @@ fn a_second_copilot_on_one_pod_loads_its_own_programs() {
     let mut first = Trace::start_in(&pod, &bpffs.node_dir());
     ready(&mut first, "node");
     let mut second = Trace::start_in(&pod, &bpffs.node_dir());
-    let r = ready(&mut second, "private");
-    assert!(
-        r.0["programs"]["reason"]
-            .as_str()
-            .is_some_and(|s| s.contains("already follows this pod")),
-        "{r}"
-    );
+    ready_private(&mut second, "already follows this pod");
     let ctr = Container::run(&pod, &["sh", "-c", "exit 4"], ContainerOpts::default());
     assert_eq!(main_exit(&mut first, ctr.pid()).exit_code(), Some(4));
     assert_eq!(main_exit(&mut second, ctr.pid()).exit_code(), Some(4));
-}
-
-/// Waits until process `pid` runs `comm` (has exec'd it).
-fn wait_comm(pid: u32, comm: &str) {
-    let deadline = std::time::Instant::now() + T;
-    loop {
-        let now = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if now.trim() == comm {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pid {pid} never ran {comm}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// A pod whose sandbox (`pause`) and main container (held until `gate` opens, then
@@ -326,13 +310,13 @@ fn wait_comm(pid: u32, comm: &str) {
 fn running_pod(gate: &Gate) -> (PodCgroup, Container, Container) {
     let pod = PodCgroup::new(Layout::Cgroupfs);
     let sandbox = Container::run(&pod, &["pause"], ContainerOpts::default());
-    wait_comm(sandbox.pid(), "pause");
+    wait_comm(sandbox.pid(), "pause", T);
     let opts = ContainerOpts {
         mounts: vec![gate.mount()],
         ..Default::default()
     };
     let main = Container::run(&pod, &["sh", "-c", "read x < /ctl/go; exit 3"], opts);
-    wait_comm(main.pid(), "sh");
+    wait_comm(main.pid(), "sh", T);
     (pod, sandbox, main)
 }
 

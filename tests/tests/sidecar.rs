@@ -24,7 +24,7 @@ use copilot::{
 };
 use integration_test::{
     Bpffs, Container, ContainerOpts, Copilot, Layout, Moto, Mount, Placement, PodCgroup, Trace,
-    cgroup2_mount, run_copilot,
+    cgroup2_mount, run_copilot, wait_comm,
 };
 use prost::Message as _;
 
@@ -79,7 +79,7 @@ impl Task {
         moto.put(&format!("{run}/inputs.pb"), inputs.encode_to_vec());
         let pod = PodCgroup::new(layout);
         let sandbox = Container::run(&pod, &["pause"], ContainerOpts::default());
-        wait_comm(sandbox.pid(), "pause");
+        wait_comm(sandbox.pid(), "pause", T);
         let dir = tempfile::Builder::new()
             .prefix("e2e-")
             .tempdir()
@@ -463,23 +463,6 @@ fn since_exit_ms(logs: &str) -> Option<f64> {
     v.split_whitespace().next()?.parse().ok()
 }
 
-/// Waits until process `pid` runs `comm` (i.e. has exec'd it).
-fn wait_comm(pid: u32, comm: &str) {
-    let path = format!("/proc/{pid}/comm");
-    let deadline = Instant::now() + T;
-    loop {
-        let now = std::fs::read_to_string(&path).unwrap_or_default();
-        if now.trim() == comm {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pid {pid} is {now:?}, never became {comm:?}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// The exit the sidecar acted on is the main process's (runc's `pid`), not one of runc's
 /// own short-lived processes in the container cgroup.
 fn assert_main_pid(task: &Task, logs: &str) {
@@ -489,6 +472,19 @@ fn assert_main_pid(task: &Task, logs: &str) {
         exited.contains(&format!(" pid={pid} ")),
         "the sidecar took another process's exit for main's (main pid {pid}): {exited}"
     );
+}
+
+/// The sidecar picked the task's main container and saw it exit 0 with its pid.
+fn assert_main_found_and_exited_0(task: &Task, logs: &str) {
+    let main_id = task.main.as_ref().expect("main").id();
+    let found = log_line(logs, "main container found");
+    assert!(
+        found.contains(main_id),
+        "picked the wrong container: {found}"
+    );
+    let exited = log_line(logs, "main container exited");
+    assert!(exited.contains("status=exit code 0"), "{exited}");
+    assert_main_pid(task, logs);
 }
 
 fn log_line<'a>(logs: &'a str, needle: &str) -> &'a str {
@@ -513,16 +509,8 @@ fn success_mixed_outputs_sibling_rule() {
     assert!(own.starts_with(task.pod.path()));
     task.start_main(MIXED_SCRIPT, ContainerOpts::default());
     task.wait_main();
-    let main_id = task.main.as_ref().expect("main").id().to_string();
     let logs = task.sidecar_exits_0();
-    let found = log_line(&logs, "main container found");
-    assert!(
-        found.contains(&main_id),
-        "picked the wrong container: {found}"
-    );
-    let exited = log_line(&logs, "main container exited");
-    assert!(exited.contains("status=exit code 0"), "{exited}");
-    assert_main_pid(&task, &logs);
+    assert_main_found_and_exited_0(&task, &logs);
     assert!(
         log_line(&logs, "attached to the pod").contains(&*task.pod.path().to_string_lossy()),
         "pod inferred from the own cgroup"
@@ -562,17 +550,9 @@ fn success_without_hostpid_in_its_own_namespaces() {
     task.start_sidecar(PodArgs::UidInPod, &[]);
     task.start_main(MIXED_SCRIPT, ContainerOpts::default());
     task.wait_main();
-    let main_id = task.main.as_ref().expect("main").id().to_string();
     let logs = task.sidecar_exits_0();
     assert!(!logs.contains("falling back"), "{logs}");
-    let found = log_line(&logs, "main container found");
-    assert!(
-        found.contains(&main_id),
-        "picked the wrong container: {found}"
-    );
-    let exited = log_line(&logs, "main container exited");
-    assert!(exited.contains("status=exit code 0"), "{exited}");
-    assert_main_pid(&task, &logs);
+    assert_main_found_and_exited_0(&task, &logs);
     check_mixed(&task, &task.outputs());
 }
 
@@ -905,7 +885,7 @@ fn sigterm_while_main_runs_is_upload_cut_short() {
     task.start_sidecar(PodArgs::Cgroup, &[]);
     let main = task.start_main("exec sleep 1000", ContainerOpts::default());
     let pid = main.pid();
-    wait_comm(pid, "sleep");
+    wait_comm(pid, "sleep", T);
     let sent = Instant::now();
     task.sidecar().signal(libc::SIGTERM);
     let code = task.sidecar().exit_code(Duration::from_secs(5));

@@ -9,7 +9,7 @@ use std::{
 
 use integration_test::{
     Container, ContainerOpts, Event, Gate, Layout, PodCgroup, Trace, cgroup2_mount, copilot_bin,
-    random_hex, v1_mounts,
+    random_hex, v1_mounts, wait_comm,
 };
 
 /// Generous: a loaded CI machine may be slow, but nothing here should take long.
@@ -60,23 +60,6 @@ fn inode(path: &Path) -> u64 {
     std::fs::metadata(path)
         .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
         .ino()
-}
-
-/// Waits until process `pid` runs `comm` (i.e. has exec'd it).
-fn wait_comm(pid: u32, comm: &str) {
-    let path = format!("/proc/{pid}/comm");
-    let deadline = Instant::now() + T;
-    loop {
-        let now = std::fs::read_to_string(&path).unwrap_or_default();
-        if now.trim() == comm {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pid {pid} is {now:?}, never became {comm:?}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// A container line's `cgroup` names the container's cgroup: the schema says "path";
@@ -200,7 +183,7 @@ fn running_before_attach(layout: Layout) {
         ..Default::default()
     };
     let ctr = Container::run(&pod, &["sh", "-c", "read x < /ctl/go; exit 4"], opts);
-    wait_comm(ctr.pid(), "sh");
+    wait_comm(ctr.pid(), "sh", T);
     let mut trace = trace(&pod);
     let id = ctr.id().to_string();
     let started = trace.next_matching(

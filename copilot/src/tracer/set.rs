@@ -192,36 +192,42 @@ fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
     T::try_from(map).map_err(|source| Error::Map { name, source })
 }
 
+/// Every map of the object, by name: what a node set pins.
+const MAP_NAMES: [&str; 7] = [
+    PODS_MAP,
+    LEVELS_MAP,
+    DROPS_MAP,
+    MAINS_MAP,
+    CONTAINERS_MAP,
+    EXITS_MAP,
+    KUBEPODS_MAP,
+];
+
 impl Maps {
+    /// Builds the typed maps from `get`, which yields each map by name.
+    fn from_source(mut get: impl FnMut(&'static str) -> Result<Map, Error>) -> Result<Self, Error> {
+        Ok(Self {
+            pods: typed(get(PODS_MAP)?, PODS_MAP)?,
+            levels: typed(get(LEVELS_MAP)?, LEVELS_MAP)?,
+            drops: typed(get(DROPS_MAP)?, DROPS_MAP)?,
+            mains: typed(get(MAINS_MAP)?, MAINS_MAP)?,
+            containers: typed(get(CONTAINERS_MAP)?, CONTAINERS_MAP)?,
+            exits: typed(get(EXITS_MAP)?, EXITS_MAP)?,
+            kubepods: typed(get(KUBEPODS_MAP)?, KUBEPODS_MAP)?,
+        })
+    }
+
     /// Takes the maps out of a freshly loaded object.
     fn take(ebpf: &mut Ebpf) -> Result<Self, Error> {
-        let mut take = |name| ebpf.take_map(name).ok_or(Error::NoMap { name });
-        Ok(Self {
-            pods: typed(take(PODS_MAP)?, PODS_MAP)?,
-            levels: typed(take(LEVELS_MAP)?, LEVELS_MAP)?,
-            drops: typed(take(DROPS_MAP)?, DROPS_MAP)?,
-            mains: typed(take(MAINS_MAP)?, MAINS_MAP)?,
-            containers: typed(take(CONTAINERS_MAP)?, CONTAINERS_MAP)?,
-            exits: typed(take(EXITS_MAP)?, EXITS_MAP)?,
-            kubepods: typed(take(KUBEPODS_MAP)?, KUBEPODS_MAP)?,
-        })
+        Self::from_source(|name| ebpf.take_map(name).ok_or(Error::NoMap { name }))
     }
 
     /// Opens the maps of a pinned set.
     fn open(set: &Path) -> Result<Self, Error> {
-        let open = |name: &'static str| {
+        Self::from_source(|name| {
             let path = set.join(name);
             let data = MapData::from_pin(&path).map_err(|e| aya_err(&path, "open", e))?;
             Map::from_map_data(data).map_err(|source| Error::Map { name, source })
-        };
-        Ok(Self {
-            pods: typed(open(PODS_MAP)?, PODS_MAP)?,
-            levels: typed(open(LEVELS_MAP)?, LEVELS_MAP)?,
-            drops: typed(open(DROPS_MAP)?, DROPS_MAP)?,
-            mains: typed(open(MAINS_MAP)?, MAINS_MAP)?,
-            containers: typed(open(CONTAINERS_MAP)?, CONTAINERS_MAP)?,
-            exits: typed(open(EXITS_MAP)?, EXITS_MAP)?,
-            kubepods: typed(open(KUBEPODS_MAP)?, KUBEPODS_MAP)?,
         })
     }
 
@@ -385,15 +391,7 @@ fn create_pinned(set: &Path, config: &Config, paths: KernelPaths) -> Result<(), 
     }
     std::fs::create_dir(&staging).map_err(|e| pin_err(&staging, "create", e))?;
     let mut ebpf = load(config, paths)?;
-    for name in [
-        PODS_MAP,
-        LEVELS_MAP,
-        DROPS_MAP,
-        MAINS_MAP,
-        CONTAINERS_MAP,
-        EXITS_MAP,
-        KUBEPODS_MAP,
-    ] {
+    for name in MAP_NAMES {
         let path = staging.join(name);
         ebpf.map(name)
             .ok_or(Error::NoMap { name })?
