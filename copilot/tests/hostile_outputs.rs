@@ -5,7 +5,10 @@
 //! prefix would land on disk where the test looks for it.
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -258,11 +261,11 @@ fn error_file_exchanged_with_a_symlink_never_leaks() {
     std::fs::write(secret.path().join("token"), "SECRET-TOKEN").expect("write");
     s.write("_ERROR", "plain message");
     std::os::unix::fs::symlink(secret.path().join("token"), s.out("swap")).expect("symlink");
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (a, b, flag) = (s.out("_ERROR"), s.out("swap"), stop.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    let swaps = Arc::new(AtomicU64::new(0));
+    let (a, b, flag, count) = (s.out("_ERROR"), s.out("swap"), stop.clone(), swaps.clone());
     let swapper = std::thread::spawn(move || {
-        let mut swaps = 0u64;
-        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+        while !flag.load(Ordering::Relaxed) {
             rustix::fs::renameat_with(
                 rustix::fs::CWD,
                 &a,
@@ -271,12 +274,19 @@ fn error_file_exchanged_with_a_symlink_never_leaks() {
                 rustix::fs::RenameFlags::EXCHANGE,
             )
             .expect("exchange");
-            swaps += 1;
+            count.fetch_add(1, Ordering::Relaxed);
         }
-        swaps
     });
-    let mut seen = (0, 0);
-    for _ in 0..2000 {
+    // On two busy cores the swapper may not be scheduled for a while: read only
+    // once it runs, and until both sides were met (or a deadline), not a fixed
+    // number of times, which a descheduled swapper can outlast.
+    while swaps.load(Ordering::Relaxed) == 0 {
+        std::thread::yield_now();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut seen, mut reads) = ((0, 0), 0u32);
+    while reads < 2000 || (seen.0 == 0 || seen.1 == 0) && Instant::now() < deadline {
+        reads += 1;
         match read_error_file(s.outputs.path(), 1000) {
             ErrorFile::Message { text, .. } => {
                 assert_eq!(text, "plain message");
@@ -289,8 +299,9 @@ fn error_file_exchanged_with_a_symlink_never_leaks() {
             ErrorFile::Absent => {}
         }
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let swaps = swapper.join().expect("swapper");
+    stop.store(true, Ordering::Relaxed);
+    swapper.join().expect("swapper");
+    let swaps = swaps.load(Ordering::Relaxed);
     assert!(swaps > 100, "the race ran ({swaps} exchanges)");
     assert!(
         seen.0 > 0 && seen.1 > 0,
@@ -381,7 +392,10 @@ proptest::proptest! {
     /// prefix's key followed by exactly the names given.
     #[test]
     fn names_map_to_distinct_keys_under_the_prefix(a in names(), b in names(), c in names()) {
-        let store = Store::new(StorageConfig::default());
+        // One store for all cases: building one per case took 30 s in a debug build.
+        static STORE: std::sync::LazyLock<Store> =
+            std::sync::LazyLock::new(|| Store::new(StorageConfig::default()));
+        let store = &*STORE;
         for prefix in ["s3://bucket/exec/raw", "mem://bucket/exec/raw", "file:///tmp/exec/raw"] {
             let key = |url: &str| {
                 let parsed = url::Url::parse(url).expect("a URL");
