@@ -7,6 +7,10 @@ Subcommands (all JSON on stdout):
   interface                 print the base64 TypedInterface of the outputs below.
   outputs OUTPUTS_PB        read outputs.pb back into Python values with
                             TypeEngine (blobs downloaded by flytekit); print them.
+  scalars OUT_PB JSON       make inputs.pb from a JSON object of ints, floats,
+                            strings and bools, each by TypeEngine for its type.
+  values OUTPUTS_PB IFACE   the same for any task: the Python types are the ones
+                            TypeEngine guesses from the base64 TypedInterface IFACE.
 """
 import base64
 import datetime
@@ -112,7 +116,8 @@ def interface():
     print(base64.b64encode(typed.to_flyte_idl().SerializeToString()).decode())
 
 
-def read_outputs(outputs_pb):
+def print_values(outputs_pb, types):
+    """Reads outputs.pb and prints each output as the Python value of its type."""
     from flyteidl.core import literals_pb2
 
     msg = literals_pb2.LiteralMap()
@@ -121,11 +126,44 @@ def read_outputs(outputs_pb):
     lm = LiteralMap.from_flyte_idl(msg)
     ctx = context(tempfile.mkdtemp())
     out = {}
-    for name, ty in OUTPUTS.items():
+    for name, ty in types.items():
         out[name] = plain(TypeEngine.to_python_value(ctx, lm.literals[name], ty))
     print(json.dumps(out, sort_keys=True))
 
 
+def read_outputs(outputs_pb):
+    print_values(outputs_pb, OUTPUTS)
+
+
+def make_scalars(out_pb, values_json):
+    ctx = FlyteContextManager.current_context()
+    literals = {}
+    for name, value in json.loads(values_json).items():
+        ty = type(value)
+        literals[name] = TypeEngine.to_literal(ctx, value, ty, TypeEngine.to_literal_type(ty))
+    with open(out_pb, "wb") as f:
+        f.write(LiteralMap(literals).to_flyte_idl().SerializeToString())
+
+
+def read_values(outputs_pb, typed_interface_b64):
+    from flyteidl.core import interface_pb2
+    from flytekit.models.types import LiteralType
+
+    iface = interface_pb2.TypedInterface()
+    iface.ParseFromString(base64.b64decode(typed_interface_b64))
+    types = {
+        name: TypeEngine.guess_python_type(LiteralType.from_flyte_idl(var.type))
+        for name, var in iface.outputs.variables.items()
+    }
+    print_values(outputs_pb, types)
+
+
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
-    {"inputs": make_inputs, "interface": interface, "outputs": read_outputs}[command](*args)
+    {
+        "inputs": make_inputs,
+        "interface": interface,
+        "outputs": read_outputs,
+        "scalars": make_scalars,
+        "values": read_values,
+    }[command](*args)

@@ -330,16 +330,7 @@ impl MemoryCgroup {
 
     /// OOM kills in the cgroup so far.
     pub fn oom_kills(&self) -> u64 {
-        let file = if self.v1 {
-            "memory.oom_control"
-        } else {
-            "memory.events"
-        };
-        let text = std::fs::read_to_string(self.dir.join(file)).unwrap_or_default();
-        text.lines()
-            .find_map(|l| l.strip_prefix("oom_kill "))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or(0)
+        oom_kills_in(&self.dir, self.v1)
     }
 
     /// Makes `cmd` join the cgroup between fork and exec.
@@ -370,6 +361,33 @@ pub fn join_at_exec(cmd: &mut std::process::Command, dir: &Path) {
             }
             Ok(())
         });
+    }
+}
+
+fn oom_kills_in(dir: &Path, v1: bool) -> u64 {
+    let file = if v1 {
+        "memory.oom_control"
+    } else {
+        "memory.events"
+    };
+    let text = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// OOM kills in the cgroup at `rel` (relative to the cgroup root, with a leading `/`)
+/// so far: in the v1 memory hierarchy where there is one (runc puts a container in
+/// each), else in the v2 tree.
+pub fn oom_kills_at(rel: &Path) -> u64 {
+    let rel = rel.strip_prefix("/").unwrap_or(rel);
+    match v1_mounts()
+        .into_iter()
+        .find(|(_, options)| options.split(',').any(|o| o == "memory"))
+    {
+        Some((mount, _)) => oom_kills_in(&mount.join(rel), true),
+        None => oom_kills_in(&cgroup2_mount().join(rel), false),
     }
 }
 

@@ -35,6 +35,34 @@ pub struct ContainerOpts {
     pub mounts: Vec<Mount>,
     /// Extra `KEY=value` environment entries (PATH=/bin is always set).
     pub env: Vec<String>,
+    /// The process's identity and capabilities, where not the tests' default (root with
+    /// `CAP_AUDIT_WRITE`, `CAP_KILL`, `CAP_NET_BIND_SERVICE`).
+    pub process: Option<ProcessOpts>,
+    /// The root filesystem, where not the busybox [`rootfs`]; always read-only.
+    pub root: Option<PathBuf>,
+    /// Namespaces: new ones of every kind but cgroup unless said here.
+    pub namespaces: Option<Vec<Namespace>>,
+    /// A read-only sysfs at `/sys`, as containerd's default spec mounts it.
+    pub sysfs: bool,
+}
+
+/// Who the container's process runs as.
+#[derive(Clone, Debug, Default)]
+pub struct ProcessOpts {
+    pub uid: u32,
+    pub gid: u32,
+    /// `CAP_*` names: bounding, effective and permitted. A non-root process loses them
+    /// at exec, as in Kubernetes (no ambient capabilities).
+    pub caps: Vec<String>,
+    /// `allowPrivilegeEscalation: false`.
+    pub no_new_privileges: bool,
+}
+
+/// One namespace of an OCI runtime spec: new (`path` None) or joined by path.
+#[derive(Clone, Debug)]
+pub struct Namespace {
+    pub kind: &'static str,
+    pub path: Option<PathBuf>,
 }
 
 /// A runc container in a [`PodCgroup`], with a random 64-hex id and its own runc state
@@ -264,10 +292,64 @@ impl Drop for Container {
     }
 }
 
-fn config(args: &[&str], opts: &ContainerOpts, cgroups_path: &Path) -> Value {
-    let caps = json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+/// The OCI runtime spec (`config.json`) of a test container.
+pub(crate) fn config(args: &[&str], opts: &ContainerOpts, cgroups_path: &Path) -> Value {
+    let test_default = ProcessOpts {
+        caps: ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+            .map(String::from)
+            .to_vec(),
+        no_new_privileges: true,
+        ..ProcessOpts::default()
+    };
+    let process = opts.process.as_ref().unwrap_or(&test_default);
+    let caps = &process.caps;
+    let ambient: &[String] = if process.uid == 0 { caps } else { &[] };
     let mut env = vec!["PATH=/bin".to_string(), "HOME=/".to_string()];
     env.extend(opts.env.iter().cloned());
+    let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    if let Some(limit) = opts.memory_limit {
+        resources["memory"] = json!({"limit": limit});
+    }
+    let namespaces: Vec<Value> = match &opts.namespaces {
+        None => ["pid", "ipc", "uts", "mount", "network"]
+            .iter()
+            .map(|kind| json!({"type": kind}))
+            .collect(),
+        Some(list) => list
+            .iter()
+            .map(|ns| match &ns.path {
+                Some(path) => json!({"type": ns.kind, "path": path}),
+                None => json!({"type": ns.kind}),
+            })
+            .collect(),
+    };
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": process.uid, "gid": process.gid},
+            "args": args,
+            "env": env,
+            "cwd": "/",
+            "capabilities": {
+                "bounding": caps, "effective": caps, "permitted": caps, "ambient": ambient,
+            },
+            "noNewPrivileges": process.no_new_privileges,
+        },
+        "root": {"path": opts.root.as_deref().unwrap_or_else(|| rootfs()), "readonly": true},
+        "hostname": "copilot-test",
+        "mounts": mounts(opts),
+        "linux": {
+            "cgroupsPath": cgroups_path,
+            "resources": resources,
+            "namespaces": namespaces,
+            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+        },
+    })
+}
+
+fn mounts(opts: &ContainerOpts) -> Vec<Value> {
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc"}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
@@ -275,6 +357,12 @@ fn config(args: &[&str], opts: &ContainerOpts, cgroups_path: &Path) -> Value {
         json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
                "options": ["nosuid", "nodev", "mode=1777", "size=65536k"]}),
     ];
+    if opts.sysfs {
+        mounts.push(
+            json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+                           "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        );
+    }
     for m in &opts.mounts {
         mounts.push(json!({
             "destination": m.destination,
@@ -283,37 +371,7 @@ fn config(args: &[&str], opts: &ContainerOpts, cgroups_path: &Path) -> Value {
             "options": ["rbind", if m.read_only { "ro" } else { "rw" }],
         }));
     }
-    let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
-    if let Some(limit) = opts.memory_limit {
-        resources["memory"] = json!({"limit": limit});
-    }
-    json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": false,
-            "user": {"uid": 0, "gid": 0},
-            "args": args,
-            "env": env,
-            "cwd": "/",
-            "capabilities": {
-                "bounding": caps, "effective": caps, "permitted": caps, "ambient": caps,
-            },
-            "noNewPrivileges": true,
-        },
-        "root": {"path": rootfs(), "readonly": true},
-        "hostname": "copilot-test",
-        "mounts": mounts,
-        "linux": {
-            "cgroupsPath": cgroups_path,
-            "resources": resources,
-            "namespaces": [
-                {"type": "pid"}, {"type": "ipc"}, {"type": "uts"},
-                {"type": "mount"}, {"type": "network"},
-            ],
-            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
-            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
-        },
-    })
+    mounts
 }
 
 /// A named pipe that holds a container back until the test opens the gate: the

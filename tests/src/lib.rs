@@ -27,6 +27,7 @@ mod container;
 pub mod demo;
 mod env;
 mod flytekit;
+mod kubelet;
 mod moto;
 mod rootfs;
 mod sidecar;
@@ -36,10 +37,11 @@ pub use bpffs::Bpffs;
 pub use cgroup::{
     Layout, MemoryCgroup, PodCgroup, cgroup2_mount, children_peak_rss, join_at_exec, v1_mounts,
 };
-pub use container::{Container, ContainerOpts, Gate, Mount};
+pub use container::{Container, ContainerOpts, Gate, Mount, Namespace, ProcessOpts};
 pub use env::{copilot_bin, is_ci, pidfd_wait, preflight, random_hex, wait_comm, workspace_root};
 pub use flytekit::{arg, flytekit, flytekit_json};
+pub use kubelet::{ContainerStatus, Phase, PodConfig, PodStatus, RunningPod};
 pub use moto::Moto;
-pub use rootfs::{HELPERS, helper_path, rootfs};
+pub use rootfs::{HELPERS, copilot_rootfs, helper_path, rootfs};
 pub use sidecar::{Copilot, Placement, run_copilot};
 pub use trace::{Event, Trace};

@@ -23,9 +23,25 @@ const APPLETS: &[&str] = &[
     "sh", "ash", "sleep", "true", "false", "echo", "cat", "kill", "ls", "ps", "mkdir", "rm",
     "touch", "env", "id", "wc", "seq", "yes", "head", "dd", "test", "[", "printf", "pidof",
 ];
-/// Directories the container runtime mounts over or the tests bind-mount into.
+/// Directories the container runtime mounts over or the tests bind-mount into (the
+/// pods in `deploy/` and `tests/pods/` mount their volumes at the `var` and `sys` ones;
+/// runc would otherwise create them in this shared directory).
 const DIRS: &[&str] = &[
-    "bin", "proc", "dev", "sys", "tmp", "etc", "ctl", "out", "in",
+    "bin",
+    "proc",
+    "dev",
+    "sys",
+    "tmp",
+    "etc",
+    "ctl",
+    "out",
+    "in",
+    "var/flyte/inputs",
+    "var/flyte/outputs",
+    "var/run/copilot",
+    "sys/fs/cgroup",
+    "sys/kernel/btf",
+    "sys/fs/bpf",
 ];
 
 /// The rootfs directory, `<workspace>/target/integration/rootfs-<hash of its content>`.
@@ -35,7 +51,39 @@ const DIRS: &[&str] = &[
 /// half-built rootfs is never used.
 pub fn rootfs() -> &'static Path {
     static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
-    ROOTFS.get_or_init(build)
+    ROOTFS.get_or_init(|| build("rootfs", &[]))
+}
+
+/// The copilot image of the pod runner: the busybox rootfs, the shared libraries the
+/// `copilot` binary under test links (from `ldd`), and empty `/bin/flyte-copilot` and
+/// `/bin/copilot` files, where the runner bind-mounts `$COPILOT_BIN` (read-only), so a
+/// rebuilt binary needs no new image.
+pub fn copilot_rootfs() -> &'static Path {
+    static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
+    ROOTFS.get_or_init(|| build("rootfs-copilot", &shared_libraries(&crate::copilot_bin())))
+}
+
+/// The binaries an image runs as `/bin/<name>`, bind-mounted from the host.
+pub const COPILOT_PATHS: &[&str] = &["/bin/flyte-copilot", "/bin/copilot"];
+
+/// `(path, content)` of each library `ldd` lists for `binary`, at the same path.
+fn shared_libraries(binary: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let out = std::process::Command::new("ldd")
+        .arg(binary)
+        .output()
+        .unwrap_or_else(|e| missing(format!("running ldd {}: {e}", binary.display())));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)` or `/lib64/ld-linux… (0x…)`.
+            let path = line.split("=>").last()?.split_whitespace().next()?;
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .map(|path| {
+            let content = read(&path);
+            (path, content)
+        })
+        .collect()
 }
 
 /// A static helper program the build script compiled (one of [`HELPERS`]).
@@ -52,10 +100,14 @@ fn read(path: &Path) -> Vec<u8> {
     })
 }
 
-fn build() -> PathBuf {
+fn build(name: &str, extra: &[(PathBuf, Vec<u8>)]) -> PathBuf {
     let busybox = read(Path::new(BUSYBOX));
     let mut hasher = DefaultHasher::new();
     hasher.write(&busybox);
+    for (path, content) in extra {
+        hasher.write(path.as_os_str().as_encoded_bytes());
+        hasher.write(content);
+    }
     for name in HELPERS {
         hasher.write(name.as_bytes());
         hasher.write(&read(&helper_path(name)));
@@ -64,14 +116,14 @@ fn build() -> PathBuf {
         hasher.write(applet.as_bytes());
     }
     let parent = workspace_root().join("target/integration");
-    let dir = parent.join(format!("rootfs-{:016x}", hasher.finish()));
+    let dir = parent.join(format!("{name}-{:016x}", hasher.finish()));
     if dir.join("bin/busybox").is_file() {
         return dir;
     }
     std::fs::create_dir_all(&parent)
         .unwrap_or_else(|e| panic!("creating {}: {e}", parent.display()));
     let tmp = parent.join(format!(".rootfs-tmp-{}", random_hex(8)));
-    let result = populate(&tmp, &busybox);
+    let result = populate(&tmp, &busybox, extra);
     if let Err(e) = result.and_then(|()| std::fs::rename(&tmp, &dir)) {
         let _ = std::fs::remove_dir_all(&tmp);
         // Another test binary may have renamed its copy into place first.
@@ -82,7 +134,7 @@ fn build() -> PathBuf {
     dir
 }
 
-fn populate(root: &Path, busybox: &[u8]) -> std::io::Result<()> {
+fn populate(root: &Path, busybox: &[u8], extra: &[(PathBuf, Vec<u8>)]) -> std::io::Result<()> {
     for d in DIRS {
         std::fs::create_dir_all(root.join(d))?;
     }
@@ -97,6 +149,19 @@ fn populate(root: &Path, busybox: &[u8]) -> std::io::Result<()> {
         let dest = root.join("bin").join(name);
         std::fs::copy(helper_path(name), &dest)?;
         std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))?;
+    }
+    for (path, content) in extra {
+        let dest = root.join(path.strip_prefix("/").unwrap_or(path));
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&dest, content)?;
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))?;
+    }
+    if !extra.is_empty() {
+        for path in COPILOT_PATHS {
+            std::fs::write(root.join(&path[1..]), b"")?;
+        }
     }
     std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n")?;
     std::fs::write(root.join("etc/group"), "root:x:0:\n")?;

@@ -42,12 +42,6 @@ pub enum Error {
         "cannot tell the main container: {count} candidates in the pod ({found}); pass --main-container-id or --watch-container"
     )]
     Ambiguous { count: usize, found: String },
-    #[error(
-        "the processes of container {name} are in a PID namespace copilot cannot see, so it \
-         cannot tell the sandbox from the main container: run the sidecar with `hostPID: true` \
-         (kernel events carry host PIDs) or pass --main-container-id"
-    )]
-    Hidden { name: String },
     #[error("the main container did not start within {0:?} (--start-timeout)")]
     StartTimeout(Duration),
     #[error("SIGTERM arrived while the main container was still running")]
@@ -231,13 +225,16 @@ impl EbpfWatcher {
         // A container already running, unseen, when we looked (no hostPID, and no
         // record of its first exec: it started before any copilot on the node) is
         // the sandbox in Flyte's order, where the uploader starts before the
-        // downloader and the main container. It is main only if nothing else can be.
+        // downloader and the main container. It is main only if nothing else can be
+        // and it exits (its pid 1's exit gives the status): a main container that
+        // started before the sidecar, on a node where nothing recorded it.
         let (hidden, candidates): (Vec<&Container>, Vec<&Container>) =
             candidates.into_iter().partition(|c| c.hidden);
-        if let (Some(hidden), []) = (hidden.first(), candidates.as_slice()) {
-            return Err(Error::Hidden {
-                name: hidden.name.clone(),
-            });
+        if candidates.is_empty() {
+            return Ok(hidden
+                .iter()
+                .find(|c| matches!(c.state, State::Exited(_)))
+                .map(|c| c.cgroup_id));
         }
         match candidates.as_slice() {
             [] => Ok(None),

@@ -1,0 +1,455 @@
+//! Whole Flyte tasks run as pods, through the pod runner (`integration_test::RunningPod`),
+//! which runs a Pod spec on runc the way the kubelet does: `deploy/pod.yaml` as users
+//! deploy it, and the pod propeller builds (`tests/pods/propeller-stock.yaml`). The
+//! store is a real S3 server (moto) on loopback, so the pods use the host's network;
+//! copilot runs from the copilot image in its own PID, mount and cgroup namespaces,
+//! without hostPID, each test on a bpffs of its own (a fresh node).
+use std::{path::PathBuf, time::Duration};
+
+use copilot::{
+    literals::make,
+    proto::core::{
+        ContainerError, ErrorDocument, LiteralMap, container_error, execution_error, literal,
+        primitive, scalar,
+    },
+};
+use integration_test::{
+    Bpffs, Moto, Phase, PodConfig, PodStatus, RunningPod, arg, flytekit, flytekit_json,
+};
+use k8s_openapi::api::core::v1::{Container, Pod};
+use prost::Message as _;
+
+const UPLOADER: &str = "flyte-copilot-uploader";
+const DOWNLOADER: &str = "flyte-copilot-downloader";
+
+fn manifest(path: &str) -> Pod {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_yaml_ng::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not a Pod: {e}", path.display()))
+}
+
+/// The value of `--name=value` or `--name value` in a container's args.
+fn flag(c: &Container, name: &str) -> String {
+    let eq = format!("{name}=");
+    let args = c.args.as_deref().unwrap_or_default();
+    args.iter()
+        .enumerate()
+        .find_map(|(i, a)| {
+            a.strip_prefix(&eq)
+                .or_else(|| (a == name).then(|| args.get(i + 1).map(String::as_str))?)
+        })
+        .unwrap_or_else(|| panic!("{} has no {name}", c.name))
+        .to_string()
+}
+
+/// A test node: the S3 server the pod's URLs point at, and a bpffs.
+struct Node {
+    moto: Moto,
+    bpffs: Bpffs,
+}
+
+impl Node {
+    fn new() -> Self {
+        Self {
+            moto: Moto::start(),
+            bpffs: Bpffs::new(),
+        }
+    }
+
+    /// The pod, pointed at this node: the host's network (moto listens on loopback),
+    /// the copilot containers' `--storage.*` flags replaced by the server's, the bucket
+    /// made and `n` written as the task's input.
+    fn prepare(&self, mut pod: Pod, n: i64) -> PodConfig {
+        let spec = pod.spec.as_mut().expect("spec");
+        spec.host_network = Some(true);
+        for c in spec.init_containers.iter_mut().flatten() {
+            if let Some(command) = &mut c.command {
+                command.retain(|a| !a.starts_with("--storage."));
+                command.extend(self.moto.flags());
+            }
+        }
+        let down = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .find(|c| c.name == DOWNLOADER)
+            .expect("a downloader");
+        let inputs = flag(down, "--from-remote");
+        let bucket = inputs
+            .strip_prefix("s3://")
+            .and_then(|rest| rest.split('/').next())
+            .expect("an s3:// input");
+        self.moto.create_bucket(bucket);
+        let literals = make::literal_map([("n", make::integer(n))]);
+        self.moto.put(&inputs, literals.encode_to_vec());
+        let mut config = PodConfig::new(pod);
+        let bpf = self.bpffs.node_dir().parent().expect("bpffs").to_path_buf();
+        config.host_paths.push(("/sys/fs/bpf".into(), bpf));
+        for name in [UPLOADER, DOWNLOADER] {
+            for (k, v) in Moto::env() {
+                config.env.push((name.into(), k.into(), v.into()));
+            }
+        }
+        config
+    }
+
+    fn output_prefix(config: &PodConfig) -> String {
+        flag(init_container(config, UPLOADER), "--to-output-prefix")
+    }
+
+    fn outputs(&self, prefix: &str) -> Option<LiteralMap> {
+        let bytes = self.moto.get(&format!("{prefix}/outputs.pb"))?;
+        Some(LiteralMap::decode(bytes.as_slice()).expect("outputs.pb is a LiteralMap"))
+    }
+
+    fn error(&self, prefix: &str) -> Option<ContainerError> {
+        let bytes = self.moto.get(&format!("{prefix}/errors.pb"))?;
+        let doc = ErrorDocument::decode(bytes.as_slice()).expect("errors.pb is an ErrorDocument");
+        Some(doc.error.expect("an error"))
+    }
+}
+
+fn init_container<'a>(config: &'a PodConfig, name: &str) -> &'a Container {
+    let spec = config.pod.spec.as_ref().expect("spec");
+    spec.init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no init container {name}"))
+}
+
+/// `since_exit_ms=…` of the sidecar's "outputs written" line.
+fn since_exit_ms(log: &str) -> Option<f64> {
+    let line = log.lines().find(|l| l.contains("outputs written"))?;
+    line.split("since_exit_ms=")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn integer(map: &LiteralMap, name: &str) -> i64 {
+    let lit = map
+        .literals
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name}"));
+    match &lit.value {
+        Some(literal::Value::Scalar(s)) => match &s.value {
+            Some(scalar::Value::Primitive(p)) => match p.value {
+                Some(primitive::Value::Integer(i)) => i,
+                ref other => panic!("{name}: {other:?}"),
+            },
+            other => panic!("{name}: {other:?}"),
+        },
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+fn uploader_log(status: &PodStatus) -> &str {
+    &status.container(UPLOADER).logs
+}
+
+/// `deploy/pod.yaml` with main running `script`.
+fn deploy_pod(script: &str) -> Pod {
+    let mut pod = manifest("deploy/pod.yaml");
+    let spec = pod.spec.as_mut().expect("spec");
+    spec.containers[0].command = Some(vec!["sh".into(), "-c".into(), script.into()]);
+    pod
+}
+
+/// A container that runs until SIGTERM (a mesh proxy, an agent).
+fn proxy(name: &str) -> Container {
+    Container {
+        name: name.into(),
+        image: Some("docker.io/library/busybox:1.37".into()),
+        command: Some(vec![
+            "sh".into(),
+            "-c".into(),
+            "trap 'exit 0' TERM; while true; do sleep 0.2; done".into(),
+        ]),
+        ..Container::default()
+    }
+}
+
+/// The task of `deploy/pod.yaml`, whole, with flytekit as the client: the input made
+/// by flytekit's TypeEngine, the output read back by it. The sidecar starts first and
+/// its startup probe holds the rest back; the downloader writes `n`; main writes
+/// `n * 6`; the sidecar sees main's exit in the kernel and uploads before the
+/// kubelet's relist would tell it, then idles until SIGTERM and exits 0.
+#[test]
+fn deploy_pod_runs_a_whole_task_flytekit_reads_back() {
+    let node = Node::new();
+    let config = node.prepare(manifest("deploy/pod.yaml"), 0);
+    let work = tempfile::tempdir().expect("tempdir");
+    let inputs_pb = work.path().join("inputs.pb");
+    flytekit(&["scalars", arg(&inputs_pb), r#"{"n": 7}"#], &[]);
+    let inputs = flag(init_container(&config, DOWNLOADER), "--from-remote");
+    node.moto
+        .put(&inputs, std::fs::read(&inputs_pb).expect("inputs.pb"));
+    let prefix = Node::output_prefix(&config);
+    let iface = flag(init_container(&config, UPLOADER), "--interface");
+    let status = RunningPod::start(config).wait();
+    assert_eq!(status.phase, Phase::Succeeded, "{status:#?}");
+    let outputs = node
+        .moto
+        .get(&format!("{prefix}/outputs.pb"))
+        .unwrap_or_else(|| panic!("no outputs.pb: {status:#?}"));
+    let outputs_pb = work.path().join("outputs.pb");
+    std::fs::write(&outputs_pb, outputs).expect("write");
+    let values = flytekit_json(&["values", arg(&outputs_pb), &iface], &[]);
+    assert_eq!(values, serde_json::json!({"answer": 42}));
+    assert!(node.error(&prefix).is_none(), "no errors.pb");
+    let up = status.container(UPLOADER);
+    assert_eq!((up.exit_code, up.restarts), (0, 0), "{}", up.logs);
+    assert_eq!(status.container(DOWNLOADER).exit_code, 0);
+    assert_eq!(status.container("main").exit_code, 0);
+    let log = uploader_log(&status);
+    assert!(log.contains("main container found"), "{log}");
+    // Uploaded before the kubelet could notice main's exit (its next relist, 1 s).
+    let since_exit = since_exit_ms(log).expect("since_exit_ms in the log");
+    assert!(since_exit < 1000.0, "{since_exit} ms");
+}
+
+/// The uploader killed (SIGKILL, as an eviction of the container or an OOM kill would)
+/// while main runs: the kubelet restarts it, and the restarted copilot still sees main
+/// exit and uploads; nothing is lost and there is no errors.pb.
+#[test]
+fn an_uploader_killed_while_main_runs_is_restarted_and_uploads() {
+    let node = Node::new();
+    let mut pod = manifest("deploy/pod.yaml");
+    let spec = pod.spec.as_mut().expect("spec");
+    let main = &mut spec.containers[0];
+    main.command = Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "sleep 4; echo $(( $(cat /var/flyte/inputs/n) * 6 )) > /var/flyte/outputs/answer".into(),
+    ]);
+    let config = node.prepare(pod, 5);
+    let prefix = Node::output_prefix(&config);
+    let running = RunningPod::start(config);
+    std::thread::sleep(Duration::from_secs(2));
+    running.kill(UPLOADER, libc::SIGKILL);
+    let status = running.wait();
+    assert_eq!(status.phase, Phase::Succeeded, "{status:#?}");
+    assert_eq!(status.container(UPLOADER).restarts, 1, "{status:#?}");
+    assert_eq!(
+        integer(&node.outputs(&prefix).expect("outputs.pb"), "answer"),
+        30
+    );
+    assert!(node.error(&prefix).is_none(), "no errors.pb");
+}
+
+/// `kubectl delete pod` while main runs, as the kubelet does it since native sidecars
+/// (1.29): main first, and a main that ignores SIGTERM (a shell as pid 1 does) is
+/// killed when the grace period is spent; the sidecars after it. The sidecar reports
+/// the kill as it saw it, recoverable, and uploads nothing. (A sidecar that gets
+/// SIGTERM while main still runs, as before 1.29, writes `UploadCutShort`:
+/// `tests/tests/sidecar.rs`.)
+#[test]
+fn a_pod_deleted_while_main_runs_keeps_mains_kill() {
+    let node = Node::new();
+    let mut pod = manifest("deploy/pod.yaml");
+    let spec = pod.spec.as_mut().expect("spec");
+    spec.termination_grace_period_seconds = Some(3);
+    spec.containers[0].command = Some(vec!["sleep".into(), "600".into()]);
+    let config = node.prepare(pod, 1);
+    let prefix = Node::output_prefix(&config);
+    let running = RunningPod::start(config);
+    std::thread::sleep(Duration::from_secs(3));
+    running.delete();
+    let status = running.wait();
+    assert_eq!(status.phase, Phase::Failed, "{status:#?}");
+    assert_eq!(status.container("main").exit_code, 137, "{status:#?}");
+    assert!(node.outputs(&prefix).is_none(), "no outputs.pb");
+    let error = node.error(&prefix).expect("errors.pb");
+    assert_eq!(error.code, "ContainerKilled", "{error:?}");
+    assert!(error.message.contains("SIGKILL"), "{error:?}");
+    assert_eq!(
+        error.kind(),
+        container_error::Kind::Recoverable,
+        "Flyte retries it"
+    );
+}
+
+/// The pod propeller v1.16.8 builds, unchanged but for the store
+/// (`tests/pods/propeller-stock.yaml`, each field with its source line): no
+/// capabilities, no host mounts, no env, no probe. copilot cannot load eBPF there, says
+/// so once, and does what the Go binary's `signal` watcher does: it uploads when the
+/// kubelet's SIGTERM comes, once main has ended.
+#[test]
+fn propellers_stock_pod_uploads_on_sigterm() {
+    let node = Node::new();
+    let mut config = node.prepare(manifest("tests/pods/propeller-stock.yaml"), 7);
+    // Every container has requests = limits: a Guaranteed pod, kubepods/pod<uid>.
+    config.layout = integration_test::Layout::Guaranteed;
+    let prefix = Node::output_prefix(&config);
+    let status = RunningPod::start(config).wait();
+    assert_eq!(status.phase, Phase::Succeeded, "{status:#?}");
+    let outputs = node
+        .outputs(&prefix)
+        .unwrap_or_else(|| panic!("no outputs.pb: {status:#?}"));
+    assert_eq!(integer(&outputs, "answer"), 42);
+    assert!(node.error(&prefix).is_none(), "no errors.pb");
+    let log = uploader_log(&status);
+    assert!(log.contains("falling back to the signal watcher"), "{log}");
+    assert_eq!(log.matches("falling back").count(), 1, "said once: {log}");
+    assert_eq!(status.container(UPLOADER).exit_code, 0, "{log}");
+}
+
+/// A native-sidecar proxy started before copilot (as Istio injects one): it is running,
+/// unseen, when copilot looks; main is still found and the task succeeds at main's exit.
+#[test]
+fn a_proxy_sidecar_started_first_does_not_stop_the_task() {
+    let node = Node::new();
+    let mut pod = manifest("deploy/pod.yaml");
+    let spec = pod.spec.as_mut().expect("spec");
+    let mut mesh = proxy("istio-proxy");
+    mesh.restart_policy = Some("Always".into());
+    spec.init_containers.get_or_insert_default().insert(0, mesh);
+    let config = node.prepare(pod, 2);
+    let prefix = Node::output_prefix(&config);
+    let status = RunningPod::start(config).wait();
+    assert_eq!(status.phase, Phase::Succeeded, "{status:#?}");
+    assert_eq!(
+        integer(&node.outputs(&prefix).expect("outputs.pb"), "answer"),
+        12
+    );
+    assert!(node.error(&prefix).is_none(), "no errors.pb");
+    let log = uploader_log(&status);
+    assert!(log.contains("main container found"), "{log}");
+    assert_eq!(status.container("istio-proxy").exit_code, 0);
+}
+
+/// A second regular container (an agent that ends a little after main): once both run,
+/// the main container cannot be told apart, so copilot uploads on SIGTERM, once both
+/// ended. (One that starts only after main has exited cannot be foreseen: copilot has
+/// uploaded by then; see the README.)
+#[test]
+fn a_second_regular_container_falls_back_to_sigterm() {
+    let node = Node::new();
+    let mut pod = deploy_pod(
+        "sleep 1; echo $(( $(cat /var/flyte/inputs/n) * 6 )) > /var/flyte/outputs/answer",
+    );
+    let spec = pod.spec.as_mut().expect("spec");
+    let mut agent = proxy("agent");
+    agent.command = Some(vec!["sh".into(), "-c".into(), "sleep 2".into()]);
+    spec.containers.push(agent);
+    let config = node.prepare(pod, 3);
+    let prefix = Node::output_prefix(&config);
+    let status = RunningPod::start(config).wait();
+    assert_eq!(status.phase, Phase::Succeeded, "{status:#?}");
+    assert_eq!(
+        integer(&node.outputs(&prefix).expect("outputs.pb"), "answer"),
+        18
+    );
+    let log = uploader_log(&status);
+    assert!(log.contains("uploading on SIGTERM instead"), "{log}");
+}
+
+/// The failures a task can end in, as the pod shows them and as errors.pb says them:
+/// the exit and reason of main in the pod status, errors.pb's code and kind. Where Flyte
+/// reads errors.pb (the pod succeeded: `_ERROR`, a missing output) it is what the Go
+/// binary writes: `OutputUploadFailed`, recoverable, origin unset, so the task's own
+/// retries apply. Where the pod failed, Flyte reads the pod status (main's exit code,
+/// reason and log tail), and errors.pb adds the cause copilot saw in the kernel.
+#[test]
+fn failures_reach_flyte_as_go_would_write_them() {
+    struct Case {
+        script: &'static str,
+        memory_limit: Option<&'static str>,
+        /// Exit code and reason in the pod status.
+        main: (i32, &'static str),
+        /// errors.pb.
+        code: &'static str,
+        kind: container_error::Kind,
+    }
+    let cases = [
+        Case {
+            script: "echo 'bad input' > /var/flyte/outputs/_ERROR",
+            memory_limit: None,
+            main: (0, "Completed"),
+            code: "OutputUploadFailed",
+            kind: container_error::Kind::Recoverable,
+        },
+        Case {
+            script: "true",
+            memory_limit: None,
+            main: (0, "Completed"),
+            code: "OutputUploadFailed",
+            kind: container_error::Kind::Recoverable,
+        },
+        Case {
+            script: "echo failing >&2; exit 3",
+            memory_limit: None,
+            main: (3, "Error"),
+            code: "NonZeroExitCode",
+            kind: container_error::Kind::NonRecoverable,
+        },
+        Case {
+            script: "memhog",
+            memory_limit: Some("32Mi"),
+            main: (137, "OOMKilled"),
+            code: "OOMKilled",
+            kind: container_error::Kind::Recoverable,
+        },
+    ];
+    for Case {
+        script,
+        memory_limit: limit,
+        main: (code, reason),
+        code: error_code,
+        kind,
+    } in cases
+    {
+        // A node each: a sidecar that finds an errors.pb at its prefix writes nothing.
+        let node = Node::new();
+        let mut pod = deploy_pod(script);
+        let main = &mut pod.spec.as_mut().expect("spec").containers[0];
+        main.termination_message_policy = Some("FallbackToLogsOnError".into());
+        if let Some(limit) = limit {
+            main.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+                limits: Some(
+                    [(
+                        "memory".to_string(),
+                        k8s_openapi::apimachinery::pkg::api::resource::Quantity(limit.into()),
+                    )]
+                    .into(),
+                ),
+                ..Default::default()
+            });
+        }
+        let config = node.prepare(pod, 1);
+        let prefix = Node::output_prefix(&config);
+        let status = RunningPod::start(config).wait();
+        let main = status.container("main");
+        assert_eq!(
+            (main.exit_code, main.reason.as_str()),
+            (code, reason),
+            "{script}: {status:#?}"
+        );
+        if code == 3 {
+            assert!(main.message.contains("failing"), "the log tail: {main:?}");
+        }
+        let error = node
+            .error(&prefix)
+            .unwrap_or_else(|| panic!("{script}: no errors.pb: {status:#?}"));
+        assert_eq!(
+            (error.code.as_str(), error.kind()),
+            (error_code, kind),
+            "{script}: {error:?}"
+        );
+        assert!(node.outputs(&prefix).is_none(), "{script}: no outputs.pb");
+        if code == 0 {
+            assert_eq!(
+                error.origin(),
+                execution_error::ErrorKind::Unknown,
+                "{script}: {error:?}"
+            );
+        }
+    }
+}
