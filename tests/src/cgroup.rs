@@ -377,16 +377,31 @@ fn oom_kills_in(dir: &Path, v1: bool) -> u64 {
         .unwrap_or(0)
 }
 
+/// The peak memory use of the cgroup at `rel` in bytes (v1 `memory.max_usage_in_bytes`
+/// where the memory controller is v1, else v2 `memory.peak`), if the file is there.
+pub fn memory_peak_at(rel: &Path) -> Option<u64> {
+    let rel = rel.strip_prefix("/").unwrap_or(rel);
+    let file = match v1_memory_mount() {
+        Some(mount) => mount.join(rel).join("memory.max_usage_in_bytes"),
+        None => cgroup2_mount().join(rel).join("memory.peak"),
+    };
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
+fn v1_memory_mount() -> Option<PathBuf> {
+    v1_mounts()
+        .into_iter()
+        .find(|(_, options)| options.split(',').any(|o| o == "memory"))
+        .map(|(mount, _)| mount)
+}
+
 /// OOM kills in the cgroup at `rel` (relative to the cgroup root, with a leading `/`)
 /// so far: in the v1 memory hierarchy where there is one (runc puts a container in
 /// each), else in the v2 tree.
 pub fn oom_kills_at(rel: &Path) -> u64 {
     let rel = rel.strip_prefix("/").unwrap_or(rel);
-    match v1_mounts()
-        .into_iter()
-        .find(|(_, options)| options.split(',').any(|o| o == "memory"))
-    {
-        Some((mount, _)) => oom_kills_in(&mount.join(rel), true),
+    match v1_memory_mount() {
+        Some(mount) => oom_kills_in(&mount.join(rel), true),
         None => oom_kills_in(&cgroup2_mount().join(rel), false),
     }
 }

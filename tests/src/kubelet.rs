@@ -24,7 +24,8 @@
 //! - **Status.** Each container's exit code, reason (`Completed`, `Error`, `OOMKilled`),
 //!   restart count and termination message (`/dev/termination-log`, else with
 //!   `FallbackToLogsOnError` the last 80 lines, at most 2 KiB, of a failed container's
-//!   log); the phase from the regular containers only.
+//!   log); the phase from the regular containers only. Besides, each container's peak
+//!   memory use (from its memory cgroup), which a pod status does not show.
 //!
 //! Images: `busybox` images run the busybox [`rootfs`](crate::rootfs()); images named
 //! `…copilot…` run [`copilot_rootfs`], with `$COPILOT_BIN` at `/bin/flyte-copilot` and
@@ -113,6 +114,8 @@ pub struct ContainerStatus {
     pub restarts: u32,
     /// Everything it printed, all runs.
     pub logs: String,
+    /// The highest memory use of any run, in bytes (its memory cgroup's peak).
+    pub peak_memory: u64,
     /// When the runner learned of the exit (at a relist).
     pub seen_exited: Option<Instant>,
     pub started: Option<Instant>,
@@ -511,6 +514,8 @@ impl Kubelet {
         let Some(code) = run.exited() else { return };
         let logs = run.log();
         let oom = code == 137 && crate::cgroup::oom_kills_at(&run.cgroup_rel) > 0;
+        let peak = crate::cgroup::memory_peak_at(&run.cgroup_rel).unwrap_or(0);
+        slot.status.peak_memory = slot.status.peak_memory.max(peak);
         slot.status.exit_code = code;
         slot.status.reason = match (oom, code) {
             (true, _) => "OOMKilled",

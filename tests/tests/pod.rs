@@ -6,11 +6,12 @@
 //! without hostPID, each test on a bpffs of its own (a fresh node).
 use std::{path::PathBuf, time::Duration};
 
+use base64::Engine as _;
 use copilot::{
     literals::make,
     proto::core::{
-        ContainerError, ErrorDocument, LiteralMap, container_error, execution_error, literal,
-        primitive, scalar,
+        ContainerError, ErrorDocument, LiteralMap, TypedInterface, Variable, VariableMap,
+        container_error, execution_error, literal, primitive, scalar,
     },
 };
 use integration_test::{
@@ -452,4 +453,74 @@ fn failures_reach_flyte_as_go_would_write_them() {
             );
         }
     }
+}
+
+/// 1000 MiB of outputs (100 files of 10 MiB in a multipart blob) uploaded by the
+/// uploader of `deploy/pod.yaml` under its own 128 MiB memory limit, enforced by its
+/// memory cgroup as the kubelet would: not OOM-killed, every part in the store, and
+/// its peak memory printed.
+#[test]
+fn a_gigabyte_of_outputs_uploads_under_the_uploaders_128_mib() {
+    let node = Node::new();
+    let mut pod = deploy_pod(
+        "mkdir /var/flyte/outputs/data && for i in $(seq 0 99); do \
+         head -c 10485760 /dev/zero > /var/flyte/outputs/data/part-$i; done",
+    );
+    let spec = pod.spec.as_mut().expect("spec");
+    let up = spec
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .find(|c| c.name == UPLOADER)
+        .expect("an uploader");
+    let iface = TypedInterface {
+        inputs: None,
+        outputs: Some(VariableMap {
+            variables: [(
+                "data".to_string(),
+                Variable {
+                    r#type: Some(make::blob_literal_type("", true)),
+                    ..Variable::default()
+                },
+            )]
+            .into(),
+        }),
+    };
+    let iface = base64::engine::general_purpose::STANDARD.encode(iface.encode_to_vec());
+    for arg in up.args.iter_mut().flatten() {
+        if arg.starts_with("--interface=") {
+            *arg = format!("--interface={iface}");
+        }
+    }
+    let config = node.prepare(pod, 1);
+    let prefix = Node::output_prefix(&config);
+    let raw = flag(init_container(&config, UPLOADER), "--to-raw-output");
+    let status = RunningPod::start(config).wait();
+    assert_eq!(status.phase, Phase::Succeeded, "{status:#?}");
+    let up = status.container(UPLOADER);
+    assert_eq!(
+        (up.exit_code, up.reason.as_str()),
+        (0, "Completed"),
+        "{}",
+        up.logs
+    );
+    let outputs = node
+        .outputs(&prefix)
+        .unwrap_or_else(|| panic!("no outputs.pb: {}", up.logs));
+    assert!(outputs.literals.contains_key("data"));
+    let parts = node.moto.list(&raw);
+    assert_eq!(parts.len(), 100, "{parts:?}");
+    assert!(parts.iter().all(|(_, size)| *size == 10 << 20), "{parts:?}");
+    let limit = 128 << 20;
+    println!(
+        "uploader peak memory (its cgroup's count, page cache included): {:.1} MiB of its \
+         {} MiB limit, for 1000 MiB of outputs",
+        up.peak_memory as f64 / f64::from(1 << 20),
+        limit >> 20
+    );
+    assert!(
+        up.peak_memory > 0 && up.peak_memory < limit,
+        "{}",
+        up.peak_memory
+    );
 }
