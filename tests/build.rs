@@ -1,7 +1,14 @@
 //! Compiles the static C helper programs of `helpers/` that the test containers run.
 use std::{env, path::PathBuf, process::Command};
 
-const HELPERS: &[&str] = &["leader_exit", "spawner", "memhog", "pause", "nsrun"];
+const HELPERS: &[&str] = &[
+    "leader_exit",
+    "spawner",
+    "memhog",
+    "pause",
+    "nsrun",
+    "exit_stamp",
+];
 
 fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));

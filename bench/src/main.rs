@@ -10,6 +10,7 @@
 mod bpf;
 mod exit;
 mod kernel;
+mod pod;
 mod pollers;
 mod proto;
 mod sidecar;
@@ -38,6 +39,8 @@ struct Sizes {
     pods_execs: usize,
     big_bytes: usize,
     small_files: usize,
+    pod_runs: usize,
+    pod_big_bytes: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -51,6 +54,8 @@ const FULL: Sizes = Sizes {
     pods_execs: 5000,
     big_bytes: 1 << 30,
     small_files: 10_000,
+    pod_runs: 5,
+    pod_big_bytes: 100 << 20,
 };
 
 const QUICK: Sizes = Sizes {
@@ -64,6 +69,8 @@ const QUICK: Sizes = Sizes {
     pods_execs: 1000,
     big_bytes: 32 << 20,
     small_files: 300,
+    pod_runs: 1,
+    pod_big_bytes: 16 << 20,
 };
 
 fn main() -> anyhow::Result<()> {
@@ -239,6 +246,14 @@ fn run(
         record(
             "9_transfers",
             transfer::run(copilot, moto, sizes.big_bytes, sizes.small_files),
+        );
+    }
+
+    if want("11") {
+        step("11 whole task in the pod runner, eBPF beside the signal design");
+        record(
+            "11_pod",
+            pod::run(copilot, sizes.pod_runs, sizes.pod_big_bytes),
         );
     }
 

@@ -28,8 +28,8 @@
 //!   memory use (from its memory cgroup), which a pod status does not show.
 //!
 //! Images: `busybox` images run the busybox [`rootfs`](crate::rootfs()); images named
-//! `…copilot…` run [`copilot_rootfs`], with `$COPILOT_BIN` at `/bin/flyte-copilot` and
-//! `/bin/copilot`. Not modelled: CPU limits, image pulls, readiness and liveness
+//! `…copilot…` run [`copilot_rootfs`], with [`PodConfig::copilot`] (`$COPILOT_BIN`) at
+//! `/bin/flyte-copilot` and `/bin/copilot`. Not modelled: CPU limits, image pulls, readiness and liveness
 //! probes, restarts of regular containers, a writable root filesystem (every root is
 //! read-only).
 use std::{
@@ -82,6 +82,8 @@ pub struct PodConfig {
     pub relist: Duration,
     /// The whole pod, after which every container is killed and the run panics.
     pub timeout: Duration,
+    /// The copilot binary of the copilot image; `$COPILOT_BIN` when `None`.
+    pub copilot: Option<PathBuf>,
 }
 
 impl PodConfig {
@@ -93,6 +95,7 @@ impl PodConfig {
             env: Vec::new(),
             relist: Duration::from_secs(1),
             timeout: Duration::from_secs(120),
+            copilot: None,
         }
     }
 }
@@ -128,6 +131,8 @@ pub struct PodStatus {
     pub containers: BTreeMap<String, ContainerStatus>,
     /// Why the pod failed, when no container says (a startup probe, the timeout).
     pub message: String,
+    /// When its last container had terminated (wall clock, as copilot's log lines).
+    pub ended_at: std::time::SystemTime,
 }
 
 impl PodStatus {
@@ -602,6 +607,7 @@ impl Kubelet {
     }
 
     fn finish(mut self, message: String) -> PodStatus {
+        let ended_at = std::time::SystemTime::now();
         for slot in &mut self.slots {
             slot.run = None;
         }
@@ -619,6 +625,7 @@ impl Kubelet {
             },
             containers: self.statuses(),
             message,
+            ended_at,
         }
     }
 
@@ -739,12 +746,13 @@ impl Kubelet {
             .collect();
         let image = spec.image.as_deref().unwrap_or_default();
         let root = image.contains("copilot").then(|| {
+            let binary = self.config.copilot.clone().unwrap_or_else(copilot_bin);
             mounts.extend(COPILOT_PATHS.iter().map(|path| Mount {
-                source: copilot_bin(),
+                source: binary.clone(),
                 destination: (*path).into(),
                 read_only: true,
             }));
-            copilot_rootfs().to_path_buf()
+            copilot_rootfs(&binary)
         });
         ContainerOpts {
             memory_limit: memory_limit(spec),

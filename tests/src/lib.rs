@@ -31,6 +31,7 @@ mod kubelet;
 mod moto;
 mod rootfs;
 mod sidecar;
+pub mod task_pod;
 mod trace;
 
 pub use bpffs::Bpffs;

@@ -15,7 +15,16 @@ use crate::env::{missing, random_hex, workspace_root};
 /// - `spawner N CODE`: forks and execs `/bin/true` N times, one after the other, then exits CODE.
 /// - `memhog`: allocates and touches 1 MiB at a time until the OOM killer ends it.
 /// - `pause`: sleeps until SIGTERM/SIGINT (exit 0); the pod sandbox, comm `pause`.
-pub const HELPERS: &[&str] = &["leader_exit", "spawner", "memhog", "pause", "nsrun"];
+/// - `nsrun`: runs a command as a pod without hostPID would (see its source).
+/// - `exit_stamp`: prints `exit_ns <CLOCK_REALTIME ns>` and exits 0: a task's last command.
+pub const HELPERS: &[&str] = &[
+    "leader_exit",
+    "spawner",
+    "memhog",
+    "pause",
+    "nsrun",
+    "exit_stamp",
+];
 
 const BUSYBOX: &str = "/bin/busybox";
 /// busybox applets linked into `/bin`.
@@ -57,10 +66,9 @@ pub fn rootfs() -> &'static Path {
 /// The copilot image of the pod runner: the busybox rootfs, the shared libraries the
 /// `copilot` binary under test links (from `ldd`), and empty `/bin/flyte-copilot` and
 /// `/bin/copilot` files, where the runner bind-mounts `$COPILOT_BIN` (read-only), so a
-/// rebuilt binary needs no new image.
-pub fn copilot_rootfs() -> &'static Path {
-    static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
-    ROOTFS.get_or_init(|| build("rootfs-copilot", &shared_libraries(&crate::copilot_bin())))
+/// rebuilt binary needs no new image. Built once for the libraries of `binary`.
+pub fn copilot_rootfs(binary: &Path) -> PathBuf {
+    build("rootfs-copilot", &shared_libraries(binary))
 }
 
 /// The binaries an image runs as `/bin/<name>`, bind-mounted from the host.

@@ -4,124 +4,25 @@
 //! store is a real S3 server (moto) on loopback, so the pods use the host's network;
 //! copilot runs from the copilot image in its own PID, mount and cgroup namespaces,
 //! without hostPID, each test on a bpffs of its own (a fresh node).
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use base64::Engine as _;
 use copilot::{
     literals::make,
     proto::core::{
-        ContainerError, ErrorDocument, LiteralMap, TypedInterface, Variable, VariableMap,
-        container_error, execution_error, literal, primitive, scalar,
+        LiteralMap, TypedInterface, Variable, VariableMap, container_error, execution_error,
+        literal, primitive, scalar,
     },
 };
 use integration_test::{
-    Bpffs, Moto, Phase, PodConfig, PodStatus, RunningPod, arg, flytekit, flytekit_json,
+    Phase, PodStatus, RunningPod, arg, flytekit, flytekit_json,
+    task_pod::{
+        DOWNLOADER, TestNode, UPLOADER, deploy_pod, flag, init_container, init_container_mut,
+        manifest, output_prefix,
+    },
 };
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::Container;
 use prost::Message as _;
-
-const UPLOADER: &str = "flyte-copilot-uploader";
-const DOWNLOADER: &str = "flyte-copilot-downloader";
-
-fn manifest(path: &str) -> Pod {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    serde_yaml_ng::from_str(&text)
-        .unwrap_or_else(|e| panic!("{} is not a Pod: {e}", path.display()))
-}
-
-/// The value of `--name=value` or `--name value` in a container's args.
-fn flag(c: &Container, name: &str) -> String {
-    let eq = format!("{name}=");
-    let args = c.args.as_deref().unwrap_or_default();
-    args.iter()
-        .enumerate()
-        .find_map(|(i, a)| {
-            a.strip_prefix(&eq)
-                .or_else(|| (a == name).then(|| args.get(i + 1).map(String::as_str))?)
-        })
-        .unwrap_or_else(|| panic!("{} has no {name}", c.name))
-        .to_string()
-}
-
-/// A test node: the S3 server the pod's URLs point at, and a bpffs.
-struct Node {
-    moto: Moto,
-    bpffs: Bpffs,
-}
-
-impl Node {
-    fn new() -> Self {
-        Self {
-            moto: Moto::start(),
-            bpffs: Bpffs::new(),
-        }
-    }
-
-    /// The pod, pointed at this node: the host's network (moto listens on loopback),
-    /// the copilot containers' `--storage.*` flags replaced by the server's, the bucket
-    /// made and `n` written as the task's input.
-    fn prepare(&self, mut pod: Pod, n: i64) -> PodConfig {
-        let spec = pod.spec.as_mut().expect("spec");
-        spec.host_network = Some(true);
-        for c in spec.init_containers.iter_mut().flatten() {
-            if let Some(command) = &mut c.command {
-                command.retain(|a| !a.starts_with("--storage."));
-                command.extend(self.moto.flags());
-            }
-        }
-        let down = spec
-            .init_containers
-            .iter()
-            .flatten()
-            .find(|c| c.name == DOWNLOADER)
-            .expect("a downloader");
-        let inputs = flag(down, "--from-remote");
-        let bucket = inputs
-            .strip_prefix("s3://")
-            .and_then(|rest| rest.split('/').next())
-            .expect("an s3:// input");
-        self.moto.create_bucket(bucket);
-        let literals = make::literal_map([("n", make::integer(n))]);
-        self.moto.put(&inputs, literals.encode_to_vec());
-        let mut config = PodConfig::new(pod);
-        let bpf = self.bpffs.node_dir().parent().expect("bpffs").to_path_buf();
-        config.host_paths.push(("/sys/fs/bpf".into(), bpf));
-        for name in [UPLOADER, DOWNLOADER] {
-            for (k, v) in Moto::env() {
-                config.env.push((name.into(), k.into(), v.into()));
-            }
-        }
-        config
-    }
-
-    fn output_prefix(config: &PodConfig) -> String {
-        flag(init_container(config, UPLOADER), "--to-output-prefix")
-    }
-
-    fn outputs(&self, prefix: &str) -> Option<LiteralMap> {
-        let bytes = self.moto.get(&format!("{prefix}/outputs.pb"))?;
-        Some(LiteralMap::decode(bytes.as_slice()).expect("outputs.pb is a LiteralMap"))
-    }
-
-    fn error(&self, prefix: &str) -> Option<ContainerError> {
-        let bytes = self.moto.get(&format!("{prefix}/errors.pb"))?;
-        let doc = ErrorDocument::decode(bytes.as_slice()).expect("errors.pb is an ErrorDocument");
-        Some(doc.error.expect("an error"))
-    }
-}
-
-fn init_container<'a>(config: &'a PodConfig, name: &str) -> &'a Container {
-    let spec = config.pod.spec.as_ref().expect("spec");
-    spec.init_containers
-        .iter()
-        .flatten()
-        .find(|c| c.name == name)
-        .unwrap_or_else(|| panic!("no init container {name}"))
-}
 
 /// `since_exit_ms=…` of the sidecar's "outputs written" line.
 fn since_exit_ms(log: &str) -> Option<f64> {
@@ -155,14 +56,6 @@ fn uploader_log(status: &PodStatus) -> &str {
     &status.container(UPLOADER).logs
 }
 
-/// `deploy/pod.yaml` with main running `script`.
-fn deploy_pod(script: &str) -> Pod {
-    let mut pod = manifest("deploy/pod.yaml");
-    let spec = pod.spec.as_mut().expect("spec");
-    spec.containers[0].command = Some(vec!["sh".into(), "-c".into(), script.into()]);
-    pod
-}
-
 /// A container that runs until SIGTERM (a mesh proxy, an agent).
 fn proxy(name: &str) -> Container {
     Container {
@@ -184,16 +77,16 @@ fn proxy(name: &str) -> Container {
 /// kubelet's relist would tell it, then idles until SIGTERM and exits 0.
 #[test]
 fn deploy_pod_runs_a_whole_task_flytekit_reads_back() {
-    let node = Node::new();
+    let node = TestNode::new();
     let config = node.prepare(manifest("deploy/pod.yaml"), 0);
     let work = tempfile::tempdir().expect("tempdir");
     let inputs_pb = work.path().join("inputs.pb");
     flytekit(&["scalars", arg(&inputs_pb), r#"{"n": 7}"#], &[]);
-    let inputs = flag(init_container(&config, DOWNLOADER), "--from-remote");
+    let inputs = flag(init_container(&config.pod, DOWNLOADER), "--from-remote");
     node.moto
         .put(&inputs, std::fs::read(&inputs_pb).expect("inputs.pb"));
-    let prefix = Node::output_prefix(&config);
-    let iface = flag(init_container(&config, UPLOADER), "--interface");
+    let prefix = output_prefix(&config);
+    let iface = flag(init_container(&config.pod, UPLOADER), "--interface");
     let status = RunningPod::start(config).wait();
     assert_eq!(status.phase, Phase::Succeeded, "{status:#?}");
     let outputs = node
@@ -221,7 +114,7 @@ fn deploy_pod_runs_a_whole_task_flytekit_reads_back() {
 /// exit and uploads; nothing is lost and there is no errors.pb.
 #[test]
 fn an_uploader_killed_while_main_runs_is_restarted_and_uploads() {
-    let node = Node::new();
+    let node = TestNode::new();
     let mut pod = manifest("deploy/pod.yaml");
     let spec = pod.spec.as_mut().expect("spec");
     let main = &mut spec.containers[0];
@@ -231,7 +124,7 @@ fn an_uploader_killed_while_main_runs_is_restarted_and_uploads() {
         "sleep 4; echo $(( $(cat /var/flyte/inputs/n) * 6 )) > /var/flyte/outputs/answer".into(),
     ]);
     let config = node.prepare(pod, 5);
-    let prefix = Node::output_prefix(&config);
+    let prefix = output_prefix(&config);
     let running = RunningPod::start(config);
     std::thread::sleep(Duration::from_secs(2));
     running.kill(UPLOADER, libc::SIGKILL);
@@ -253,13 +146,13 @@ fn an_uploader_killed_while_main_runs_is_restarted_and_uploads() {
 /// `tests/tests/sidecar.rs`.)
 #[test]
 fn a_pod_deleted_while_main_runs_keeps_mains_kill() {
-    let node = Node::new();
+    let node = TestNode::new();
     let mut pod = manifest("deploy/pod.yaml");
     let spec = pod.spec.as_mut().expect("spec");
     spec.termination_grace_period_seconds = Some(3);
     spec.containers[0].command = Some(vec!["sleep".into(), "600".into()]);
     let config = node.prepare(pod, 1);
-    let prefix = Node::output_prefix(&config);
+    let prefix = output_prefix(&config);
     let running = RunningPod::start(config);
     std::thread::sleep(Duration::from_secs(3));
     running.delete();
@@ -284,11 +177,11 @@ fn a_pod_deleted_while_main_runs_keeps_mains_kill() {
 /// kubelet's SIGTERM comes, once main has ended.
 #[test]
 fn propellers_stock_pod_uploads_on_sigterm() {
-    let node = Node::new();
+    let node = TestNode::new();
     let mut config = node.prepare(manifest("tests/pods/propeller-stock.yaml"), 7);
     // Every container has requests = limits: a Guaranteed pod, kubepods/pod<uid>.
     config.layout = integration_test::Layout::Guaranteed;
-    let prefix = Node::output_prefix(&config);
+    let prefix = output_prefix(&config);
     let status = RunningPod::start(config).wait();
     assert_eq!(status.phase, Phase::Succeeded, "{status:#?}");
     let outputs = node
@@ -306,14 +199,14 @@ fn propellers_stock_pod_uploads_on_sigterm() {
 /// unseen, when copilot looks; main is still found and the task succeeds at main's exit.
 #[test]
 fn a_proxy_sidecar_started_first_does_not_stop_the_task() {
-    let node = Node::new();
+    let node = TestNode::new();
     let mut pod = manifest("deploy/pod.yaml");
     let spec = pod.spec.as_mut().expect("spec");
     let mut mesh = proxy("istio-proxy");
     mesh.restart_policy = Some("Always".into());
     spec.init_containers.get_or_insert_default().insert(0, mesh);
     let config = node.prepare(pod, 2);
-    let prefix = Node::output_prefix(&config);
+    let prefix = output_prefix(&config);
     let status = RunningPod::start(config).wait();
     assert_eq!(status.phase, Phase::Succeeded, "{status:#?}");
     assert_eq!(
@@ -332,7 +225,7 @@ fn a_proxy_sidecar_started_first_does_not_stop_the_task() {
 /// uploaded by then; see the README.)
 #[test]
 fn a_second_regular_container_falls_back_to_sigterm() {
-    let node = Node::new();
+    let node = TestNode::new();
     let mut pod = deploy_pod(
         "sleep 1; echo $(( $(cat /var/flyte/inputs/n) * 6 )) > /var/flyte/outputs/answer",
     );
@@ -341,7 +234,7 @@ fn a_second_regular_container_falls_back_to_sigterm() {
     agent.command = Some(vec!["sh".into(), "-c".into(), "sleep 2".into()]);
     spec.containers.push(agent);
     let config = node.prepare(pod, 3);
-    let prefix = Node::output_prefix(&config);
+    let prefix = output_prefix(&config);
     let status = RunningPod::start(config).wait();
     assert_eq!(status.phase, Phase::Succeeded, "{status:#?}");
     assert_eq!(
@@ -408,7 +301,7 @@ fn failures_reach_flyte_as_go_would_write_them() {
     } in cases
     {
         // A node each: a sidecar that finds an errors.pb at its prefix writes nothing.
-        let node = Node::new();
+        let node = TestNode::new();
         let mut pod = deploy_pod(script);
         let main = &mut pod.spec.as_mut().expect("spec").containers[0];
         main.termination_message_policy = Some("FallbackToLogsOnError".into());
@@ -425,7 +318,7 @@ fn failures_reach_flyte_as_go_would_write_them() {
             });
         }
         let config = node.prepare(pod, 1);
-        let prefix = Node::output_prefix(&config);
+        let prefix = output_prefix(&config);
         let status = RunningPod::start(config).wait();
         let main = status.container("main");
         assert_eq!(
@@ -461,18 +354,11 @@ fn failures_reach_flyte_as_go_would_write_them() {
 /// its peak memory printed.
 #[test]
 fn a_gigabyte_of_outputs_uploads_under_the_uploaders_128_mib() {
-    let node = Node::new();
+    let node = TestNode::new();
     let mut pod = deploy_pod(
         "mkdir /var/flyte/outputs/data && for i in $(seq 0 99); do \
          head -c 10485760 /dev/zero > /var/flyte/outputs/data/part-$i; done",
     );
-    let spec = pod.spec.as_mut().expect("spec");
-    let up = spec
-        .init_containers
-        .iter_mut()
-        .flatten()
-        .find(|c| c.name == UPLOADER)
-        .expect("an uploader");
     let iface = TypedInterface {
         inputs: None,
         outputs: Some(VariableMap {
@@ -487,14 +373,18 @@ fn a_gigabyte_of_outputs_uploads_under_the_uploaders_128_mib() {
         }),
     };
     let iface = base64::engine::general_purpose::STANDARD.encode(iface.encode_to_vec());
-    for arg in up.args.iter_mut().flatten() {
+    for arg in init_container_mut(&mut pod, UPLOADER)
+        .args
+        .iter_mut()
+        .flatten()
+    {
         if arg.starts_with("--interface=") {
             *arg = format!("--interface={iface}");
         }
     }
     let config = node.prepare(pod, 1);
-    let prefix = Node::output_prefix(&config);
-    let raw = flag(init_container(&config, UPLOADER), "--to-raw-output");
+    let prefix = output_prefix(&config);
+    let raw = flag(init_container(&config.pod, UPLOADER), "--to-raw-output");
     let status = RunningPod::start(config).wait();
     assert_eq!(status.phase, Phase::Succeeded, "{status:#?}");
     let up = status.container(UPLOADER);

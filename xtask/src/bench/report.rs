@@ -334,6 +334,8 @@ pub fn markdown(v: &Value) -> String {
             .map(|l| l > 0 && tiny["main_exit"]["source"].is_string())),
     });
 
+    fig11_rows(g, &mut rows);
+
     let m = &v["machine"];
     let mut s = String::new();
     s.push_str(&format!(
@@ -452,6 +454,46 @@ fn fig6_rows(g: &Value, rows: &mut Vec<Row>) {
         target: "≤ 2 MiB per pod",
         met: met(kib(last, "per_pod_kib").map(|k| k <= 2048.0)),
     });
+}
+
+/// Figure 11: a whole task in the pod runner, copilot's eBPF watcher beside the
+/// `signal` design (uploading on the kubelet's SIGTERM).
+fn fig11_rows(g: &Value, rows: &mut Vec<Row>) {
+    let fig = &g["11_pod"];
+    let failed = fig["error"].as_str().map(|e| format!("FAILED: {e}"));
+    for shape in ["small", "big"] {
+        let sh = &fig[shape];
+        let label = match f(&sh["bytes"]) {
+            Some(b) if b > 0.0 => format!("a {:.0} MiB output", b / f64::from(1 << 20)),
+            _ => "a small task".into(),
+        };
+        for (what, key, target) in [
+            (
+                "main exit → outputs.pb in the store",
+                "exit_to_outputs_ms",
+                "≥ 2× faster",
+            ),
+            ("main exit → pod done", "exit_to_pod_done_ms", "report"),
+        ] {
+            let (e, s) = (&sh["ebpf"][key], &sh["signal"][key]);
+            let x = f(&sh[format!("{key}_signal_over_ebpf")]);
+            rows.push(Row {
+                fig: "11",
+                what: format!("pod runner (1 s relist), {what}, {label} (ms)"),
+                copilot: failed
+                    .clone()
+                    .unwrap_or_else(|| format!("p50 {} (n={})", n(&e["p50"]), e["n"])),
+                reference: format!("signal design p50 {}", n(&s["p50"])),
+                ratio: x.map_or("—".into(), |x| format!("{x:.2}×")),
+                target,
+                met: if target == "report" {
+                    "—"
+                } else {
+                    met(x.map(|x| x >= 2.0))
+                },
+            });
+        }
+    }
 }
 
 /// Replaces the text between the bench markers, or appends the section.
