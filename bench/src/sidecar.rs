@@ -9,6 +9,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use copilot::sidecar::status::Status;
 use integration_test::{Container, ContainerOpts, Gate, Layout, Mount, PodCgroup, random_hex};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -139,6 +140,8 @@ fn spawn_sidecar(
         .arg(format!("file://{}/raw", store.display()))
         .args(["--interface", interface, "--ready-file"])
         .arg(dir.join("ready"))
+        .arg("--status-file")
+        .arg(dir.join("status.json"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?)
@@ -177,13 +180,6 @@ impl Drop for Sidecar {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// `since_exit_ms=…` from the sidecar's "outputs written" log line.
-fn since_exit_ms(log: &str) -> Option<f64> {
-    let line = log.lines().find(|l| l.contains("outputs written"))?;
-    let v = line.split("since_exit_ms=").nth(1)?;
-    v.split_whitespace().next()?.parse().ok()
 }
 
 /// One task: sidecar first, then a runc main container that writes a few outputs and
@@ -239,9 +235,11 @@ fn one_run(copilot: &Path, interface: &str) -> anyhow::Result<Run> {
     let exit_ns = main.wait(Duration::from_secs(30))?;
     sidecar.wait(Duration::from_secs(30))?;
     let log = sidecar.log();
-    let outputs_ms = since_exit_ms(&log).with_context(|| {
-        format!("no 'outputs written … since_exit_ms' in the sidecar log:\n{log}")
-    })?;
+    let status = Status::read(&dir.path().join("status.json"))
+        .with_context(|| format!("no status file; the sidecar log:\n{log}"))?;
+    let outputs_ms = status
+        .since_exit_ms
+        .with_context(|| format!("no since_exit_ms in {status:?}; the sidecar log:\n{log}"))?;
     let pb = dir.path().join("store/out/outputs.pb");
     if !pb.is_file() {
         bail!("{} missing after the sidecar exited:\n{log}", pb.display());

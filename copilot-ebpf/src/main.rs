@@ -344,6 +344,16 @@ fn first_exec(container: u64, filename: u64) -> bool {
         ns_tgid: ns_nr(leader_pid),
         comm,
     };
+    // In a PID namespace of its own a container's main process is its pid 1. Any
+    // other process there is a child of it: its exec is the first one seen only
+    // because the container ran before the programs were loaded (a proxy's `sleep`
+    // loop), and recording it would make that child's exit the container's. In a
+    // pod's shared PID namespace no process can be told for main here: no record.
+    // A process of the host's PID namespace (a hostPID pod) keeps the first-exec rule.
+    let level: u32 = read_kernel(leader_pid, config!(pid_level_off)).unwrap_or(0);
+    if level != 0 && record.ns_tgid != 1 {
+        return false;
+    }
     if CONTAINERS
         .insert(container, record, BPF_NOEXIST as u64)
         .is_err()

@@ -17,7 +17,7 @@ use crate::{
         self, Layout, MetadataFormat,
         budget::{Budget, Message as WireMessage, OverBudget},
         download::DownloadError,
-        error_document::{ErrorKind, ErrorOrigin},
+        error_document::ErrorCode,
         types::TypeMismatch,
     },
     proto::core::{LiteralMap, VariableMap},
@@ -238,12 +238,7 @@ pub async fn run(root: &crate::cli::RootArgs, args: DownloadArgs) -> Result<(), 
                 &args.termination_log,
                 &format!("input download failed: {}", cause.replace('\n', " ")),
             );
-            let doc = literals::error_document(
-                "InputDownloadFailed",
-                &cause,
-                ErrorKind::Recoverable,
-                ErrorOrigin::System,
-            );
+            let doc = literals::error_document(ErrorCode::InputDownloadFailed, &cause);
             match literals::write_error_document(
                 &store,
                 &args.to_output_prefix,

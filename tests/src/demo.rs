@@ -20,6 +20,7 @@ use copilot::{
         ErrorDocument, Literal, LiteralMap, SimpleType, TypedInterface, Variable, VariableMap,
         literal, primitive, scalar,
     },
+    sidecar::status::{Main, Status},
 };
 use prost::Message as _;
 
@@ -134,6 +135,7 @@ pub fn run(root: &Path) -> Result<Report, String> {
     ));
 
     let ready = volumes.join("run/ready");
+    let status_file = volumes.join("run/status.json");
     let started = Instant::now();
     let mut sidecar = Copilot::spawn(
         "  sidecar",
@@ -153,6 +155,8 @@ pub fn run(root: &Path) -> Result<Report, String> {
             b64(iface.encode_to_vec()),
             "--ready-file".into(),
             ready.display().to_string(),
+            "--status-file".into(),
+            status_file.display().to_string(),
         ],
         &[],
         &pod,
@@ -209,11 +213,20 @@ pub fn run(root: &Path) -> Result<Report, String> {
     if code != Some(0) {
         return Err(format!("the sidecar exited with {code:?}:\n{logs}"));
     }
-    let status = field(&logs, "main container exited", "status=")
-        .ok_or_else(|| format!("the sidecar did not report the exit:\n{logs}"))?;
-    say(format!("4. sidecar saw the main container exit: {status}"));
-    let since_exit_ms =
-        field(&logs, "outputs written", "since_exit_ms=").and_then(|v| v.parse().ok());
+    let result = Status::read(&status_file)
+        .map_err(|e| format!("{}: {e}\nsidecar:\n{logs}", status_file.display()))?;
+    let seen = match result.main.as_ref() {
+        Some(Main {
+            exit_code: Some(code),
+            ..
+        }) => format!("exit code {code}"),
+        Some(Main {
+            signal: Some(sig), ..
+        }) => format!("killed by signal {sig}"),
+        _ => return Err(format!("the sidecar did not report the exit:\n{logs}")),
+    };
+    say(format!("4. sidecar saw the main container exit: {seen}"));
+    let since_exit_ms = result.since_exit_ms;
     let outputs_pb = store.join("run/out/outputs.pb");
     let errors_pb = store.join("run/out/errors.pb");
     if errors_pb.exists() {
@@ -309,22 +322,6 @@ fn var(ty: copilot::proto::core::LiteralType) -> Variable {
 
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
-}
-
-/// The value after `key` on the first log line containing `needle` (up to the next
-/// ` word=`, so multi-word values such as `exit code 0` stay whole).
-fn field(logs: &str, needle: &str, key: &str) -> Option<String> {
-    let line = logs.lines().find(|l| l.contains(needle))?;
-    let rest = line.split(key).nth(1)?;
-    let mut end = rest.len();
-    for (i, _) in rest.match_indices(' ') {
-        let word = rest[i + 1..].split(' ').next().unwrap_or("");
-        if word.contains('=') {
-            end = i;
-            break;
-        }
-    }
-    Some(rest[..end].trim_matches('"').to_string())
 }
 
 fn show(lit: &Literal) -> String {

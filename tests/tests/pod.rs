@@ -56,7 +56,9 @@ fn uploader_log(status: &PodStatus) -> &str {
     &status.container(UPLOADER).logs
 }
 
-/// A container that runs until SIGTERM (a mesh proxy, an agent).
+/// A container that runs until SIGTERM (a mesh proxy, an agent), exec'ing `sleep` 20
+/// times a second: an exec of a child after copilot's programs were loaded once made
+/// that child the container's recorded main, and its exit the container's.
 fn proxy(name: &str) -> Container {
     Container {
         name: name.into(),
@@ -64,7 +66,7 @@ fn proxy(name: &str) -> Container {
         command: Some(vec![
             "sh".into(),
             "-c".into(),
-            "trap 'exit 0' TERM; while true; do sleep 0.2; done".into(),
+            "trap 'exit 0' TERM; while true; do sleep 0.05; done".into(),
         ]),
         ..Container::default()
     }
@@ -203,6 +205,13 @@ fn a_proxy_sidecar_started_first_does_not_stop_the_task() {
     let mut pod = manifest("deploy/pod.yaml");
     let spec = pod.spec.as_mut().expect("spec");
     let mut mesh = proxy("istio-proxy");
+    // Busy: an exec every few ms, so that one lands between the moment copilot's
+    // programs are loaded and its snapshot of the pod.
+    mesh.command = Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "trap 'exit 0' TERM; while true; do /bin/true; /bin/sleep 0.002; done".into(),
+    ]);
     mesh.restart_policy = Some("Always".into());
     spec.init_containers.get_or_insert_default().insert(0, mesh);
     let config = node.prepare(pod, 2);

@@ -14,6 +14,7 @@ use std::{
 };
 
 use base64::Engine as _;
+use copilot::sidecar::status::{Outcome, Status};
 use copilot::{
     literals::make,
     proto::core::{
@@ -164,6 +165,8 @@ impl Task {
             &self.ready_file().to_string_lossy(),
             "--timeout",
             "1m",
+            "--status-file",
+            &self.status_file().to_string_lossy(),
         ]));
         match pod {
             PodArgs::Inferred => {}
@@ -233,6 +236,16 @@ impl Task {
         let (code, stderr) = run_copilot(&probe, &[]);
         assert_eq!(code, 0, "probe after the ready file appeared: {stderr}");
         self.sidecar = Some(sidecar);
+    }
+
+    fn status_file(&self) -> PathBuf {
+        self.path("run/status.json")
+    }
+
+    /// The sidecar's `--status-file`, once it has written it.
+    fn status(&self) -> Status {
+        Status::read(&self.status_file())
+            .unwrap_or_else(|e| panic!("{}: {e}", self.status_file().display()))
     }
 
     fn sidecar(&mut self) -> &mut Copilot {
@@ -456,13 +469,6 @@ fn check_mixed(task: &Task, outputs: &LiteralMap) {
     );
 }
 
-/// `since_exit_ms` of the sidecar's "outputs written" line.
-fn since_exit_ms(logs: &str) -> Option<f64> {
-    let line = logs.lines().find(|l| l.contains("outputs written"))?;
-    let v = line.split("since_exit_ms=").nth(1)?;
-    v.split_whitespace().next()?.parse().ok()
-}
-
 /// The exit the sidecar acted on is the main process's (runc's `pid`), not one of runc's
 /// own short-lived processes in the container cgroup.
 fn assert_main_pid(task: &Task, logs: &str) {
@@ -517,7 +523,12 @@ fn success_mixed_outputs_sibling_rule() {
     );
     let outputs = task.outputs();
     check_mixed(&task, &outputs);
-    let ms = since_exit_ms(&logs).expect("since_exit_ms in the outputs line");
+    let status = task.status();
+    assert_eq!(status.outcome, Outcome::Outputs, "{status:?}");
+    assert_eq!(status.main.as_ref().and_then(|m| m.exit_code), Some(0));
+    let ms = status
+        .since_exit_ms
+        .expect("since_exit_ms in the status file");
     eprintln!("E2E TIMING success_mixed_outputs_sibling_rule: main exit -> outputs.pb {ms:.1} ms");
     assert!(ms > 0.0 && ms < 10_000.0, "{ms} ms");
 }
@@ -534,7 +545,12 @@ fn success_systemd_layout_pod_uid() {
     assert_main_pid(&task, &logs);
     let outputs = task.outputs();
     check_mixed(&task, &outputs);
-    let ms = since_exit_ms(&logs).expect("since_exit_ms in the outputs line");
+    let status = task.status();
+    assert_eq!(status.outcome, Outcome::Outputs, "{status:?}");
+    assert_eq!(status.main.as_ref().and_then(|m| m.exit_code), Some(0));
+    let ms = status
+        .since_exit_ms
+        .expect("since_exit_ms in the status file");
     eprintln!("E2E TIMING success_systemd_layout_pod_uid: main exit -> outputs.pb {ms:.1} ms");
 }
 
@@ -574,6 +590,17 @@ fn nonzero_exit_writes_the_exit_code() {
     );
     assert_eq!(kind, container_error::Kind::NonRecoverable);
     assert_eq!(origin, execution_error::ErrorKind::User);
+    let status = task.status();
+    assert_eq!(
+        (status.outcome, status.error_code.as_deref()),
+        (Outcome::Error, Some("NonZeroExitCode"))
+    );
+    let main = status.main.expect("main in the status file");
+    assert_eq!(
+        (main.exit_code, main.signal, main.status_known),
+        (Some(3), None, true)
+    );
+    assert!(status.url.is_some_and(|u| u.ends_with("/errors.pb")));
 }
 
 /// The pod cgroup's level is counted from its path: with `..` left in, the

@@ -11,14 +11,14 @@ use std::path::Path;
 
 use super::{
     beneath::{Beneath, BeneathError},
-    error_document::{ErrorKind, ErrorOrigin, error_document},
+    error_document::{ErrorCode, error_document},
 };
 use crate::proto::core::ErrorDocument;
 
 /// The file a task writes to report its own failure.
 pub const ERROR_FILE: &str = "_ERROR";
 /// The code Go's copilot gives a document made from `_ERROR`.
-pub const ERROR_FILE_CODE: &str = "OutputUploadFailed";
+pub const ERROR_FILE_CODE: ErrorCode = ErrorCode::OutputUploadFailed;
 
 /// What the outputs folder says about `_ERROR`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,12 +104,7 @@ impl ErrorFile {
         if let Some(exit) = exit {
             message.push_str(&format!("\n({exit})"));
         }
-        Some(error_document(
-            ERROR_FILE_CODE,
-            &message,
-            ErrorKind::Recoverable,
-            ErrorOrigin::Unknown,
-        ))
+        Some(error_document(ERROR_FILE_CODE, &message))
     }
 }
 

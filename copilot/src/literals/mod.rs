@@ -17,6 +17,6 @@ pub mod upload;
 pub mod values;
 
 pub use download::{Layout, Materialized, MetadataFormat, download_inputs};
-pub use error_document::{ErrorKind, ErrorOrigin, error_document, write_error_document};
+pub use error_document::{ErrorCode, ErrorKind, ErrorOrigin, error_document, write_error_document};
 pub use error_file::{ErrorFile, read_error_file};
 pub use upload::{UploadLimits, collect_outputs};

@@ -7,6 +7,7 @@
 //! document were written (Flyte reads the document); non-zero only when not even
 //! the error document could be written.
 
+pub mod status;
 pub mod wait;
 
 use std::{
@@ -22,11 +23,12 @@ use prost::Message as _;
 use crate::{
     cli::RootArgs,
     error_chain as chain,
-    literals::{self, ErrorKind, ErrorOrigin, UploadLimits, error_document, write_error_document},
+    literals::{self, ErrorCode, UploadLimits, error_document, write_error_document},
     pod::PodSelector,
     proto::core::{ErrorDocument, LiteralMap, TypedInterface},
     storage::{Progress, Store},
 };
+use status::{Main, Outcome, Status};
 use wait::{EbpfWatcher, MainExit, MainSelector, WatcherType};
 
 /// Flags of `copilot sidecar`, compatible with `flyte-copilot sidecar`.
@@ -111,6 +113,10 @@ pub struct SidecarArgs {
         default_value = "wait-for-sigterm"
     )]
     pub after_upload: AfterUpload,
+    /// Where to write the result as JSON (outcome, error code, how main ended, time
+    /// from its exit to outputs.pb) once the outputs or error document are written.
+    #[arg(long, env = "COPILOT_STATUS_FILE")]
+    pub status_file: Option<PathBuf>,
 }
 
 /// See [`SidecarArgs::after_upload`].
@@ -168,27 +174,33 @@ pub enum Error {
         #[source]
         source: crate::storage::StorageError,
     },
+    #[error("writing the status file {}", path.display())]
+    Status {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Why there are no outputs.
 #[derive(Debug)]
 struct Failure {
-    code: &'static str,
+    code: ErrorCode,
     message: String,
-    kind: ErrorKind,
-    origin: ErrorOrigin,
 }
 
 impl Failure {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
     /// An upload failure as Go writes it: RECOVERABLE, origin unset, so the task's
     /// own retries apply (not the system budget of a SYSTEM origin).
     fn upload(message: impl Into<String>) -> Self {
-        Self {
-            code: "OutputUploadFailed",
-            message: message.into(),
-            kind: ErrorKind::Recoverable,
-            origin: ErrorOrigin::Unknown,
-        }
+        Self::new(ErrorCode::OutputUploadFailed, message)
     }
 }
 
@@ -203,18 +215,30 @@ pub async fn run(root: &RootArgs, args: SidecarArgs) -> Result<ExitCode, Error> 
             name: root.err_output_name.clone(),
             source,
         })?;
+    let mut status = Status::default();
     if let Some(url) = finished_before(&store, &args, &errors_url).await {
         // A restarted native sidecar (the kubelet restarts one that exits while the
         // pod runs): the work is done, and writing anything now could only undo it.
         tracing::info!(%url, "a document is already at the output prefix; nothing to do");
+        status.url = Some(url);
         if let Some(path) = &args.ready_file {
             write_ready(path).map_err(|source| Error::Ready {
                 path: path.clone(),
                 source,
             })?;
         }
-    } else if let Some(doc) = outcome(sidecar(&store, &args, &root.bpf_dir, &mut term).await) {
-        write_document(&store, &args, root, &errors_url, &doc).await?;
+    } else {
+        let result = sidecar(&store, &args, &root.bpf_dir, &mut term, &mut status).await;
+        if let Some(doc) = outcome(result, &mut status) {
+            write_document(&store, &args, root, &errors_url, &doc).await?;
+            status.url = Some(errors_url.clone());
+        }
+    }
+    if let Some(path) = &args.status_file {
+        status.write(path).map_err(|source| Error::Status {
+            path: path.clone(),
+            source,
+        })?;
     }
     if args.after_upload == AfterUpload::WaitForSigterm {
         tracing::info!("done; idle until SIGTERM");
@@ -223,14 +247,23 @@ pub async fn run(root: &RootArgs, args: SidecarArgs) -> Result<ExitCode, Error> 
     Ok(ExitCode::SUCCESS)
 }
 
-fn outcome(result: Result<Option<ErrorDocument>, Failure>) -> Option<ErrorDocument> {
-    match result {
+/// The error document to write, if any; the status says which.
+fn outcome(
+    result: Result<Option<ErrorDocument>, Failure>,
+    status: &mut Status,
+) -> Option<ErrorDocument> {
+    let doc = match result {
         Ok(doc) => doc,
         Err(f) => {
-            tracing::error!(code = f.code, "{}", f.message);
-            Some(error_document(f.code, &f.message, f.kind, f.origin))
+            tracing::error!(code = %f.code, "{}", f.message);
+            Some(error_document(f.code, &f.message))
         }
+    };
+    if let Some(error) = doc.as_ref().and_then(|d| d.error.as_ref()) {
+        status.outcome = Outcome::Error;
+        status.error_code = Some(error.code.clone());
     }
+    doc
 }
 
 /// The URL of `outputs.pb` or the error document if either is already written.
@@ -275,6 +308,7 @@ async fn sidecar(
     args: &SidecarArgs,
     bpf_dir: &Path,
     term: &mut Term,
+    status: &mut Status,
 ) -> Result<Option<ErrorDocument>, Failure> {
     let interface = decode_interface(args.interface.as_deref())?;
     check_choice("--upload-mode", &args.upload_mode, UPLOAD_MODES)?;
@@ -298,33 +332,20 @@ async fn sidecar(
     let exit = match waited {
         Ok(exit) => exit,
         Err(wait::Error::Terminated) => {
-            return Err(Failure {
-                code: "UploadCutShort",
-                message: "copilot received SIGTERM (the pod is being deleted) while the main \
-                          container was still running, or before it started; no outputs were \
-                          uploaded"
-                    .into(),
-                kind: ErrorKind::Recoverable,
-                origin: ErrorOrigin::System,
-            });
+            return Err(Failure::new(
+                ErrorCode::UploadCutShort,
+                "copilot received SIGTERM (the pod is being deleted) while the main container \
+                 was still running, or before it started; no outputs were uploaded",
+            ));
         }
         Err(e @ wait::Error::StartTimeout(_)) => {
-            return Err(Failure {
-                code: "ContainerNotStarted",
-                message: e.to_string(),
-                kind: ErrorKind::Recoverable,
-                origin: ErrorOrigin::System,
-            });
+            return Err(Failure::new(ErrorCode::ContainerNotStarted, e.to_string()));
         }
         Err(e) => {
-            return Err(Failure {
-                code: "SidecarFailed",
-                message: chain(&e),
-                kind: ErrorKind::Recoverable,
-                origin: ErrorOrigin::System,
-            });
+            return Err(Failure::new(ErrorCode::SidecarFailed, chain(&e)));
         }
     };
+    status.main = exit.as_ref().map(Main::from);
     if let Some(exit) = &exit {
         tracing::info!(
             container = exit.container.as_deref().unwrap_or("?"),
@@ -352,6 +373,7 @@ async fn sidecar(
         .is_none_or(|o| o.variables.is_empty());
     if outputs_empty {
         tracing::info!("the interface has no outputs: nothing to upload");
+        status.outcome = Outcome::NoOutputs;
         return Ok(None);
     }
     let map = upload(store, args, &interface, &limits, term).await?;
@@ -366,12 +388,14 @@ async fn sidecar(
         .as_ref()
         .and_then(|e| e.time_ns)
         .and_then(|t| crate::tracer::boottime_ns().checked_sub(t));
-    tracing::info!(
-        %url,
-        outputs = map.literals.len(),
-        since_exit_ms = since_exit.map(|ns| ns as f64 / 1e6),
-        "outputs written"
-    );
+    let since_exit_ms = since_exit.map(|ns| ns as f64 / 1e6);
+    tracing::info!(%url, outputs = map.literals.len(), since_exit_ms, "outputs written");
+    *status = Status {
+        outcome: Outcome::Outputs,
+        since_exit_ms,
+        url: Some(url),
+        ..status.clone()
+    };
     Ok(None)
 }
 
@@ -546,47 +570,37 @@ fn main_failure(exit: &MainExit) -> Option<Failure> {
             format!("the main container {}", &c[..c.len().min(12)])
         });
     if exit.oom_killed {
-        return Some(Failure {
-            code: "OOMKilled",
-            message: format!(
-                "{who} was killed by the kernel's OOM killer (out of memory, SIGKILL)"
-            ),
-            kind: ErrorKind::Recoverable,
-            origin: ErrorOrigin::User,
-        });
+        return Some(Failure::new(
+            ErrorCode::OomKilled,
+            format!("{who} was killed by the kernel's OOM killer (out of memory, SIGKILL)"),
+        ));
     }
     let Some(status) = exit.status else {
         // Seen only as an emptied cgroup, with no record of the exit in the kernel:
         // never guess success.
-        return Some(Failure {
-            code: "ExitStatusUnknown",
-            message: format!(
+        return Some(Failure::new(
+            ErrorCode::ExitStatusUnknown,
+            format!(
                 "{who} exited, but its exit status is unknown: copilot did not see the exit \
                  (it ended before copilot attached, or the kernel's events about it were lost)"
             ),
-            kind: ErrorKind::Recoverable,
-            origin: ErrorOrigin::System,
-        });
+        ));
     };
     if let Some(sig) = status.signal() {
-        return Some(Failure {
-            code: "ContainerKilled",
-            message: format!(
+        return Some(Failure::new(
+            ErrorCode::ContainerKilled,
+            format!(
                 "{who} was {status}{}",
                 signal_name(sig).map_or(String::new(), |n| format!(" ({n})"))
             ),
-            kind: ErrorKind::Recoverable,
-            origin: ErrorOrigin::Unknown,
-        });
+        ));
     }
     match status.code() {
         Some(0) | None => None,
-        Some(code) => Some(Failure {
-            code: "NonZeroExitCode",
-            message: format!("{who} exited with code {code}"),
-            kind: ErrorKind::NonRecoverable,
-            origin: ErrorOrigin::User,
-        }),
+        Some(code) => Some(Failure::new(
+            ErrorCode::NonZeroExitCode,
+            format!("{who} exited with code {code}"),
+        )),
     }
 }
 
@@ -674,24 +688,24 @@ mod tests {
     fn failures_say_what_happened() {
         assert!(main_failure(&exit(Some(0), false)).is_none());
         let unknown = main_failure(&exit(None, false)).expect("unknown status is not success");
+        assert_eq!(unknown.code, ErrorCode::ExitStatusUnknown);
         assert_eq!(
-            (unknown.code, unknown.kind, unknown.origin),
+            (unknown.code.kind(), unknown.code.origin()),
             (
-                "ExitStatusUnknown",
-                ErrorKind::Recoverable,
-                ErrorOrigin::System
+                literals::ErrorKind::Recoverable,
+                literals::ErrorOrigin::System
             )
         );
         let f = main_failure(&exit(Some(3 << 8), false)).unwrap();
-        assert_eq!(f.code, "NonZeroExitCode");
+        assert_eq!(f.code, ErrorCode::NonZeroExitCode);
         assert_eq!(
             f.message,
             "the main container 0123456789ab exited with code 3"
         );
         let f = main_failure(&exit(Some(9), true)).unwrap();
-        assert_eq!(f.code, "OOMKilled");
+        assert_eq!(f.code, ErrorCode::OomKilled);
         let f = main_failure(&exit(Some(11 | 0x80), false)).unwrap();
-        assert_eq!(f.code, "ContainerKilled");
+        assert_eq!(f.code, ErrorCode::ContainerKilled);
         assert!(
             f.message
                 .contains("killed by signal 11 (core dumped) (SIGSEGV)"),
