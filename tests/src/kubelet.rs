@@ -376,6 +376,8 @@ impl Kubelet {
             };
             let index = self.add_slot(init.clone(), kind);
             if let Err(message) = self.start_init(index) {
+                // The pod has failed: its sidecars are terminated as at its end.
+                self.terminate_sidecars();
                 return self.finish(message);
             }
         }
@@ -813,6 +815,13 @@ impl Kubelet {
             .expect("tempdir");
         let message = bundle.path().join("termination-log");
         File::create(&message).expect("a termination-log file");
+        // The kubelet makes it writable by any user (`makeMounts` in
+        // kuberuntime_container.go chmods it 0666), so a non-root container can write it.
+        std::fs::set_permissions(
+            &message,
+            std::os::unix::fs::PermissionsExt::from_mode(0o666),
+        )
+        .expect("chmod the termination-log file");
         let mut opts = opts.clone();
         opts.mounts.push(Mount {
             source: message,

@@ -423,3 +423,33 @@ fn a_gigabyte_of_outputs_uploads_under_the_uploaders_128_mib() {
         up.peak_memory
     );
 }
+
+/// A download that fails (inputs.pb missing): the downloader exits non-zero with its
+/// cause as its termination message, which is what propeller shows for a failed init
+/// container; main never runs; errors.pb says `InputDownloadFailed`, and the sidecar,
+/// terminated with the failed pod, keeps that document.
+#[test]
+fn a_failed_download_fails_the_pod_with_its_cause() {
+    let node = TestNode::new();
+    let mut config = node.prepare(manifest("deploy/pod.yaml"), 1);
+    let down = init_container_mut(&mut config.pod, DOWNLOADER);
+    for arg in down.args.iter_mut().flatten() {
+        if let Some(url) = arg.strip_prefix("--from-remote=") {
+            *arg = format!("--from-remote={url}.missing");
+        }
+    }
+    let prefix = output_prefix(&config);
+    let status = RunningPod::start(config).wait();
+    assert_eq!(status.phase, Phase::Failed, "{status:#?}");
+    let down = status.container(DOWNLOADER);
+    assert_ne!(down.exit_code, 0, "{down:?}");
+    assert!(
+        down.message.starts_with("input download failed:") && down.message.contains("missing"),
+        "the termination message names the cause: {down:?}"
+    );
+    assert!(!status.containers.contains_key("main"), "main never ran");
+    let error = node.error(&prefix).expect("errors.pb");
+    assert_eq!(error.code, "InputDownloadFailed", "{error:?}");
+    assert_eq!(error.kind(), container_error::Kind::Recoverable);
+    assert_eq!(status.container(UPLOADER).exit_code, 0);
+}
