@@ -364,15 +364,18 @@ fn first_exec(container: u64, filename: u64) -> bool {
     true
 }
 
-/// runc re-execs a memfd copy of itself (`/dev/fd/N` or `/proc/self/fd/N`,
-/// comm `runc…`, its guard against CVE-2019-5736), sometimes after it has
-/// been moved into the container cgroup. That pid exits at once; the
-/// entrypoint is exec'd later by another one. An entrypoint is a path, never
-/// an open fd, so an exec through an fd is never a container's main process.
+/// runc starts `runc init` as `/proc/self/exe` (comm `exe`) and that re-execs
+/// a memfd copy of itself (`/dev/fd/N` or `/proc/self/fd/N`, comm `runc…`, its
+/// guard against CVE-2019-5736); either can happen after the process has been
+/// moved into the container cgroup (both were seen in CI). Those pids exit at
+/// once; the entrypoint is exec'd later by another one. An entrypoint is a path,
+/// never an open fd or the caller's own executable, so such an exec is never a
+/// container's main process.
 #[inline(always)]
 fn runtime_self_exec(filename: &[u8; 16], comm: &[u8; COMM_LEN]) -> bool {
     starts_with(filename, b"/dev/fd/")
         || starts_with(filename, b"/proc/self/fd/")
+        || starts_with(filename, b"/proc/self/exe")
         || starts_with(comm, b"runc")
 }
 
