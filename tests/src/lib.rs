@@ -21,6 +21,7 @@
 //! );
 //! assert_eq!(exit.exit_code(), Some(3));
 //! ```
+pub mod azurite;
 mod bpffs;
 mod cgroup;
 mod container;
@@ -31,9 +32,11 @@ mod kubelet;
 mod moto;
 mod rootfs;
 mod sidecar;
+mod store_client;
 pub mod task_pod;
 mod trace;
 
+pub use azurite::Azurite;
 pub use bpffs::Bpffs;
 pub use cgroup::{
     Layout, MemoryCgroup, PodCgroup, cgroup2_mount, children_peak_rss, join_at_exec, v1_mounts,
@@ -45,4 +48,5 @@ pub use kubelet::{ContainerStatus, Phase, PodConfig, PodStatus, RunningPod};
 pub use moto::Moto;
 pub use rootfs::{HELPERS, copilot_rootfs, helper_path, rootfs};
 pub use sidecar::{Copilot, Placement, run_copilot};
+pub use store_client::StoreClient;
 pub use trace::{Event, Trace};

@@ -6,20 +6,30 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
-use copilot::storage::{Secret, StorageConfig, StorageError, Store};
+use copilot::storage::{Secret, StorageConfig};
 
-use crate::env::{missing, workspace_root};
+use crate::{
+    env::{missing, workspace_root},
+    store_client::StoreClient,
+};
 
 /// `moto_server` on a free loopback port, for the life of this value (killed on drop).
 ///
 /// The binary is `$COPILOT_MOTO_SERVER`, else `<workspace>/target/venv-moto/bin/moto_server`
 /// (installed by `cargo xtask setup`). Missing is a failure, never a skip.
+/// Objects are read and written through [`StoreClient`] (`moto.put(…)`, `moto.get(…)`).
 pub struct Moto {
     child: Child,
     port: u16,
-    rt: tokio::runtime::Runtime,
-    store: Store,
+    client: StoreClient,
+}
+
+impl std::ops::Deref for Moto {
+    type Target = StoreClient;
+
+    fn deref(&self) -> &StoreClient {
+        &self.client
+    }
 }
 
 impl Moto {
@@ -46,11 +56,7 @@ impl Moto {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
-        let store = Store::new(StorageConfig {
+        let client = StoreClient::new(StorageConfig {
             kind: "s3".into(),
             endpoint: Some(format!("http://127.0.0.1:{port}")),
             region: Some("us-east-1".into()),
@@ -64,8 +70,7 @@ impl Moto {
         let mut moto = Moto {
             child,
             port,
-            rt,
-            store,
+            client,
         };
         // moto (python) needs a second or two to import; there is no readiness fd to wait on.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -109,7 +114,7 @@ impl Moto {
     /// Creates a bucket (moto accepts an unsigned CreateBucket).
     pub fn create_bucket(&self, name: &str) {
         let url = format!("{}/{name}", self.endpoint());
-        let status = self.rt.block_on(async {
+        let status = self.client.block_on(async {
             reqwest::Client::new()
                 .put(&url)
                 .send()
@@ -121,31 +126,6 @@ impl Moto {
             Ok(s) => panic!("create bucket {name}: HTTP {s}"),
             Err(e) => panic!("create bucket {name}: {e}"),
         }
-    }
-
-    pub fn put(&self, url: &str, bytes: impl Into<Bytes>) {
-        self.rt
-            .block_on(self.store.put_bytes(url, bytes.into()))
-            .unwrap_or_else(|e| panic!("PUT {url}: {e}"));
-    }
-
-    /// The object at `url`, or `None` if it does not exist.
-    pub fn get(&self, url: &str) -> Option<Vec<u8>> {
-        match self.rt.block_on(self.store.read_bytes(url, 1 << 30)) {
-            Ok(b) => Some(b.to_vec()),
-            Err(StorageError::NotFound { .. }) => None,
-            Err(e) => panic!("GET {url}: {e}"),
-        }
-    }
-
-    /// Keys below `prefix` (relative to it), sorted, with their sizes.
-    pub fn list(&self, prefix: &str) -> Vec<(String, u64)> {
-        self.rt
-            .block_on(self.store.list(prefix))
-            .unwrap_or_else(|e| panic!("LIST {prefix}: {e}"))
-            .into_iter()
-            .map(|o| (o.relative, o.size))
-            .collect()
     }
 }
 

@@ -39,6 +39,9 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const FLYTEKIT_VERSION: &str = "1.16.4";
 /// cargo-fuzz, which builds and runs the libFuzzer targets in `fuzz/`.
 const CARGO_FUZZ_VERSION: &str = "0.13.1";
+/// azurite, Microsoft's Azure Storage emulator (npm), for the Azure Blob tests; the newest
+/// release that supports the machine's Node.js 20 (3.36 and later want 22).
+const AZURITE_VERSION: &str = "3.35.0";
 
 #[derive(clap::Args, Debug, Default)]
 pub struct Options {
@@ -58,6 +61,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     cargo_fuzz(&opts)?;
     moto(&opts)?;
     flytekit(&opts)?;
+    azurite(&opts)?;
     bpffs(&opts)?;
     Ok(())
 }
@@ -304,6 +308,43 @@ fn moto(opts: &Options) -> anyhow::Result<()> {
         ],
     }
     .install(opts)
+}
+
+/// azurite under `target/azurite`, with the machine's Node.js and npm (this machine
+/// kind has them; Debian's nodejs is older than azurite supports).
+fn azurite(opts: &Options) -> anyhow::Result<()> {
+    let prefix = cmd::workspace_root().join("target/azurite");
+    let package = prefix.join("node_modules/azurite/package.json");
+    let installed = std::fs::read_to_string(&package)
+        .is_ok_and(|p| p.contains(&format!("\"version\": \"{AZURITE_VERSION}\"")));
+    if installed {
+        step(
+            "azurite",
+            &format!("already present ({})", prefix.display()),
+        );
+        return Ok(());
+    }
+    if !cmd::succeeds("npm", &["--version"]) {
+        bail!(
+            "npm is missing: the Azure tests run azurite, an npm package (install Node.js and npm)"
+        );
+    }
+    step(
+        "azurite",
+        &format!(
+            "installing azurite@{AZURITE_VERSION} into {}",
+            prefix.display()
+        ),
+    );
+    act(
+        opts,
+        Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&prefix)
+            .arg(format!("azurite@{AZURITE_VERSION}")),
+    )?;
+    step("azurite", done(opts));
+    Ok(())
 }
 
 /// Where Kubernetes nodes (systemd) mount the BPF filesystem.

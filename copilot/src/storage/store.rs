@@ -313,11 +313,23 @@ impl Store {
                 path,
             });
         }
-        let (kind, path) =
+        let (kind, mut path) =
             ObjectStoreScheme::parse(parsed).map_err(|_| StorageError::UnsupportedScheme {
                 url: url.to_owned(),
                 scheme: scheme.to_owned(),
             })?;
+        if scheme == "az" {
+            // `az://container/key` as Flyte and fsspec (adlfs) write it, and as
+            // object_store's Azure builder reads it (the host is the container).
+            // `ObjectStoreScheme::parse` (0.12) reads `az://account/container/key`
+            // instead and drops the key's first segment.
+            path = ObjectPath::from_url_path(parsed.path()).map_err(|source| {
+                StorageError::Client {
+                    url: url.to_owned(),
+                    source: Box::new(source.into()),
+                }
+            })?;
+        }
         let store: Arc<dyn ObjectStore> = match kind {
             ObjectStoreScheme::Local => self.inner.local.clone(),
             ObjectStoreScheme::Memory => self.inner.memory.clone(),
@@ -432,10 +444,20 @@ impl Store {
                 Arc::new(b.build()?)
             }
             ObjectStoreScheme::MicrosoftAzure => {
+                // The blob endpoint, for Azure Stack or an emulator (azurite); http only
+                // when it says so.
+                let endpoint = cfg.endpoint.clone().or_else(|| stow("endpoint"));
+                let http = endpoint
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("http://"));
+                options = options.with_allow_http(cfg.disable_ssl || http);
                 let mut b = MicrosoftAzureBuilder::from_env()
                     .with_url(url.to_string())
                     .with_retry(self.retry())
                     .with_client_options(options);
+                if let Some(endpoint) = endpoint {
+                    b = b.with_endpoint(endpoint);
+                }
                 if let Some(account) = stow("account") {
                     b = b.with_account(account);
                 }
@@ -1035,6 +1057,32 @@ mod tests {
 
     fn store() -> Store {
         Store::new(StorageConfig::default())
+    }
+
+    /// The object key an Azure URL names: all of its path, whatever the form.
+    #[test]
+    fn azure_urls_keep_their_whole_key() {
+        let s = Store::new(StorageConfig {
+            stow_config: [
+                ("account".to_string(), crate::storage::Secret::new("acct")),
+                ("key".to_string(), crate::storage::Secret::new("a2V5")),
+            ]
+            .into(),
+            ..StorageConfig::default()
+        });
+        for url in [
+            "az://flyte/run/in/inputs.pb",
+            "abfs://flyte@acct.dfs.core.windows.net/run/in/inputs.pb",
+        ] {
+            let parsed = Url::parse(url).expect("a URL");
+            match s.object_target(url, &parsed) {
+                Ok(Target::Object { path, .. }) => {
+                    assert_eq!(path.as_ref(), "run/in/inputs.pb", "{url}");
+                }
+                Ok(Target::Http(_)) => panic!("{url}: not an object store"),
+                Err(e) => panic!("{url}: {e}"),
+            }
+        }
     }
 
     #[tokio::test]
