@@ -434,6 +434,9 @@ impl Store {
                 Arc::new(b.build()?)
             }
             ObjectStoreScheme::GoogleCloudStorage => {
+                // An emulator's base URL comes in the credentials (`gcs_base_url`);
+                // plain http to it only with `--storage.connection.disable-ssl`.
+                options = options.with_allow_http(cfg.disable_ssl);
                 let mut b = GoogleCloudStorageBuilder::from_env()
                     .with_url(base)
                     .with_retry(self.retry())
