@@ -12,7 +12,8 @@ pub const PODS_MAP: &str = "PODS";
 /// default and 250 at most per node; the rest is room for pods being torn down).
 pub const MAX_PODS: u32 = 1024;
 /// Array of one `u32`: bit `L` set when some pod cgroup at level `L` of the v2
-/// hierarchy is registered (levels 1 to [`MAX_POD_LEVEL`]).
+/// hierarchy is registered (levels 1 to [`MAX_POD_LEVEL`]), and bit 0
+/// ([`LEVELS_UNGATED`]) when the [`TOPS_MAP`] gate is off.
 pub const LEVELS_MAP: &str = "LEVELS";
 /// The deepest pod cgroup level the programs look at.
 pub const MAX_POD_LEVEL: u32 = 15;
@@ -24,17 +25,31 @@ pub const MAINS_MAP: &str = "MAINS";
 /// LRU hash `u64 container cgroup id -> MainRecord`: containers whose first exec was
 /// seen (or that userspace already knows); the first exec in a new one is its main
 /// process. Kept for every container under the kubelet's cgroups (see
-/// [`KUBEPODS_MAP`]), registered pod or not: the node-wide record a sidecar that
+/// [`TOP_KUBELET`]), registered pod or not: the node-wide record a sidecar that
 /// starts late reads instead of `/proc`.
 pub const CONTAINERS_MAP: &str = "CONTAINERS";
-/// Hash `u64 cgroup id -> u8`: the kubelet's top cgroups (`kubepods`,
-/// `kubepods.slice`) at level [`KUBEPODS_LEVEL`]. Containers sit two or three
-/// levels below them (`kubepods/pod<uid>/<id>`, `kubepods/<qos>/pod<uid>/<id>`, and
-/// the systemd driver's slices likewise).
-pub const KUBEPODS_MAP: &str = "KUBEPODS";
-/// The level of the kubelet's top cgroups: right under the root (the kubelet's
-/// default `--cgroup-root` of `/`).
+/// Hash `u64 cgroup id -> u8`: the top cgroups (at [`KUBEPODS_LEVEL`]) that
+/// hold pods, [`TOP_KUBELET`] or [`TOP_PODS`]. The gate every program passes
+/// first: a process under no top in this map (the node's system services, the
+/// kubelet, ssh sessions) costs one ancestor lookup and one hash lookup of a
+/// handful of entries, whatever the number of pods.
+pub const TOPS_MAP: &str = "TOPS";
+/// A kubelet's top cgroup (`kubepods`, `kubepods.slice`). Its containers sit two
+/// or three levels below (`kubepods/pod<uid>/<id>`, `kubepods/<qos>/pod<uid>/<id>`,
+/// and the systemd driver's slices likewise), and the programs keep the
+/// node-wide record of each one's main process, registered pod or not.
+pub const TOP_KUBELET: u8 = 1;
+/// A top cgroup that is not the kubelet's but holds a registered pod (a pod
+/// cgroup made by hand, `copilot trace --pod-cgroup /x/y`): events of its
+/// registered pods only.
+pub const TOP_PODS: u8 = 2;
+/// The level of the top cgroups: right under the root (the kubelet's default
+/// `--cgroup-root` of `/`).
 pub const KUBEPODS_LEVEL: u32 = 1;
+/// Bit of [`LEVELS_MAP`] set when a pod was registered whose top cgroup its
+/// copilot could not see (a cgroup namespace's view of the hierarchy): the gate
+/// is off, and every process on the node is looked up in [`PODS_MAP`].
+pub const LEVELS_UNGATED: u32 = 1;
 /// Hash `u64 container cgroup id -> ExitRecord`: how each container's main process
 /// ended, written before its event is queued, so a lost event loses no status.
 pub const EXITS_MAP: &str = "EXITS";

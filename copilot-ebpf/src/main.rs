@@ -4,9 +4,11 @@
 //! per-tracepoint limit of 64 programs). One loaded set serves every pod on the
 //! node: a pod's sidecar registers its own ring buffer in `PODS` under its pod
 //! cgroup's id, and the programs find a task's pod by its cgroup ancestors at the
-//! registered levels (`LEVELS`). Every process outside the registered pods pays
-//! for one array read plus one ancestor lookup and one hash lookup per level in
-//! use (one or two on a Kubernetes node), whatever the number of pods.
+//! registered levels (`LEVELS`). A gate comes first: a process whose top cgroup
+//! holds no pod (`TOPS`: the kubelet's `kubepods*` and the tops of registered
+//! pods) costs one ancestor lookup and one lookup in a hash of a few entries,
+//! whatever the number of pods; only the processes under a top go on to the
+//! pod lookups.
 //! Their arguments are the tracepoints' `TP_PROTO`s, read as the running kernel's
 //! BTF describes them:
 //!
@@ -50,7 +52,8 @@ use copilot_common::{
     event::{
         COMM_LEN, DEFAULT_RING_BYTES, Event, EventKind, ExitRecord, FILENAME_LEN,
         FLAG_FILENAME_TRUNCATED, FLAG_GROUP_DEAD_DERIVED, FLAG_GROUP_DEAD_FIELD, FLAG_MAIN,
-        FLAG_WAKEUP, KUBEPODS_LEVEL, MAX_POD_LEVEL, MAX_PODS, MainRecord, NODE_ENTRIES,
+        FLAG_WAKEUP, KUBEPODS_LEVEL, LEVELS_UNGATED, MAX_POD_LEVEL, MAX_PODS, MainRecord,
+        NODE_ENTRIES, TOP_KUBELET,
     },
 };
 
@@ -75,7 +78,7 @@ static MAINS: HashMap<u32, u64> = HashMap::with_max_entries(NODE_ENTRIES, 0);
 static CONTAINERS: LruHashMap<u64, MainRecord> = LruHashMap::with_max_entries(NODE_ENTRIES, 0);
 
 #[map]
-static KUBEPODS: HashMap<u64, u8> = HashMap::with_max_entries(64, 0);
+static TOPS: HashMap<u64, u8> = HashMap::with_max_entries(64, 0);
 
 #[map]
 static EXITS: LruHashMap<u64, ExitRecord> = LruHashMap::with_max_entries(NODE_ENTRIES, 0);
@@ -94,10 +97,33 @@ macro_rules! config {
     };
 }
 
+/// The gate, the first thing every program asks: the kind of the current
+/// task's top cgroup (`TOP_KUBELET`, `TOP_PODS`, or 0 for a top unknown to
+/// `TOPS` while the gate is off) and the `LEVELS` bits; `None` (all most
+/// processes pay for) when its top holds no pod. Scalars only: an aggregate
+/// holding an `Option<Pod>` is spilled with its pointer unset on the `None`
+/// path, which the verifier refuses ("R2 !read_ok").
+#[inline(always)]
+fn gate() -> Option<(u8, u32)> {
+    // SAFETY: a helper call without pointer arguments.
+    let top = unsafe { bpf_get_current_ancestor_cgroup_id(KUBEPODS_LEVEL as i32) };
+    if top == 0 {
+        // A task of the root cgroup.
+        return None;
+    }
+    // SAFETY: the value is a plain u8, copied out at once.
+    let kind = TOPS.get_ptr(top).map_or(0, |p| unsafe { *p });
+    // SAFETY: the value is a plain u32, copied out at once.
+    let levels = *LEVELS.get(0)?;
+    if kind == 0 && levels & LEVELS_UNGATED == 0 {
+        return None;
+    }
+    Some((kind, levels))
+}
+
 /// The registered pod the current task belongs to: its ring, its id, and the id
 /// of the task's container (its ancestor one level below the pod; 0 when the
-/// task sits in the pod cgroup itself). The pod filter, so the first thing
-/// every program does.
+/// task sits in the pod cgroup itself).
 struct Pod {
     ring: &'static PodRing,
     id: u64,
@@ -105,9 +131,7 @@ struct Pod {
 }
 
 #[inline(always)]
-fn current_pod() -> Option<Pod> {
-    // SAFETY: the value is a plain u32, copied out at once.
-    let levels = *LEVELS.get(0)?;
+fn current_pod(levels: u32) -> Option<Pod> {
     let mut level = 1;
     while level <= MAX_POD_LEVEL {
         if levels & (1 << level) != 0 {
@@ -214,9 +238,14 @@ fn fill_common(ev: &mut Event, kind: EventKind, container: u64) {
     ev.ppid = read_kernel(parent, config!(task_tgid_off)).unwrap_or(0);
     let thread_pid: u64 = read_kernel(task, config!(task_thread_pid_off)).unwrap_or(0);
     ev.ns_pid = ns_nr(thread_pid);
-    let leader: u64 = read_kernel(task, config!(task_group_leader_off)).unwrap_or(0);
-    let leader_pid: u64 = read_kernel(leader, config!(task_thread_pid_off)).unwrap_or(0);
-    ev.ns_tgid = ns_nr(leader_pid);
+    ev.ns_tgid = if ev.pid == ev.tgid {
+        // The leader itself (every exec, most exits): four reads saved.
+        ev.ns_pid
+    } else {
+        let leader: u64 = read_kernel(task, config!(task_group_leader_off)).unwrap_or(0);
+        let leader_pid: u64 = read_kernel(leader, config!(task_thread_pid_off)).unwrap_or(0);
+        ns_nr(leader_pid)
+    };
 }
 
 /// Reserves a record, fills the common fields, lets `fill` write the
@@ -247,14 +276,14 @@ fn send(pod: &Pod, kind: EventKind, urgent: bool, fill: impl FnOnce(&mut Event) 
 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
+    let Some((top, levels)) = gate() else {
+        return 0;
+    };
     let bprm: u64 = ctx.arg(2);
-    match current_pod() {
+    match current_pod(levels) {
         Some(pod) => exec_in_pod(&pod, bprm),
-        None => {
-            if in_kubepods() {
-                exec_in_kubepods(bprm);
-            }
-        }
+        None if top == TOP_KUBELET => exec_in_kubepods(bprm),
+        None => {}
     }
     0
 }
@@ -305,14 +334,6 @@ fn exec_in_kubepods(bprm: u64) {
     if deep != 0 {
         first_exec(deep, filename);
     }
-}
-
-/// Whether the current task is under one of the kubelet's top cgroups.
-#[inline(always)]
-fn in_kubepods() -> bool {
-    // SAFETY: a helper call without pointer arguments.
-    let id = unsafe { bpf_get_current_ancestor_cgroup_id(KUBEPODS_LEVEL as i32) };
-    id != 0 && KUBEPODS.get_ptr(id).is_some()
 }
 
 /// Records the current process as the main process of `container` if this is
@@ -398,8 +419,11 @@ fn starts_with<const N: usize>(s: &[u8], prefix: &[u8; N]) -> bool {
 /// has already decremented `signal->live`, so zero means this is the last thread.
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
-    let pod = current_pod();
-    if pod.is_none() && !in_kubepods() {
+    let Some((top, levels)) = gate() else {
+        return 0;
+    };
+    let pod = current_pod(levels);
+    if pod.is_none() && top != TOP_KUBELET {
         return 0;
     }
     // SAFETY: helper call without arguments.
@@ -415,8 +439,11 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
 /// `sched_process_exit(task, group_dead)` (6.16 and later).
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn sched_process_exit_gd(ctx: RawTracePointContext) -> i32 {
-    let pod = current_pod();
-    if pod.is_none() && !in_kubepods() {
+    let Some((top, levels)) = gate() else {
+        return 0;
+    };
+    let pod = current_pod(levels);
+    if pod.is_none() && top != TOP_KUBELET {
         return 0;
     }
     let group_dead: u64 = ctx.arg(1);
@@ -470,7 +497,10 @@ fn process_exited(pod: Option<&Pod>, task: u64, signal: u64, flags: u32) {
 pub fn mark_victim(ctx: RawTracePointContext) -> i32 {
     // A memcg OOM kill runs in the context of a task charging that memcg, so
     // the pod filter on the current task catches the pod's own OOM kills.
-    let Some(pod) = current_pod() else {
+    let Some((_, levels)) = gate() else {
+        return 0;
+    };
+    let Some(pod) = current_pod(levels) else {
         return 0;
     };
     let arg: u64 = ctx.arg(0);

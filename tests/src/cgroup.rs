@@ -80,6 +80,10 @@ pub enum Layout {
     /// systemd driver with containerd:
     /// `kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid_with_underscores>.slice/cri-containerd-<id>.scope`.
     Systemd,
+    /// A pod cgroup outside the kubelet's top cgroups, as a hand-made one would
+    /// be: `copilot-pods/pod<uid>/<64-hex id>` (the programs' gate must admit its
+    /// top once a copilot registers it). Not in [`Layout::ALL`].
+    Outside,
 }
 
 impl Layout {
@@ -120,6 +124,7 @@ impl PodCgroup {
         let rel = match layout {
             Layout::Cgroupfs => PathBuf::from(format!("/kubepods/besteffort/pod{uid}")),
             Layout::Guaranteed => PathBuf::from(format!("/kubepods/pod{uid}")),
+            Layout::Outside => PathBuf::from(format!("/copilot-pods/pod{uid}")),
             Layout::Systemd => PathBuf::from(format!(
                 "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice",
                 uid.replace('-', "_")
@@ -180,7 +185,7 @@ impl PodCgroup {
     /// Directory name of a container cgroup with container id `id` in this layout.
     pub fn container_dir_name(&self, id: &str) -> String {
         match self.layout {
-            Layout::Cgroupfs | Layout::Guaranteed => id.to_string(),
+            Layout::Cgroupfs | Layout::Guaranteed | Layout::Outside => id.to_string(),
             Layout::Systemd => format!("cri-containerd-{id}.scope"),
         }
     }

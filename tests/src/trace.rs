@@ -103,6 +103,8 @@ pub struct Trace {
     eof: bool,
     /// Killed on purpose by [`Trace::kill`]: no clean exit to check.
     killed: bool,
+    /// A container id whose lines are dropped on arrival (the tracer's own).
+    skip_container: Option<String>,
 }
 
 impl Trace {
@@ -156,20 +158,34 @@ impl Trace {
     /// mount and cgroup namespaces, without tracefs (the `nsrun` helper). Returns the
     /// tracer and its container cgroup.
     pub fn start_in_pod(pod: &PodCgroup, bpf_dir: &std::path::Path) -> (Self, std::path::PathBuf) {
+        let (trace, own, _) = Self::nsrun(pod, Some(bpf_dir));
+        (trace, own)
+    }
+
+    /// As [`Trace::start_in_pod`], with copilot's default pin directory, and its own
+    /// container's lines left out: the scenarios are about the task's containers,
+    /// and a real pod's sidecar is one of its containers too.
+    pub fn in_pod(pod: &PodCgroup) -> Self {
+        let (mut trace, _, id) = Self::nsrun(pod, None);
+        trace.skip_container = Some(id);
+        trace
+    }
+
+    fn nsrun(
+        pod: &PodCgroup,
+        bpf_dir: Option<&std::path::Path>,
+    ) -> (Self, std::path::PathBuf, String) {
         crate::env::preflight();
-        let own = pod
-            .path()
-            .join(pod.container_dir_name(&crate::env::random_hex(32)));
+        let id = crate::env::random_hex(32);
+        let own = pod.path().join(pod.container_dir_name(&id));
         std::fs::create_dir(&own).unwrap_or_else(|e| panic!("mkdir {}: {e}", own.display()));
         let mut cmd = Command::new(crate::rootfs::helper_path("nsrun"));
-        cmd.arg("--cgroup")
-            .arg(&own)
-            .arg(copilot_bin())
-            .arg("--bpf-dir")
-            .arg(bpf_dir)
-            .args(["trace", "--pod-cgroup"])
-            .arg(pod.path());
-        (Self::spawn_command(cmd), own)
+        cmd.arg("--cgroup").arg(&own).arg(copilot_bin());
+        if let Some(dir) = bpf_dir {
+            cmd.arg("--bpf-dir").arg(dir);
+        }
+        cmd.args(["trace", "--pod-cgroup"]).arg(pod.path());
+        (Self::spawn_command(cmd), own, id)
     }
 
     fn spawn_command(mut cmd: Command) -> Self {
@@ -217,6 +233,7 @@ impl Trace {
             stderr,
             eof: false,
             killed: false,
+            skip_container: None,
         }
     }
 
@@ -228,6 +245,11 @@ impl Trace {
         let left = deadline.saturating_duration_since(Instant::now());
         match self.rx.recv_timeout(left) {
             Ok(Ok(event)) => {
+                if self.skip_container.is_some()
+                    && event.container_id() == self.skip_container.as_deref()
+                {
+                    return true;
+                }
                 self.history.push(event.clone());
                 self.pending.push_back(event);
                 true

@@ -158,6 +158,30 @@ fn pods_at_two_levels_share_one_set_and_see_only_their_own() {
     );
 }
 
+/// The programs' gate admits only the processes under a top cgroup that holds
+/// pods: the kubelet's, which every copilot adds, and the top of each registered
+/// pod. A pod cgroup made outside the kubelet's tops is seen once its copilot
+/// registers it, beside a kubelet pod on the same set.
+#[test]
+fn a_pod_outside_the_kubelets_cgroups_passes_the_gate() {
+    let bpffs = Bpffs::new();
+    let kubelet = PodCgroup::new(Layout::Guaranteed);
+    let outside = PodCgroup::new(Layout::Outside);
+    let mut a = Trace::start_in(&kubelet, &bpffs.node_dir());
+    ready(&mut a, "node");
+    let mut b = Trace::start_in(&outside, &bpffs.node_dir());
+    ready(&mut b, "node");
+
+    let cb = Container::run(&outside, &["sh", "-c", "exit 4"], ContainerOpts::default());
+    let ca = Container::run(&kubelet, &["sh", "-c", "exit 6"], ContainerOpts::default());
+    let exit_b = main_exit(&mut b, cb.pid());
+    assert_eq!(exit_b.exit_code(), Some(4), "{exit_b}");
+    let exit_a = main_exit(&mut a, ca.pid());
+    assert_eq!(exit_a.exit_code(), Some(6), "{exit_a}");
+    assert_only_own(&a, inode(ca.cgroup_path()));
+    assert_only_own(&b, inode(cb.cgroup_path()));
+}
+
 /// 250 pods (Kubernetes' maximum per node), each with its own copilot: the first 50
 /// start at once on a fresh node, then the rest. All use the one set; each sees its
 /// own main process with its own status, and nothing of the others.

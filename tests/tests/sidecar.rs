@@ -620,7 +620,7 @@ fn a_non_canonical_pod_cgroup_still_sees_the_exit_code() {
 #[test]
 fn oom_kill_is_reported() {
     let mut task = Task::new(Layout::Cgroupfs, single_int_output());
-    task.start_sidecar(PodArgs::Cgroup, &[]);
+    task.start_sidecar(PodArgs::UidInPod, &[]);
     let opts = ContainerOpts {
         memory_limit: Some(32 << 20),
         ..Default::default()
@@ -649,7 +649,7 @@ fn main_that_never_starts_hits_the_start_timeout() {
     );
     task.main = Some(main);
     let started = Instant::now();
-    task.start_sidecar(PodArgs::Cgroup, &["--start-timeout", "2s"]);
+    task.start_sidecar(PodArgs::UidInPod, &["--start-timeout", "2s"]);
     task.sidecar_exits_0();
     let took = started.elapsed();
     assert!(
@@ -675,7 +675,10 @@ fn main_that_exited_before_the_sidecar_is_never_a_success() {
     task.start_main(&format!("{MIXED_SCRIPT}\nexit 3"), ContainerOpts::default());
     task.wait_main();
     let started = Instant::now();
-    task.start_sidecar(PodArgs::Cgroup, &["--bpf-dir", &bpf_dir.to_string_lossy()]);
+    task.start_sidecar(
+        PodArgs::UidInPod,
+        &["--bpf-dir", &bpf_dir.to_string_lossy()],
+    );
     let logs = task.sidecar_exits_0();
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -708,7 +711,10 @@ fn main_that_exited_before_the_sidecar_keeps_its_status_on_a_node_with_copilot()
     task.download();
     task.start_main(&format!("{MIXED_SCRIPT}\nexit 3"), ContainerOpts::default());
     task.wait_main();
-    task.start_sidecar(PodArgs::Cgroup, &["--bpf-dir", &bpf_dir.to_string_lossy()]);
+    task.start_sidecar(
+        PodArgs::UidInPod,
+        &["--bpf-dir", &bpf_dir.to_string_lossy()],
+    );
     let logs = task.sidecar_exits_0();
     let exited = log_line(&logs, "main container exited");
     assert!(exited.contains("status=exit code 3"), "{exited}");
@@ -752,7 +758,7 @@ fn a_lost_exit_event_keeps_the_exit_status() {
 fn sigterm_with_the_exit_still_unread_still_uploads() {
     for round in 0..3 {
         let mut task = Task::new(Layout::Cgroupfs, single_int_output());
-        task.start_sidecar(PodArgs::Cgroup, &[]);
+        task.start_sidecar(PodArgs::UidInPod, &[]);
         task.sidecar().signal(libc::SIGSTOP);
         task.start_main("echo 7 > /out/answer; exit 0", ContainerOpts::default());
         task.wait_main();
@@ -779,7 +785,7 @@ fn sigterm_with_the_exit_still_unread_still_uploads() {
 #[test]
 fn an_extra_container_in_the_pod_falls_back_to_sigterm() {
     let mut task = Task::new(Layout::Cgroupfs, single_int_output());
-    task.start_sidecar(PodArgs::Cgroup, &[]);
+    task.start_sidecar(PodArgs::UidInPod, &[]);
     let proxy = Container::run(
         &task.pod,
         &["sh", "-c", "while :; do sleep 1; done"],
@@ -808,7 +814,7 @@ fn an_extra_container_in_the_pod_falls_back_to_sigterm() {
 #[test]
 fn error_file_becomes_a_user_error() {
     let mut task = Task::new(Layout::Cgroupfs, single_int_output());
-    task.start_sidecar(PodArgs::Cgroup, &[]);
+    task.start_sidecar(PodArgs::UidInPod, &[]);
     task.start_main(
         "printf 'bad input: n must be even\\n' > /out/_ERROR; exit 1",
         ContainerOpts::default(),
@@ -832,7 +838,7 @@ fn error_file_becomes_a_user_error() {
 fn missing_output_names_the_variable() {
     let mut task = Task::new(Layout::Systemd, mixed_outputs());
     task.download();
-    task.start_sidecar(PodArgs::Cgroup, &[]);
+    task.start_sidecar(PodArgs::UidInPod, &[]);
     task.start_main(
         &format!("{MIXED_SCRIPT}\nrm /out/greeting"),
         ContainerOpts::default(),
@@ -853,7 +859,7 @@ fn signal_watcher_uploads_on_sigterm() {
     let mut task = Task::new(Layout::Cgroupfs, mixed_outputs());
     task.download();
     task.start_sidecar(
-        PodArgs::Cgroup,
+        PodArgs::UidInPod,
         &[
             "--start-watcher-type",
             "noop",
@@ -881,7 +887,7 @@ fn file_watcher_uploads_on_success_marker() {
     let mut task = Task::new(Layout::Cgroupfs, mixed_outputs());
     task.download();
     task.start_sidecar(
-        PodArgs::Cgroup,
+        PodArgs::UidInPod,
         &[
             "--start-watcher-type",
             "noop",
@@ -909,7 +915,7 @@ fn file_watcher_uploads_on_success_marker() {
 #[test]
 fn sigterm_while_main_runs_is_upload_cut_short() {
     let mut task = Task::new(Layout::Systemd, single_int_output());
-    task.start_sidecar(PodArgs::Cgroup, &[]);
+    task.start_sidecar(PodArgs::UidInPod, &[]);
     let main = task.start_main("exec sleep 1000", ContainerOpts::default());
     let pid = main.pid();
     wait_comm(pid, "sleep", T);
@@ -1058,7 +1064,7 @@ fn an_existing_error_document_is_kept() {
         &format!("{}/out/errors.pb", task.run),
         theirs.encode_to_vec(),
     );
-    task.start_sidecar(PodArgs::Cgroup, &[]);
+    task.start_sidecar(PodArgs::UidInPod, &[]);
     task.sidecar().signal(libc::SIGTERM);
     assert_eq!(
         task.sidecar().exit_code(T),
@@ -1110,7 +1116,7 @@ fn wait_outputs(task: &Task) {
 fn after_the_upload_the_sidecar_idles_until_sigterm() {
     let mut task = Task::new(Layout::Cgroupfs, mixed_outputs());
     task.download();
-    task.start_sidecar(PodArgs::Cgroup, &["--after-upload", "wait-for-sigterm"]);
+    task.start_sidecar(PodArgs::UidInPod, &["--after-upload", "wait-for-sigterm"]);
     task.start_main(MIXED_SCRIPT, ContainerOpts::default());
     task.wait_main();
     wait_outputs(&task);
@@ -1149,13 +1155,13 @@ fn after_the_upload_the_sidecar_idles_until_sigterm() {
 fn a_restart_after_the_upload_writes_nothing() {
     let mut task = Task::new(Layout::Cgroupfs, mixed_outputs());
     task.download();
-    task.start_sidecar(PodArgs::Cgroup, &[]);
+    task.start_sidecar(PodArgs::UidInPod, &[]);
     task.start_main(MIXED_SCRIPT, ContainerOpts::default());
     task.wait_main();
     task.sidecar_exits_0();
     let first = task.outputs();
     let _ = std::fs::remove_file(task.ready_file());
-    task.start_sidecar(PodArgs::Cgroup, &["--after-upload", "wait-for-sigterm"]);
+    task.start_sidecar(PodArgs::UidInPod, &["--after-upload", "wait-for-sigterm"]);
     assert!(
         task.sidecar().wait(Duration::from_millis(300)).is_none(),
         "exited before SIGTERM"

@@ -43,9 +43,11 @@ both_layouts!(
     children_are_not_the_main_process,
 );
 
-/// Starts tracing `pod`, waits for `ready` and checks what it says.
+/// Starts tracing `pod` from a container of its own in the pod, in its own PID,
+/// mount and cgroup namespaces without tracefs (as a sidecar without hostPID),
+/// waits for `ready` and checks what it says.
 fn trace(pod: &PodCgroup) -> Trace {
-    let mut trace = Trace::start(pod);
+    let mut trace = Trace::in_pod(pod);
     let ready = trace.wait_ready(T);
     assert_eq!(
         ready.str("pod_cgroup"),

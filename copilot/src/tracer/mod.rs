@@ -141,6 +141,9 @@ pub struct Options {
     /// copilots that died are collected once their cgroup is gone from it.
     pub cgroup_mount: PathBuf,
     pub cgroup_root_level: u32,
+    /// The id of the pod's top cgroup (its ancestor at level 1), the programs'
+    /// gate; `None` when the mount does not show it (then the gate is off).
+    pub pod_top_id: Option<u64>,
 }
 
 impl Options {
@@ -153,8 +156,26 @@ impl Options {
             node_dir: Some(DEFAULT_NODE_DIR.into()),
             cgroup_mount: hierarchy.mount.clone(),
             cgroup_root_level: hierarchy.root_level,
+            pod_top_id: top_id(hierarchy, pod),
         }
     }
+}
+
+/// The id of `pod`'s ancestor at level 1, if the mount shows it.
+fn top_id(hierarchy: &crate::cgroup::Hierarchy, pod: &crate::cgroup::Cgroup) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    if hierarchy.root_level != 0 {
+        return None;
+    }
+    if pod.level == 1 {
+        return Some(pod.id);
+    }
+    let first = pod
+        .rel
+        .components()
+        .find(|c| matches!(c, std::path::Component::Normal(_)))?;
+    let meta = std::fs::metadata(hierarchy.mount.join(first)).ok()?;
+    meta.is_dir().then(|| meta.ino())
 }
 
 /// Which kernel-dependent paths the loaded programs use.
@@ -182,6 +203,7 @@ pub struct Tracer {
     ring: AsyncFd<RingBuf<MapData>>,
     pod_id: u64,
     pod_level: u32,
+    pod_top_id: Option<u64>,
     cgroup_mount: PathBuf,
     cgroup_root_level: u32,
     /// The flock that says this pod's registration is alive (node sets).
@@ -252,7 +274,7 @@ impl Tracer {
         }
         let (mut set, set_use) = open_set(opts)?;
         set.maps
-            .add_kubepods(&opts.cgroup_mount, opts.cgroup_root_level)?;
+            .add_kubelet_tops(&opts.cgroup_mount, opts.cgroup_root_level)?;
         let obj = aya_obj::Map::new_from_params(BPF_MAP_TYPE_RINGBUF, 0, 0, opts.ring_bytes, 0);
         let ring_err = |source| Error::Ring {
             bytes: opts.ring_bytes,
@@ -268,6 +290,7 @@ impl Tracer {
             ring,
             pod_id: opts.pod_cgroup_id,
             pod_level: opts.pod_cgroup_level,
+            pod_top_id: opts.pod_top_id,
             cgroup_mount: opts.cgroup_mount.clone(),
             cgroup_root_level: opts.cgroup_root_level,
             registration: None,
@@ -283,6 +306,7 @@ impl Tracer {
             SetKind::Node(dir) => Some((dir.base.clone(), dir.set.clone())),
         };
         let Some((base, set_dir)) = node else {
+            self.set.maps.add_pod_top(self.pod_top_id)?;
             self.set.maps.add_level(self.pod_level)?;
             self.set.maps.register(self.pod_id, self.ring.get_ref())?;
             return self.set.attach_private();
@@ -297,6 +321,7 @@ impl Tracer {
         // `load` checked that no live tracer holds it; one that died held it.
         let lock = DirLock::try_take(&pod_dir)?
             .ok_or_else(|| set::pin_err(&pod_dir, "lock", io::ErrorKind::WouldBlock.into()))?;
+        self.set.maps.add_pod_top(self.pod_top_id)?;
         self.set.maps.add_level(self.pod_level)?;
         self.set.maps.register(self.pod_id, self.ring.get_ref())?;
         self.registration = Some((pod_dir, lock));

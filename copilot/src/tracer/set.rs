@@ -34,8 +34,8 @@ use copilot_common::{
     config::{CONFIG_GLOBAL, Config},
     event::{
         CONTAINERS_MAP, DROPS_MAP, EXEC_PROGRAM, EXIT_GROUP_DEAD_PROGRAM, EXIT_PROGRAM, EXITS_MAP,
-        ExitRecord, KUBEPODS_MAP, LEVELS_MAP, MAINS_MAP, MAX_POD_LEVEL, MainRecord, OOM_PROGRAM,
-        PODS_MAP,
+        ExitRecord, LEVELS_MAP, LEVELS_UNGATED, MAINS_MAP, MAX_POD_LEVEL, MainRecord, OOM_PROGRAM,
+        PODS_MAP, TOP_KUBELET, TOP_PODS, TOPS_MAP,
     },
 };
 use rustix::fs::{FlockOperation, flock};
@@ -44,6 +44,9 @@ use super::{Error, KernelPaths, OBJECT};
 
 /// `BPF_FS_MAGIC` in `include/uapi/linux/magic.h`.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// `BPF_NOEXIST` in `include/uapi/linux/bpf.h`: insert only if the key is new.
+const BPF_NOEXIST: u64 = 1;
 
 const LINK_EXEC: &str = "link_exec";
 const LINK_EXIT: &str = "link_exit";
@@ -58,7 +61,7 @@ pub(super) struct Maps {
     pub mains: HashMap<MapData, u32, u64>,
     pub containers: HashMap<MapData, u64, MainRecord>,
     pub exits: HashMap<MapData, u64, ExitRecord>,
-    pub kubepods: HashMap<MapData, u64, u8>,
+    pub tops: HashMap<MapData, u64, u8>,
 }
 
 /// A program set this tracer can register its pod in.
@@ -200,7 +203,7 @@ const MAP_NAMES: [&str; 7] = [
     MAINS_MAP,
     CONTAINERS_MAP,
     EXITS_MAP,
-    KUBEPODS_MAP,
+    TOPS_MAP,
 ];
 
 impl Maps {
@@ -213,7 +216,7 @@ impl Maps {
             mains: typed(get(MAINS_MAP)?, MAINS_MAP)?,
             containers: typed(get(CONTAINERS_MAP)?, CONTAINERS_MAP)?,
             exits: typed(get(EXITS_MAP)?, EXITS_MAP)?,
-            kubepods: typed(get(KUBEPODS_MAP)?, KUBEPODS_MAP)?,
+            tops: typed(get(TOPS_MAP)?, TOPS_MAP)?,
         })
     }
 
@@ -232,10 +235,12 @@ impl Maps {
     }
 
     /// Adds the kubelet's top cgroups (`kubepods*` right under the root of the
-    /// cgroup v2 `mount`) to `KUBEPODS`, so the programs keep the node-wide record
-    /// of their containers; idempotent. A mount that is not the hierarchy's root
-    /// (a cgroup namespace's view) shows none of them.
-    pub fn add_kubepods(&mut self, mount: &Path, root_level: u32) -> Result<(), Error> {
+    /// cgroup v2 `mount`) to `TOPS`, so the programs keep the node-wide record
+    /// of their containers, and drops the tops that are gone; idempotent, and
+    /// safe without the node lock (each value follows from the name alone). A
+    /// mount that is not the hierarchy's root (a cgroup namespace's view) shows
+    /// none of them.
+    pub fn add_kubelet_tops(&mut self, mount: &Path, root_level: u32) -> Result<(), Error> {
         use std::os::unix::fs::MetadataExt as _;
         if root_level != 0 {
             return Ok(());
@@ -243,31 +248,57 @@ impl Maps {
         let Ok(entries) = std::fs::read_dir(mount) else {
             return Ok(());
         };
-        let current: HashSet<u64> = entries
-            .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().starts_with("kubepods"))
-            .filter_map(|e| e.metadata().ok().filter(|m| m.is_dir()).map(|m| m.ino()))
-            .collect();
-        // Top cgroups that are gone (a kubelet restarted with another driver; test
-        // fixtures that remove theirs): their ids will not come back.
+        let mut tops = HashSet::new();
+        let mut kubelet = Vec::new();
+        for e in entries.filter_map(Result::ok) {
+            let Some(meta) = e.metadata().ok().filter(|m| m.is_dir()) else {
+                continue;
+            };
+            tops.insert(meta.ino());
+            if e.file_name().to_string_lossy().starts_with("kubepods") {
+                kubelet.push(meta.ino());
+            }
+        }
+        // Tops that are gone (a kubelet restarted with another driver, test
+        // fixtures that remove theirs): cgroup ids are not reused within a boot.
         let gone: Vec<u64> = self
-            .kubepods
+            .tops
             .keys()
             .filter_map(Result::ok)
-            .filter(|id| !current.contains(id))
+            .filter(|id| !tops.contains(id))
             .collect();
         for id in gone {
-            let _ = self.kubepods.remove(&id);
+            let _ = self.tops.remove(&id);
         }
-        for id in current {
-            self.kubepods
-                .insert(id, 1, 0)
+        for id in kubelet {
+            self.tops
+                .insert(id, TOP_KUBELET, 0)
                 .map_err(|source| Error::Map {
-                    name: KUBEPODS_MAP,
+                    name: TOPS_MAP,
                     source,
                 })?;
         }
         Ok(())
+    }
+
+    /// Opens the gate for a pod under top cgroup `top`: adds it to `TOPS` unless
+    /// it is there (a kubelet's top already is), or, when the top is unknown,
+    /// turns the gate off (callers hold the node lock, as for [`Self::add_level`]).
+    pub fn add_pod_top(&mut self, top: Option<u64>) -> Result<(), Error> {
+        let Some(id) = top else {
+            return self.set_level_bits(LEVELS_UNGATED);
+        };
+        match self.tops.insert(id, TOP_PODS, BPF_NOEXIST) {
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::EEXIST) =>
+            {
+                Ok(())
+            }
+            r => r.map_err(|source| Error::Map {
+                name: TOPS_MAP,
+                source,
+            }),
+        }
     }
 
     /// Sets bit `level` of `LEVELS` (callers hold the node lock: read, or, write).
@@ -275,15 +306,17 @@ impl Maps {
         if !(1..=MAX_POD_LEVEL).contains(&level) {
             return Err(Error::PodLevel { level });
         }
+        self.set_level_bits(1 << level)
+    }
+
+    fn set_level_bits(&mut self, bits: u32) -> Result<(), Error> {
         let map_err = |source| Error::Map {
             name: LEVELS_MAP,
             source,
         };
-        let bits = self.levels.get(&0, 0).map_err(map_err)?;
-        if bits & (1 << level) == 0 {
-            self.levels
-                .set(0, bits | (1 << level), 0)
-                .map_err(map_err)?;
+        let old = self.levels.get(&0, 0).map_err(map_err)?;
+        if old & bits != bits {
+            self.levels.set(0, old | bits, 0).map_err(map_err)?;
         }
         Ok(())
     }
@@ -449,7 +482,13 @@ pub(super) fn cgroup_ids(mount: &Path, root_level: u32, levels: u32) -> Option<H
     for level in 1..=max {
         let mut next = Vec::new();
         for dir in &frontier {
-            for e in std::fs::read_dir(dir).ok()?.filter_map(Result::ok) {
+            let entries = match std::fs::read_dir(dir) {
+                Ok(entries) => entries,
+                // Removed while we walk (a pod torn down): nothing below it is alive.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(_) => return None,
+            };
+            for e in entries.filter_map(Result::ok) {
                 let Ok(meta) = e.metadata() else { continue };
                 if meta.is_dir() {
                     if levels & (1 << level) != 0 {
