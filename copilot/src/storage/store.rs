@@ -79,6 +79,15 @@ pub enum StorageError {
         #[source]
         source: Box<object_store::Error>,
     },
+    #[error(
+        "GET {url:?}: the TLS handshake failed (server certificates are checked against the \
+         system's CA certificates, or, when SSL_CERT_FILE or SSL_CERT_DIR is set, against those only)"
+    )]
+    HttpTls {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
     #[error("GET {url:?} answered HTTP {status}")]
     HttpStatus { url: String, status: u16 },
     #[error("GET {url:?} failed")]
@@ -210,10 +219,21 @@ impl Store {
     /// the first use of each `scheme://bucket`.
     pub fn new(config: StorageConfig) -> Self {
         let permits = Semaphore::new(config.max_concurrency.max(1));
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(30))
-            .build()
-            .unwrap_or_default();
+        Self::check_ca_env();
+        let builder = || reqwest::Client::builder().connect_timeout(Duration::from_secs(30));
+        let http = builder().build().unwrap_or_else(|e| {
+            // reqwest refuses a CA store holding only certificates it cannot parse
+            // (e.g. SSL_CERT_FILE naming a broken file). Go on without one: every
+            // other store still works, and each https read says what to check.
+            tracing::warn!(
+                error = crate::error_chain(&e),
+                "cannot load the trusted CA certificates; https servers will be refused"
+            );
+            builder()
+                .tls_built_in_root_certs(false)
+                .build()
+                .unwrap_or_default()
+        });
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -224,6 +244,34 @@ impl Store {
                 permits,
                 buffers: Semaphore::new(UPLOAD_BUFFER_MIB as usize),
             }),
+        }
+    }
+
+    /// Warns about a CA location named by `SSL_CERT_FILE` / `SSL_CERT_DIR` that
+    /// cannot be read. Every http(s) client here (reqwest, and object_store's for
+    /// s3/gcs/azure) trusts the system's CA certificates through
+    /// rustls-native-certs, which reads those variables and, when either is set,
+    /// those locations only, skipping one it cannot read without a word.
+    fn check_ca_env() {
+        for var in ["SSL_CERT_FILE", "SSL_CERT_DIR"] {
+            let Some(value) = std::env::var_os(var) else {
+                continue;
+            };
+            let paths: Vec<PathBuf> = if var == "SSL_CERT_DIR" {
+                std::env::split_paths(&value).collect()
+            } else {
+                vec![PathBuf::from(value)]
+            };
+            for path in paths.iter().filter(|p| !p.as_os_str().is_empty()) {
+                if let Err(e) = std::fs::metadata(path) {
+                    tracing::warn!(
+                        var,
+                        path = %path.display(),
+                        error = %e,
+                        "cannot read the CA certificates that {var} names"
+                    );
+                }
+            }
         }
     }
 
@@ -568,9 +616,18 @@ impl Store {
                         .get(parsed.clone())
                         .send()
                         .await
-                        .map_err(|source| StorageError::Http {
-                            url: url.clone(),
-                            source,
+                        .map_err(|source| {
+                            if is_tls_failure(&source) {
+                                StorageError::HttpTls {
+                                    url: url.clone(),
+                                    source,
+                                }
+                            } else {
+                                StorageError::Http {
+                                    url: url.clone(),
+                                    source,
+                                }
+                            }
                         })?;
                 let status = response.status();
                 if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
@@ -951,6 +1008,27 @@ fn object_error(op: &'static str, url: &str, source: object_store::Error) -> Sto
             source: Box::new(source),
         },
     }
+}
+
+/// Whether a request failed in the TLS handshake (a certificate no trusted CA
+/// signed, a name it does not cover, no common protocol): a matter of
+/// configuration that trying again does not change. The rustls error comes up
+/// inside `io::Error`s (two, nested), whose `source()` skips what they wrap.
+fn is_tls_failure(e: &reqwest::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = next {
+        if error.is::<rustls::Error>() {
+            return true;
+        }
+        next = match error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => error.source(),
+        };
+    }
+    false
 }
 
 fn backoff(attempt: usize) -> Duration {

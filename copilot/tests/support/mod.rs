@@ -1,6 +1,8 @@
 //! Test support: a real S3-compatible server (moto) on loopback, started
-//! per test and killed on drop.
+//! per test and killed on drop; an HTTPS server with a test CA ([`https`]).
 #![allow(dead_code, reason = "each test binary uses a different part")]
+pub mod https;
+
 use std::{
     net::{TcpListener, TcpStream},
     path::PathBuf,
@@ -14,24 +16,29 @@ use copilot::storage::{Secret, StorageConfig, Store};
 pub struct Moto {
     child: Child,
     pub port: u16,
+    /// `http`, or `https` when started with a certificate ([`start_moto_tls`]).
+    scheme: &'static str,
 }
 
 impl Moto {
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
     }
 
     /// Storage flags for the copilot binary.
     pub fn flags(&self) -> Vec<String> {
-        vec![
+        let mut flags = vec![
             "--storage.type=s3".into(),
             format!("--storage.connection.endpoint={}", self.endpoint()),
             "--storage.connection.region=us-east-1".into(),
             "--storage.connection.auth-type=accesskey".into(),
             "--storage.connection.access-key=testing".into(),
             "--storage.connection.secret-key=testing".into(),
-            "--storage.connection.disable-ssl".into(),
-        ]
+        ];
+        if self.scheme == "http" {
+            flags.push("--storage.connection.disable-ssl".into());
+        }
+        flags
     }
 
     pub fn store(&self) -> Store {
@@ -87,6 +94,16 @@ fn moto_binary() -> Option<PathBuf> {
 /// Starts moto, or returns None (test skipped) when it is not installed —
 /// except under `CI=true`, where a missing server fails the test.
 pub fn start_moto() -> Option<Moto> {
+    start(&[], "http")
+}
+
+/// [`start_moto`] serving https with the given certificate and key (PEM files).
+pub fn start_moto_tls(cert: &std::path::Path, key: &std::path::Path) -> Option<Moto> {
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    start(&["--ssl-cert", &cert, "--ssl-key", &key], "https")
+}
+
+fn start(extra: &[&str], scheme: &'static str) -> Option<Moto> {
     let Some(binary) = moto_binary() else {
         let msg = "moto_server not found: set COPILOT_MOTO_SERVER or run `cargo xtask setup` (target/venv-moto)";
         if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -101,12 +118,17 @@ pub fn start_moto() -> Option<Moto> {
         .expect("free port");
     let child = Command::new(&binary)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .args(extra)
         .env_remove("AWS_CA_BUNDLE")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
-    let moto = Moto { child, port };
+    let moto = Moto {
+        child,
+        port,
+        scheme,
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
