@@ -1,9 +1,9 @@
 //! A real Azure Blob Storage server (azurite, Microsoft's emulator) on loopback, and a
 //! blocking client for it. Credentials reach copilot through the environment only.
 use std::{
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use copilot::storage::{Secret, StorageConfig};
@@ -83,16 +83,8 @@ impl Azurite {
             _data: data,
             client,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(Ok(Some(status))) = azurite.child.as_mut().map(Child::try_wait) {
-                panic!("azurite exited before listening: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "azurite did not listen on port {port} within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        if let Some(child) = azurite.child.as_mut() {
+            crate::env::wait_listening(child, "azurite", port);
         }
         azurite
     }

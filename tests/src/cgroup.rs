@@ -97,7 +97,7 @@ impl Layout {
 /// removes the directories deepest first, then does the same for the directories runc
 /// created at the same relative path in each cgroup v1 hierarchy (runc puts a container
 /// into every v1 controller too), and finally removes the parent directories this
-/// fixture created (`kubepods/besteffort`) if they are empty.
+/// fixture created (`kubepods/besteffort`) if they are empty, all but the top one.
 #[derive(Debug)]
 pub struct PodCgroup {
     layout: Layout,
@@ -137,7 +137,11 @@ impl PodCgroup {
             cur.push(comp);
             let abs = root.join(cur.strip_prefix("/").expect("absolute"));
             match std::fs::create_dir(&abs) {
-                Ok(()) => created_parents.push(cur.clone()),
+                // A top cgroup (`kubepods`, `kubepods.slice`) stays, as the kubelet
+                // makes it once and never removes it: a new one would have a new id,
+                // unknown to the node's programs until a copilot starts.
+                Ok(()) if cur.components().count() > 2 => created_parents.push(cur.clone()),
+                Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
                 Err(e) => panic!("creating cgroup {}: {e}", abs.display()),
             }

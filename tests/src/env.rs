@@ -133,3 +133,20 @@ pub fn wait_comm(pid: u32, comm: &str, timeout: std::time::Duration) {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
+
+/// Waits until `server` (a child just spawned) accepts connections on loopback
+/// `port`; panics if it exits first or takes more than 30 s (servers that import
+/// a lot, such as moto or azurite, have no readiness fd to wait on).
+pub fn wait_listening(server: &mut std::process::Child, name: &str, port: u16) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = server.try_wait() {
+            panic!("{name} exited before listening: {status}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} did not listen on port {port} within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

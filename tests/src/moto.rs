@@ -1,9 +1,9 @@
 //! A real S3-compatible server (moto) on loopback, and a blocking client for it.
 use std::{
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     path::PathBuf,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use copilot::storage::{Secret, StorageConfig};
@@ -72,18 +72,7 @@ impl Moto {
             port,
             client,
         };
-        // moto (python) needs a second or two to import; there is no readiness fd to wait on.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = moto.child.try_wait() {
-                panic!("moto_server exited before listening: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not listen on port {port} within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::env::wait_listening(&mut moto.child, "moto_server", port);
         moto
     }
 

@@ -177,7 +177,11 @@ fn started_after_attach_exit_3(layout: Layout) {
 }
 
 /// Scenario 2: running before the tracer starts: found by the snapshot, its exit seen.
+/// The node's programs are already loaded (another pod's copilot runs), as on any node
+/// where copilot has run: without hostPID, their record names the running main.
 fn running_before_attach(layout: Layout) {
+    let other = PodCgroup::new(layout);
+    let _other_copilot = trace(&other);
     let pod = PodCgroup::new(layout);
     let gate = Gate::new();
     let opts = ContainerOpts {
