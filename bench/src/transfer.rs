@@ -1,6 +1,7 @@
 //! Figure 9: transfers through copilot (sidecar upload, `copilot download`) beside
-//! `rclone copy` against the same loopback moto S3 server, and copilot's local-file
-//! store beside `cp -r`. Two shapes: one big file, many 4 KiB files.
+//! `rclone copy` against the same loopback server, for S3 (moto) and Azure Blob
+//! (azurite), and copilot's local-file store beside `cp -r`. Two shapes: one big
+//! file, many 4 KiB files.
 use std::{
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
@@ -11,10 +12,23 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
+use integration_test::azurite::Azurite;
+
 use crate::{
     proto::{Type, outputs_interface},
     util::{make_files, tree_size},
 };
+
+/// Where a transfer goes.
+#[derive(Clone, Copy)]
+enum Remote {
+    S3,
+    Azure,
+    Local,
+}
+
+/// The Azure container the figure uses.
+const AZ_CONTAINER: &str = "bench";
 
 struct Moto {
     child: Child,
@@ -49,16 +63,23 @@ fn start_moto(binary: &Path) -> anyhow::Result<Moto> {
 }
 
 /// Runs `cmd` and returns its wall time; fails with its stderr if it fails.
+/// Errors name the program and its arguments, never the environment (where the
+/// credentials are).
 fn timed(cmd: &mut Command) -> anyhow::Result<f64> {
+    let line = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
     let t = Instant::now();
     let out = cmd
         .stdin(Stdio::null())
         .output()
-        .with_context(|| format!("spawning {cmd:?}"))?;
+        .with_context(|| format!("spawning {line}"))?;
     let secs = t.elapsed().as_secs_f64();
     if !out.status.success() {
         bail!(
-            "{cmd:?} failed: {}\n{}",
+            "{line} failed: {}\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
@@ -69,6 +90,11 @@ fn timed(cmd: &mut Command) -> anyhow::Result<f64> {
 struct Tools<'a> {
     copilot: &'a Path,
     moto: &'a Moto,
+    azurite: &'a Azurite,
+    /// A SAS token for [`AZ_CONTAINER`]: rclone (1.60) takes its endpoint as a domain
+    /// to put the account in front of, so it reaches an emulator on another port
+    /// only through a container's SAS URL.
+    az_sas: String,
 }
 
 impl Tools<'_> {
@@ -87,13 +113,23 @@ impl Tools<'_> {
         ]
     }
 
-    fn copilot(&self, s3: bool) -> Command {
+    fn copilot(&self, remote: Remote) -> Command {
         let mut c = Command::new(self.copilot);
         c.env_remove("AWS_CA_BUNDLE")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .args(["--log-level", "warn"]);
-        if s3 {
-            c.args(self.s3_flags());
+        match remote {
+            Remote::S3 => {
+                c.args(self.s3_flags());
+            }
+            Remote::Azure => {
+                c.args([
+                    "--storage.type=azure".to_owned(),
+                    format!("--storage.connection.endpoint={}", self.azurite.endpoint()),
+                ])
+                .envs(Azurite::key_env());
+            }
+            Remote::Local => {}
         }
         c
     }
@@ -111,14 +147,23 @@ impl Tools<'_> {
             .env("RCLONE_CONFIG_MOTO_ACCESS_KEY_ID", "testing")
             .env("RCLONE_CONFIG_MOTO_SECRET_ACCESS_KEY", "testing")
             .env("RCLONE_CONFIG_MOTO_REGION", "us-east-1")
-            .env("RCLONE_CONFIG_MOTO_FORCE_PATH_STYLE", "true");
+            .env("RCLONE_CONFIG_MOTO_FORCE_PATH_STYLE", "true")
+            .env("RCLONE_CONFIG_AZ_TYPE", "azureblob")
+            .env(
+                "RCLONE_CONFIG_AZ_SAS_URL",
+                format!(
+                    "{}/{AZ_CONTAINER}?{}",
+                    self.azurite.endpoint(),
+                    self.az_sas
+                ),
+            );
         c
     }
 
     /// `copilot sidecar` with no watcher: uploads `dir/<name>` as output `name`.
     fn upload(
         &self,
-        s3: bool,
+        remote: Remote,
         dir: &Path,
         name: &str,
         multipart: bool,
@@ -126,7 +171,7 @@ impl Tools<'_> {
     ) -> anyhow::Result<f64> {
         let iface = outputs_interface(&[(name, Type::Blob { multipart })]);
         timed(
-            self.copilot(s3)
+            self.copilot(remote)
                 .args([
                     "sidecar",
                     "--after-upload",
@@ -145,9 +190,9 @@ impl Tools<'_> {
     }
 
     /// `copilot download` of the outputs.pb the upload wrote.
-    fn download(&self, s3: bool, prefix: &str, to: &Path) -> anyhow::Result<f64> {
+    fn download(&self, remote: Remote, prefix: &str, to: &Path) -> anyhow::Result<f64> {
         timed(
-            self.copilot(s3)
+            self.copilot(remote)
                 .args([
                     "download",
                     "--from-remote",
@@ -191,76 +236,115 @@ pub fn run(
     std::fs::rename(w.join("gen-big/f00000.bin"), src.join("big/big"))?;
     make_files(&src.join("small/small"), small_files, 4096)?;
     let moto = start_moto(moto_bin)?;
+    let azurite = Azurite::start();
+    let az_sas = azurite.create_container(AZ_CONTAINER);
     let t = Tools {
         copilot,
         moto: &moto,
+        azurite: &azurite,
+        az_sas,
     };
     timed(t.rclone().args(["mkdir", "moto:bench"]))?;
     let mut shapes = serde_json::Map::new();
     for (shape, multipart) in [("big", false), ("small", true)] {
         let local = src.join(shape);
         let want = tree_size(&local);
-        let payload = local.join(shape);
-        // copilot → S3 and back.
-        let cp_prefix = format!("s3://bench/copilot-{shape}");
-        let c_up = t.upload(true, &local, shape, multipart, &cp_prefix)?;
-        let dl = w.join(format!("dl-copilot-{shape}"));
-        let c_down = t.download(true, &cp_prefix, &dl)?;
-        check("copilot download", tree_size(&dl.join(shape)), want)?;
-        // rclone → the same server and back.
-        let r_up = timed(
-            t.rclone()
-                .arg("copy")
-                .arg(&payload)
-                .arg(format!("moto:bench/rclone-{shape}")),
-        )?;
-        let rdl = w.join(format!("dl-rclone-{shape}"));
-        let r_down = timed(
-            t.rclone()
-                .arg("copy")
-                .arg(format!("moto:bench/rclone-{shape}"))
-                .arg(&rdl),
-        )?;
-        check("rclone download", tree_size(&rdl), want)?;
-        // Local-file store and cp -r.
-        let store = w.join(format!("store-{shape}"));
-        let lp = format!("file://{}", store.display());
-        let l_up = t.upload(false, &local, shape, multipart, &lp)?;
-        let ldl = w.join(format!("dl-local-{shape}"));
-        let l_down = t.download(false, &lp, &ldl)?;
-        check("copilot local download", tree_size(&ldl.join(shape)), want)?;
-        let cp_dst = w.join(format!("cp-{shape}"));
-        let cp = timed(Command::new("cp").arg("-r").arg(&payload).arg(&cp_dst))?;
-        check("cp -r", tree_size(&cp_dst), want)?;
-        let mib = want.0 as f64 / (1 << 20) as f64;
-        shapes.insert(
-            shape.into(),
-            json!({
-                "bytes": want.0,
-                "files": want.1,
-                "s3": {
-                    "copilot_upload_s": c_up,
-                    "copilot_download_s": c_down,
-                    "rclone_upload_s": r_up,
-                    "rclone_download_s": r_down,
-                    "upload_ratio_vs_rclone": r_up / c_up,
-                    "download_ratio_vs_rclone": r_down / c_down,
-                    "copilot_upload_mib_s": mib / c_up,
-                    "copilot_download_mib_s": mib / c_down,
-                },
-                "local": {
-                    "copilot_upload_s": l_up,
-                    "copilot_download_s": l_down,
-                    "cp_r_s": cp,
-                    "upload_ratio_vs_cp": cp / l_up,
-                    "download_ratio_vs_cp": cp / l_down,
-                },
-            }),
-        );
-        // Free the space before the next shape.
-        for d in [&dl, &rdl, &ldl, &cp_dst, &store] {
-            let _ = std::fs::remove_dir_all(d);
+        let mut figures = serde_json::Map::new();
+        figures.insert("bytes".into(), json!(want.0));
+        figures.insert("files".into(), json!(want.1));
+        let remotes = [
+            ("s3", Remote::S3, "s3://bench", "moto:bench"),
+            ("azure", Remote::Azure, "az://bench", "az:bench"),
+        ];
+        for (key, remote, url, rclone_base) in remotes {
+            let v = remote_figures(&t, w, shape, multipart, want, (remote, url, rclone_base))?;
+            figures.insert(key.into(), v);
         }
+        figures.insert(
+            "local".into(),
+            local_figures(&t, w, shape, multipart, want)?,
+        );
+        shapes.insert(shape.into(), Value::Object(figures));
     }
     Ok(Value::Object(shapes))
+}
+
+/// copilot to a server and back, then rclone to the same server and back.
+fn remote_figures(
+    t: &Tools,
+    w: &Path,
+    shape: &str,
+    multipart: bool,
+    want: (u64, u64),
+    (remote, url, rclone_base): (Remote, &str, &str),
+) -> anyhow::Result<Value> {
+    let local = w.join("src").join(shape);
+    let prefix = format!("{url}/copilot-{shape}");
+    let c_up = t.upload(remote, &local, shape, multipart, &prefix)?;
+    let dl = w.join(format!("dl-copilot-{shape}"));
+    let c_down = t.download(remote, &prefix, &dl)?;
+    check("copilot download", tree_size(&dl.join(shape)), want)?;
+    let r_up = timed(
+        t.rclone()
+            .arg("copy")
+            .arg(local.join(shape))
+            .arg(format!("{rclone_base}/rclone-{shape}")),
+    )?;
+    let rdl = w.join(format!("dl-rclone-{shape}"));
+    let r_down = timed(
+        t.rclone()
+            .arg("copy")
+            .arg(format!("{rclone_base}/rclone-{shape}"))
+            .arg(&rdl),
+    )?;
+    check("rclone download", tree_size(&rdl), want)?;
+    for d in [&dl, &rdl] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    let mib = want.0 as f64 / (1 << 20) as f64;
+    Ok(json!({
+        "copilot_upload_s": c_up,
+        "copilot_download_s": c_down,
+        "rclone_upload_s": r_up,
+        "rclone_download_s": r_down,
+        "upload_ratio_vs_rclone": r_up / c_up,
+        "download_ratio_vs_rclone": r_down / c_down,
+        "copilot_upload_mib_s": mib / c_up,
+        "copilot_download_mib_s": mib / c_down,
+    }))
+}
+
+/// copilot's local-file store, beside `cp -r`.
+fn local_figures(
+    t: &Tools,
+    w: &Path,
+    shape: &str,
+    multipart: bool,
+    want: (u64, u64),
+) -> anyhow::Result<Value> {
+    let local = w.join("src").join(shape);
+    let store = w.join(format!("store-{shape}"));
+    let lp = format!("file://{}", store.display());
+    let l_up = t.upload(Remote::Local, &local, shape, multipart, &lp)?;
+    let ldl = w.join(format!("dl-local-{shape}"));
+    let l_down = t.download(Remote::Local, &lp, &ldl)?;
+    check("copilot local download", tree_size(&ldl.join(shape)), want)?;
+    let cp_dst = w.join(format!("cp-{shape}"));
+    let cp = timed(
+        Command::new("cp")
+            .arg("-r")
+            .arg(local.join(shape))
+            .arg(&cp_dst),
+    )?;
+    check("cp -r", tree_size(&cp_dst), want)?;
+    for d in [&ldl, &cp_dst, &store] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    Ok(json!({
+        "copilot_upload_s": l_up,
+        "copilot_download_s": l_down,
+        "cp_r_s": cp,
+        "upload_ratio_vs_cp": cp / l_up,
+        "download_ratio_vs_cp": cp / l_down,
+    }))
 }

@@ -42,47 +42,30 @@ pub fn literal_budget(memory_limit: Option<u64>) -> Budget {
     }
 }
 
-/// Flags of `copilot download`, compatible with `flyte-copilot download`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct DownloadArgs {
-    /// The remote inputs (a serialized LiteralMap), e.g. s3://bucket/…/inputs.pb.
-    #[arg(short = 'f', long = "from-remote")]
+/// What `copilot download` does (its flags, see `cli::download`).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The remote inputs (a serialized LiteralMap).
     pub from_remote: String,
     /// The remote output prefix; the error document is written here on failure.
-    #[arg(long = "to-output-prefix")]
     pub to_output_prefix: String,
+    /// The error document's name under `to_output_prefix`.
+    pub err_output_name: String,
     /// The local directory the inputs are written to.
-    #[arg(short = 'o', long = "to-local-dir")]
     pub to_local_dir: PathBuf,
     /// Metadata written next to inputs.pb.
-    #[arg(
-        short = 'm',
-        long = "format",
-        value_enum,
-        default_value = "JSON",
-        ignore_case = true
-    )]
     pub format: MetadataFormat,
-    /// Accepted for compatibility: inputs are always downloaded eagerly.
-    #[arg(short = 'd', long = "download-mode", default_value = "DOWNLOAD_EAGER")]
+    /// Checked, then ignored: inputs are always downloaded eagerly.
     pub download_mode: String,
     /// How single-file inputs are laid out.
-    #[arg(
-        long = "file-input-layout",
-        value_enum,
-        default_value = "DIRECT",
-        ignore_case = true
-    )]
     pub file_input_layout: Layout,
-    /// The longest the download may take (Go duration, e.g. 1h, 30m; 0 for no limit).
-    #[arg(short = 't', long = "timeout", default_value = "1h")]
+    /// The longest the download may take (Go duration; 0 for no limit). Parsed
+    /// once the download runs, so a bad value is an error document.
     pub timeout: String,
     /// The input interface: a base64 serialized flyteidl.core.VariableMap.
-    #[arg(short = 'i', long = "input-interface")]
     pub input_interface: Option<String>,
-    /// Where the kubelet reads a container's termination message. On failure the
-    /// one-line cause is written there if the file exists (never created).
-    #[arg(long = "termination-log", default_value = TERMINATION_LOG, hide = true)]
+    /// Where the kubelet reads a container's termination message (written on
+    /// failure if the file exists, never created).
     pub termination_log: PathBuf,
 }
 
@@ -121,7 +104,7 @@ pub enum Error {
     Timeout {
         value: String,
         #[source]
-        source: literals::values::ValueError,
+        source: crate::duration::Error,
     },
     #[error("unsupported --download-mode {0:?} (DOWNLOAD_EAGER, DOWNLOAD_STREAM, DO_NOT_DOWNLOAD)")]
     DownloadMode(String),
@@ -209,13 +192,12 @@ async fn interrupted() -> &'static str {
 }
 
 /// Runs `copilot download`.
-pub async fn run(root: &crate::cli::RootArgs, args: DownloadArgs) -> Result<(), Error> {
-    let store = Store::from_args(&root.storage)?;
+pub async fn run(store: &Store, args: &Options) -> Result<(), Error> {
     let started = Instant::now();
     let memory = crate::memory::cgroup_limit();
     // Dropping the download on a signal drops its staging folder, which removes it.
     let outcome = tokio::select! {
-        outcome = download(&store, &args, memory) => outcome,
+        outcome = download(store, args, memory) => outcome,
         signal = interrupted() => Err(Error::Interrupted(signal)),
     };
     match outcome {
@@ -240,9 +222,9 @@ pub async fn run(root: &crate::cli::RootArgs, args: DownloadArgs) -> Result<(), 
             );
             let doc = literals::error_document(ErrorCode::InputDownloadFailed, &cause);
             match literals::write_error_document(
-                &store,
+                store,
                 &args.to_output_prefix,
-                &root.err_output_name,
+                &args.err_output_name,
                 &doc,
             )
             .await
@@ -253,7 +235,7 @@ pub async fn run(root: &crate::cli::RootArgs, args: DownloadArgs) -> Result<(), 
                 }
                 Err(source) => {
                     let url =
-                        crate::storage::join_url(&args.to_output_prefix, &root.err_output_name);
+                        crate::storage::join_url(&args.to_output_prefix, &args.err_output_name);
                     Err(Error::ErrorDocument {
                         cause,
                         url,
@@ -269,14 +251,13 @@ pub async fn run(root: &crate::cli::RootArgs, args: DownloadArgs) -> Result<(), 
 /// `memory` is the limit the download runs under, if any (see [`literal_budget`]).
 pub async fn download(
     store: &Store,
-    args: &DownloadArgs,
+    args: &Options,
     memory: Option<u64>,
 ) -> Result<literals::Materialized, Error> {
-    let timeout =
-        literals::values::parse_std_duration(&args.timeout).map_err(|source| Error::Timeout {
-            value: args.timeout.clone(),
-            source,
-        })?;
+    let timeout = crate::duration::parse_std(&args.timeout).map_err(|source| Error::Timeout {
+        value: args.timeout.clone(),
+        source,
+    })?;
     let mut budget = literal_budget(memory);
     match args.download_mode.as_str() {
         "DOWNLOAD_EAGER" | "DOWNLOAD_STREAM" | "DO_NOT_DOWNLOAD" => {}

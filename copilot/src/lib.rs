@@ -6,6 +6,7 @@
 pub mod cgroup;
 pub mod cli;
 pub mod download;
+pub mod duration;
 pub mod lifecycle;
 pub mod literals;
 pub mod memory;

@@ -1,7 +1,9 @@
+//! The `copilot` binary: parses the command line, sets up logging and the
+//! async runtime, and runs the command (`copilot::cli::run`).
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use copilot::cli::{Cli, Command};
+use copilot::cli::Cli;
 use tracing_subscriber::EnvFilter;
 
 /// Allocations from this size up are mapped on their own and unmapped when freed.
@@ -34,21 +36,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result: anyhow::Result<ExitCode> = runtime.block_on(async move {
-        match cli.command {
-            Command::Trace(args) => Ok(copilot::trace::run(args, &cli.root.bpf_dir).await?),
-            Command::Sidecar(args) => Ok(copilot::sidecar::run(&cli.root, *args).await?),
-            Command::Probe(args) => Ok(copilot::sidecar::probe(&args)),
-            Command::Download(args) => match copilot::download::run(&cli.root, args).await {
-                Ok(()) => Ok(ExitCode::SUCCESS),
-                Err(e) => {
-                    let code = e.exit_code();
-                    eprintln!("copilot: {:#}", anyhow::Error::from(e));
-                    Ok(ExitCode::from(code))
-                }
-            },
-        }
-    });
+    let result = runtime.block_on(copilot::cli::run(cli));
     // A blocking task still running (a copy chunk) gets a moment, not a wait without end.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {

@@ -17,26 +17,19 @@ use crate::{
     tracer::Kind,
 };
 
-#[derive(clap::Args, Debug, Clone)]
-#[command(group = clap::ArgGroup::new("target").required(true))]
-pub struct TraceArgs {
-    /// The pod's cgroup: a path in the cgroup v2 filesystem, or relative to its mount
-    /// (e.g. `/kubepods/besteffort/pod<uid>`).
-    #[arg(long, value_name = "PATH", group = "target")]
-    pub pod_cgroup: Option<PathBuf>,
-    /// Any cgroup subtree; its child cgroups are reported as containers.
-    #[arg(long, value_name = "PATH", group = "target")]
-    pub cgroup: Option<PathBuf>,
-    /// Output format; `auto` is text on a terminal, JSON lines otherwise.
-    #[arg(long, value_enum, default_value = "auto")]
+/// What `copilot trace` follows and how it prints (its flags, see `cli::trace`).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A pod cgroup or any cgroup subtree: a path in the cgroup v2 filesystem,
+    /// or relative to its mount; its child cgroups are reported as containers.
+    pub target: PathBuf,
     pub output: OutputFormat,
     /// Ring buffer size in bytes (a power of two, at least a page).
-    #[arg(long, hide = true)]
     pub ring_bytes: Option<u32>,
-    /// Leave the OOM tracepoint out, as on a kernel without it (tests the
-    /// memory-controller fallback of OOM attribution).
-    #[arg(long, hide = true)]
+    /// Leave the OOM tracepoint out, as on a kernel without it.
     pub without_oom_tracepoint: bool,
+    /// Where the node's shared eBPF program set is pinned.
+    pub bpf_dir: PathBuf,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,10 +55,9 @@ pub enum Error {
     Stdout(#[source] std::io::Error),
 }
 
-pub async fn run(args: TraceArgs, bpf_dir: &std::path::Path) -> Result<ExitCode, Error> {
-    let given = args.pod_cgroup.or(args.cgroup).unwrap_or_default();
+pub async fn run(args: Options) -> Result<ExitCode, Error> {
     let hierarchy = Hierarchy::discover(None)?;
-    let pod = hierarchy.resolve(&given)?;
+    let pod = hierarchy.resolve(&args.target)?;
     let text = match args.output {
         OutputFormat::Auto => std::io::stdout().is_terminal(),
         OutputFormat::Json => false,
@@ -80,7 +72,7 @@ pub async fn run(args: TraceArgs, bpf_dir: &std::path::Path) -> Result<ExitCode,
     let tuning = Tuning {
         ring_bytes: args.ring_bytes,
         without_oom_tracepoint: args.without_oom_tracepoint,
-        node_dir: Some(bpf_dir.to_owned()),
+        node_dir: Some(args.bpf_dir.clone()),
     };
     let (mut monitor, first) = Monitor::start(hierarchy, pod, &tuning)?;
     let mut stdout = std::io::stdout().lock();

@@ -4,16 +4,14 @@
 //! mid-transfer, and secrets echoed in error messages. The store is a real
 //! `file://` folder or the in-memory store; slow transfers come from a real HTTP
 //! server on loopback that sends a little and then stalls.
+mod support;
+
 use std::{
-    io::{Read as _, Write as _},
-    net::TcpListener,
+    io::Read as _,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -203,49 +201,6 @@ async fn a_fifo_posing_as_a_blob_is_refused_without_blocking() {
     );
 }
 
-/// An HTTP server that answers every GET with a large Content-Length, sends
-/// 64 KiB of it and then stalls until dropped.
-struct StallingServer {
-    port: u16,
-    stop: Arc<AtomicBool>,
-}
-
-impl StallingServer {
-    fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { return };
-                let flag = flag.clone();
-                std::thread::spawn(move || {
-                    let mut request = [0u8; 4096];
-                    let _ = stream.read(&mut request);
-                    let head = "HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n";
-                    let _ = stream.write_all(head.as_bytes());
-                    let _ = stream.write_all(&vec![b'x'; 64 * 1024]);
-                    while !flag.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                });
-            }
-        });
-        Self { port, stop }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/big.bin", self.port)
-    }
-}
-
-impl Drop for StallingServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
 /// A `file://` store holding an `inputs.pb`, and the folders of one download.
 struct Task {
     root: tempfile::TempDir,
@@ -327,7 +282,7 @@ fn message(doc: &ErrorDocument) -> (String, String) {
 
 #[test]
 fn a_signal_mid_download_removes_the_staging_folder_and_writes_errors_pb() {
-    let server = StallingServer::start();
+    let server = support::StallingServer::start();
     for (signal, name, code) in [
         (libc::SIGTERM, "SIGTERM", 143),
         (libc::SIGINT, "SIGINT", 130),
@@ -380,7 +335,7 @@ fn a_stale_staging_folder_is_removed_by_the_next_download() {
 
 #[test]
 fn the_timeout_stops_stalled_and_long_transfers() {
-    let server = StallingServer::start();
+    let server = support::StallingServer::start();
     // A 16 GiB sparse file: one copy call would write it all before the timeout
     // could act; chunked, the download stops within one chunk.
     let src = tempfile::tempdir().expect("tempdir");

@@ -221,7 +221,7 @@ fn flyte_config_swaps_the_image_and_the_pod_template_adds_the_privileges() {
     assert!(copilot.contains_key("image"));
     for key in ["start-timeout", "timeout"] {
         let v = k8s["co-pilot"][key].as_str().expect(key);
-        copilot::literals::values::parse_std_duration(v)
+        copilot::duration::parse_std(v)
             .unwrap_or_else(|e| panic!("{key}: {v:?} is not a Go duration: {e}"));
     }
     let prefix = k8s["co-pilot"]["name"].as_str().expect("name");

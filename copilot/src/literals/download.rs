@@ -767,6 +767,7 @@ pub async fn execute(
                 let object = store
                     .resolve(uri)
                     .map_err(|source| storage_err(input, uri, source))?;
+                progress.expect(1, 0);
                 fetches.push(Fetch {
                     input: input.clone(),
                     object,
@@ -784,6 +785,7 @@ pub async fn execute(
                     let object = store
                         .resolve(uri)
                         .map_err(|source| storage_err(input, uri, source))?;
+                    progress.expect(1, 0);
                     fetches.push(Fetch {
                         input: input.clone(),
                         object,

@@ -21,7 +21,6 @@ use base64::Engine as _;
 use prost::Message as _;
 
 use crate::{
-    cli::RootArgs,
     error_chain as chain,
     literals::{self, ErrorCode, UploadLimits, error_document, write_error_document},
     pod::PodSelector,
@@ -31,95 +30,63 @@ use crate::{
 use status::{Main, Outcome, Status};
 use wait::{EbpfWatcher, MainExit, MainSelector, WatcherType};
 
-/// Flags of `copilot sidecar`, compatible with `flyte-copilot sidecar`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct SidecarArgs {
+/// What `copilot sidecar` does (its flags, see `cli::sidecar`).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The error document's name under `to_output_prefix`.
+    pub err_output_name: String,
+    /// Where the node's shared eBPF program set is pinned.
+    pub bpf_dir: PathBuf,
     /// Remote prefix for outputs.pb or the error document (e.g. s3://bucket/run/outputs).
-    #[arg(short = 'o', long = "to-output-prefix")]
     pub to_output_prefix: String,
     /// Remote prefix under which blobs are uploaded.
-    #[arg(short = 'x', long = "to-raw-output")]
     pub to_raw_output: String,
     /// Local folder where the main container leaves its outputs.
-    #[arg(short = 'f', long = "from-local-dir")]
     pub from_local_dir: PathBuf,
     /// The task's flyteidl.core.TypedInterface, serialized and base64 encoded.
-    #[arg(short = 'i', long = "interface")]
     pub interface: Option<String>,
     /// Name of the outputs document under --to-output-prefix.
-    #[arg(long = "meta-output-name", default_value = "outputs.pb")]
     pub meta_output_name: String,
     /// Longest time the upload may take (Go notation: 30s, 1m40s, 1h; 0 for no limit).
-    #[arg(short = 't', long = "timeout", default_value = "1h", value_parser = go_duration)]
     pub timeout: Duration,
     /// Longest wait for the main container to start; 0 means no limit.
-    #[arg(long = "start-timeout", env = "COPILOT_START_TIMEOUT", default_value = "0", value_parser = go_duration)]
     pub start_timeout: Duration,
     /// Metadata format (JSON, YAML, PROTO; accepted for compatibility: outputs are
     /// always written as outputs.pb). Checked after start, so a bad value is an error document.
-    #[arg(short = 'm', long = "format", default_value = "JSON")]
     pub format: String,
     /// Upload mode (UPLOAD_ON_EXIT, UPLOAD_EAGER, DO_NOT_UPLOAD; accepted for compatibility:
     /// outputs are uploaded once, on exit). A bad value is an error document, as in Go.
-    #[arg(short = 'u', long = "upload-mode", default_value = "UPLOAD_ON_EXIT")]
     pub upload_mode: String,
     /// How to learn that the main container started.
-    #[arg(
-        long = "start-watcher-type",
-        value_enum,
-        default_value = "ebpf",
-        ignore_case = true
-    )]
     pub start_watcher: WatcherType,
     /// How to learn that the main container exited.
-    #[arg(
-        long = "exit-watcher-type",
-        value_enum,
-        default_value = "ebpf",
-        ignore_case = true
-    )]
     pub exit_watcher: WatcherType,
     /// The pod's cgroup (path in the v2 cgroupfs, or relative to its mount).
-    #[arg(long)]
     pub pod_cgroup: Option<PathBuf>,
     /// The pod's UID (downward API: metadata.uid), searched under --cgroup-root.
-    #[arg(long, env = "POD_UID")]
     pub pod_uid: Option<String>,
     /// Where the host's cgroupfs is mounted in this container.
-    #[arg(long, default_value = "/sys/fs/cgroup")]
     pub cgroup_root: PathBuf,
     /// The main container's id (as in its cgroup name); default: the one other container.
-    #[arg(long)]
     pub main_container_id: Option<String>,
     /// The main container's name (flyte-copilot compatibility); needs --main-container-id here.
-    #[arg(long = "watch-container")]
     pub watch_container: Option<String>,
     /// Pod namespace (flyte-copilot compatibility).
-    #[arg(long, env = "POD_NAMESPACE")]
     pub namespace: Option<String>,
     /// Pod name (flyte-copilot compatibility).
-    #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
     /// Written once the watcher is attached: from then on no exit can be missed.
-    #[arg(long, env = "COPILOT_READY_FILE")]
     pub ready_file: Option<PathBuf>,
     /// What to do once the outputs or the error document are written: wait for SIGTERM
     /// (a native sidecar, which the kubelet restarts if it exits while the pod runs, as
     /// the Go binary does), or exit at once.
-    #[arg(
-        long,
-        env = "COPILOT_AFTER_UPLOAD",
-        value_enum,
-        default_value = "wait-for-sigterm"
-    )]
     pub after_upload: AfterUpload,
     /// Where to write the result as JSON (outcome, error code, how main ended, time
     /// from its exit to outputs.pb) once the outputs or error document are written.
-    #[arg(long, env = "COPILOT_STATUS_FILE")]
     pub status_file: Option<PathBuf>,
 }
 
-/// See [`SidecarArgs::after_upload`].
+/// See [`Options::after_upload`].
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterUpload {
     WaitForSigterm,
@@ -204,19 +171,18 @@ impl Failure {
     }
 }
 
-pub async fn run(root: &RootArgs, args: SidecarArgs) -> Result<ExitCode, Error> {
-    let store = Store::from_args(&root.storage)?;
+pub async fn run(store: &Store, args: Options) -> Result<ExitCode, Error> {
     // Installed first, so a SIGTERM never kills the sidecar silently: before the
     // main container's exit it becomes `UploadCutShort`, after it is logged.
     let mut term = Term::install().map_err(Error::Signal)?;
     let errors_url = store
-        .child(&args.to_output_prefix, &[&root.err_output_name])
+        .child(&args.to_output_prefix, &[&args.err_output_name])
         .map_err(|source| Error::ErrorName {
-            name: root.err_output_name.clone(),
+            name: args.err_output_name.clone(),
             source,
         })?;
     let mut status = Status::default();
-    if let Some(url) = finished_before(&store, &args, &errors_url).await {
+    if let Some(url) = finished_before(store, &args, &errors_url).await {
         // A restarted native sidecar (the kubelet restarts one that exits while the
         // pod runs): the work is done, and writing anything now could only undo it.
         tracing::info!(%url, "a document is already at the output prefix; nothing to do");
@@ -228,9 +194,9 @@ pub async fn run(root: &RootArgs, args: SidecarArgs) -> Result<ExitCode, Error> 
             })?;
         }
     } else {
-        let result = sidecar(&store, &args, &root.bpf_dir, &mut term, &mut status).await;
+        let result = sidecar(store, &args, &args.bpf_dir, &mut term, &mut status).await;
         if let Some(doc) = outcome(result, &mut status) {
-            write_document(&store, &args, root, &errors_url, &doc).await?;
+            write_document(store, &args, &errors_url, &doc).await?;
             status.url = Some(errors_url.clone());
         }
     }
@@ -267,7 +233,7 @@ fn outcome(
 }
 
 /// The URL of `outputs.pb` or the error document if either is already written.
-async fn finished_before(store: &Store, args: &SidecarArgs, errors_url: &str) -> Option<String> {
+async fn finished_before(store: &Store, args: &Options, errors_url: &str) -> Option<String> {
     let outputs_url = store
         .child(&args.to_output_prefix, &[&args.meta_output_name])
         .ok()?;
@@ -281,8 +247,7 @@ async fn finished_before(store: &Store, args: &SidecarArgs, errors_url: &str) ->
 
 async fn write_document(
     store: &Store,
-    args: &SidecarArgs,
-    root: &RootArgs,
+    args: &Options,
     url: &str,
     doc: &ErrorDocument,
 ) -> Result<(), Error> {
@@ -292,7 +257,7 @@ async fn write_document(
         tracing::warn!(%url, "an error document is already there (the downloader's?); keeping it");
         return Ok(());
     }
-    write_error_document(store, &args.to_output_prefix, &root.err_output_name, doc)
+    write_error_document(store, &args.to_output_prefix, &args.err_output_name, doc)
         .await
         .map_err(|source| Error::ErrorDocument {
             url: url.to_owned(),
@@ -305,7 +270,7 @@ async fn write_document(
 /// Waits and uploads; `Ok(Some(doc))` is an error document to write (the task's own).
 async fn sidecar(
     store: &Store,
-    args: &SidecarArgs,
+    args: &Options,
     bpf_dir: &Path,
     term: &mut Term,
     status: &mut Status,
@@ -416,12 +381,13 @@ fn check_choice(flag: &str, value: &str, allowed: &[&str]) -> Result<(), Failure
 /// Collects and uploads the outputs within `--timeout`.
 async fn upload(
     store: &Store,
-    args: &SidecarArgs,
+    args: &Options,
     interface: &TypedInterface,
     limits: &UploadLimits,
     term: &mut Term,
 ) -> Result<LiteralMap, Failure> {
     let progress = Arc::new(Progress::default());
+    let _reporter = progress.report("upload", std::time::Duration::from_secs(5));
     let collect = literals::collect_outputs(
         &args.from_local_dir,
         interface,
@@ -463,7 +429,7 @@ async fn upload(
 /// watcher does, and says so.
 async fn wait_main(
     ebpf: Option<&mut EbpfWatcher>,
-    args: &SidecarArgs,
+    args: &Options,
     term: &mut Term,
 ) -> Result<Option<MainExit>, wait::Error> {
     match wait_watchers(ebpf, args, term).await {
@@ -481,7 +447,7 @@ async fn wait_main(
 
 async fn wait_watchers(
     ebpf: Option<&mut EbpfWatcher>,
-    args: &SidecarArgs,
+    args: &Options,
     term: &mut Term,
 ) -> Result<Option<MainExit>, wait::Error> {
     let timeout = (!args.start_timeout.is_zero()).then_some(args.start_timeout);
@@ -515,7 +481,7 @@ async fn wait_watchers(
 /// (no capability, no BTF, no way to find the pod…), the sidecar does what the Go
 /// binary's default `signal` watcher does: SIGTERM, which the kubelet sends a native
 /// sidecar once the regular containers have ended, means "upload now". Said once.
-fn start_ebpf(args: &mut SidecarArgs, bpf_dir: &Path) -> Option<EbpfWatcher> {
+fn start_ebpf(args: &mut Options, bpf_dir: &Path) -> Option<EbpfWatcher> {
     let uses_ebpf =
         args.start_watcher == WatcherType::Ebpf || args.exit_watcher == WatcherType::Ebpf;
     if !uses_ebpf {
@@ -645,25 +611,14 @@ fn write_ready(path: &Path) -> std::io::Result<()> {
     std::fs::rename(tmp, path)
 }
 
-fn go_duration(s: &str) -> Result<Duration, String> {
-    literals::values::parse_std_duration(s).map_err(|e| e.to_string())
-}
-
 /// `copilot probe`: succeeds once the sidecar is ready (for a startup probe).
-#[derive(clap::Args, Debug, Clone)]
-pub struct ProbeArgs {
-    /// The file `copilot sidecar --ready-file` writes.
-    #[arg(long, env = "COPILOT_READY_FILE")]
-    pub ready_file: PathBuf,
-}
-
-pub fn probe(args: &ProbeArgs) -> ExitCode {
-    if args.ready_file.exists() {
+pub fn probe(ready_file: &Path) -> ExitCode {
+    if ready_file.exists() {
         ExitCode::SUCCESS
     } else {
         eprintln!(
             "copilot: not ready: {} does not exist yet",
-            args.ready_file.display()
+            ready_file.display()
         );
         ExitCode::FAILURE
     }

@@ -11,12 +11,12 @@
 //! store.download_file("s3://bucket/raw/x.csv", "/data/x.csv".as_ref(), &Progress::default()).await?;
 //! # Ok(()) }
 //! ```
-mod config;
+pub(crate) mod config;
 pub mod key;
 mod progress;
 mod store;
 
-pub use config::{ConfigError, Secret, StorageArgs, StorageConfig};
+pub use config::{ConfigError, Secret, StorageConfig};
 pub use progress::{Progress, ProgressSnapshot, ReporterGuard};
 pub use store::{
     ListedObject, ObjectRef, PART_SIZE, SINGLE_PUT_MAX, StorageError, Store, is_local_file,

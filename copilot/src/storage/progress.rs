@@ -1,5 +1,5 @@
 //! Transfer progress: counters the transfers bump, and a reporter that logs
-//! them every few seconds (and draws a line on a terminal).
+//! them every few seconds (and draws a progress bar on a terminal).
 use std::{
     io::IsTerminal as _,
     sync::{
@@ -8,6 +8,8 @@ use std::{
     },
     time::{Duration, Instant},
 };
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Bytes and files moved so far, against the expected totals.
 #[derive(Debug, Default)]
@@ -54,62 +56,84 @@ impl Progress {
     }
 
     /// Logs progress every `every` until the returned guard is dropped; on a
-    /// terminal, also redraws one status line on stderr.
+    /// terminal, also draws a progress bar on stderr (bytes, files, rate, time
+    /// left). Off a terminal (a pod's log) only the structured line is written.
     pub fn report(self: &Arc<Self>, label: &'static str, every: Duration) -> ReporterGuard {
-        let progress = self.clone();
-        let tty = std::io::stderr().is_terminal();
-        let started = Instant::now();
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(if tty {
-                Duration::from_millis(250)
-            } else {
-                every
-            });
-            tick.tick().await;
-            let mut last_log = Instant::now();
-            loop {
-                tick.tick().await;
-                let s = progress.snapshot();
-                let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-                let rate = mib(s.bytes) / started.elapsed().as_secs_f64().max(0.001);
-                if tty {
-                    eprint!(
-                        "\r{label}: {}/{} files, {:.1}/{:.1} MiB, {rate:.1} MiB/s   ",
-                        s.files,
-                        s.total_files,
-                        mib(s.bytes),
-                        mib(s.total_bytes)
-                    );
-                }
-                if last_log.elapsed() >= every {
-                    last_log = Instant::now();
-                    tracing::info!(
-                        files = s.files,
-                        total_files = s.total_files,
-                        mib = format!("{:.1}", mib(s.bytes)),
-                        total_mib = format!("{:.1}", mib(s.total_bytes)),
-                        mib_per_s = format!("{rate:.1}"),
-                        "{label} in progress"
-                    );
-                }
-            }
-        });
-        ReporterGuard { task, tty }
+        let bar = std::io::stderr().is_terminal().then(|| progress_bar(label));
+        let task = tokio::spawn(report_loop(self.clone(), label, every, bar.clone()));
+        ReporterGuard { task, bar }
     }
 }
 
-/// Stops the progress reporter when dropped.
+/// The terminal's bar: totals grow as objects are found, so its length is
+/// set on every tick, with the position; indicatif estimates rate and ETA.
+fn progress_bar(label: &'static str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template(
+        "{prefix}: {msg}, {binary_bytes}/{binary_total_bytes}, {binary_bytes_per_sec}, \
+         {eta} left [{wide_bar}]",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(label);
+    bar
+}
+
+async fn report_loop(
+    progress: Arc<Progress>,
+    label: &'static str,
+    every: Duration,
+    bar: Option<ProgressBar>,
+) {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(if bar.is_some() {
+        Duration::from_millis(250)
+    } else {
+        every
+    });
+    tick.tick().await;
+    let mut last_log = Instant::now();
+    loop {
+        tick.tick().await;
+        let s = progress.snapshot();
+        if let Some(bar) = &bar {
+            bar.set_length(s.total_bytes.max(s.bytes));
+            bar.set_position(s.bytes);
+            bar.set_message(format!("{}/{} files", s.files, s.total_files));
+        }
+        if last_log.elapsed() >= every {
+            last_log = Instant::now();
+            log_line(label, s, started.elapsed());
+        }
+    }
+}
+
+fn log_line(label: &str, s: ProgressSnapshot, elapsed: Duration) {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let rate = mib(s.bytes) / elapsed.as_secs_f64().max(0.001);
+    tracing::info!(
+        files = s.files,
+        total_files = s.total_files,
+        mib = format!("{:.1}", mib(s.bytes)),
+        total_mib = format!("{:.1}", mib(s.total_bytes)),
+        mib_per_s = format!("{rate:.1}"),
+        "{label} in progress"
+    );
+}
+
+/// Stops the progress reporter when dropped (and clears the bar).
 #[derive(Debug)]
 pub struct ReporterGuard {
     task: tokio::task::JoinHandle<()>,
-    tty: bool,
+    bar: Option<ProgressBar>,
 }
 
 impl Drop for ReporterGuard {
     fn drop(&mut self) {
         self.task.abort();
-        if self.tty {
-            eprintln!();
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
         }
     }
 }

@@ -151,6 +151,8 @@ pub struct ListedObject {
 pub struct ObjectRef {
     url: String,
     target: Target,
+    /// Its size, when a listing told it.
+    size: Option<u64>,
 }
 
 impl std::fmt::Debug for ObjectRef {
@@ -275,11 +277,6 @@ impl Store {
         }
     }
 
-    /// A store from the `--storage.*` flags (and `--config` file).
-    pub fn from_args(args: &super::StorageArgs) -> Result<Self, super::ConfigError> {
-        Ok(Self::new(args.to_config()?))
-    }
-
     pub fn config(&self) -> &StorageConfig {
         &self.inner.config
     }
@@ -342,6 +339,7 @@ impl Store {
         Ok(ObjectRef {
             url: url.to_owned(),
             target,
+            size: None,
         })
     }
 
@@ -677,10 +675,12 @@ impl Store {
     ) -> Result<u64, StorageError> {
         let _permit = self.permit().await;
         let mut attempt = 0;
+        // An object no listing sized adds its size to the expected total once known.
+        let mut sized = object.size.is_some();
         loop {
             let mut counted = 0;
             let result = self
-                .download_once(object, dest, progress, &mut counted)
+                .download_once(object, dest, progress, &mut counted, &mut sized)
                 .await;
             match result {
                 Err(e) if e.is_transient() && attempt < self.inner.config.retries => {
@@ -700,6 +700,7 @@ impl Store {
         dest: &Path,
         progress: &Progress,
         counted: &mut u64,
+        sized: &mut bool,
     ) -> Result<u64, StorageError> {
         let local = |op, source| StorageError::Local {
             op,
@@ -708,9 +709,17 @@ impl Store {
         };
         let parent = dest.parent().unwrap_or(Path::new("."));
         if let Some(src) = self.local_file(object) {
+            if let (false, Ok(meta)) = (*sized, std::fs::metadata(&src)) {
+                progress.expect(0, meta.len());
+                *sized = true;
+            }
             return self.copy_local(&src, dest, parent, progress, counted).await;
         }
         let mut stream = self.open(object).await?;
+        if let (false, Some(size)) = (*sized, stream.size) {
+            progress.expect(0, size);
+            *sized = true;
+        }
         let (file, temp_path) = partial_file(parent, dest)?;
         let mut file = tokio::fs::File::from_std(file);
         let mut written = 0u64;
@@ -848,6 +857,7 @@ impl Store {
                         store: store.clone(),
                         path: meta.location,
                     },
+                    size: Some(meta.size),
                 },
             });
         }

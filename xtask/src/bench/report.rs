@@ -264,19 +264,24 @@ pub fn markdown(v: &Value) -> String {
         } else {
             format!("{} × 4 KiB", sh["files"])
         };
-        for dir in ["upload", "download"] {
-            let c = &sh["s3"][format!("copilot_{dir}_s")];
-            let r = &sh["s3"][format!("rclone_{dir}_s")];
-            let x = f(&sh["s3"][format!("{dir}_ratio_vs_rclone")]);
-            rows.push(Row {
-                fig: "9",
-                what: format!("S3 (moto) {dir}, {label}"),
-                copilot: format!("{} s", n(c)),
-                reference: format!("rclone copy {} s", n(r)),
-                ratio: x.map_or("—".into(), |x| format!("{x:.2}×")),
-                target: "≥ 1.0× rclone",
-                met: met(x.map(|x| x >= 1.0)),
-            });
+        for (key, server) in [("s3", "S3 (moto)"), ("azure", "Azure Blob (azurite)")] {
+            for dir in ["upload", "download"] {
+                let c = &sh[key][format!("copilot_{dir}_s")];
+                if c.is_null() {
+                    continue;
+                }
+                let r = &sh[key][format!("rclone_{dir}_s")];
+                let x = f(&sh[key][format!("{dir}_ratio_vs_rclone")]);
+                rows.push(Row {
+                    fig: "9",
+                    what: format!("{server} {dir}, {label}"),
+                    copilot: format!("{} s", n(c)),
+                    reference: format!("rclone copy {} s", n(r)),
+                    ratio: x.map_or("—".into(), |x| format!("{x:.2}×")),
+                    target: "≥ 1.0× rclone",
+                    met: met(x.map(|x| x >= 1.0)),
+                });
+            }
         }
         for dir in ["upload", "download"] {
             let c = &sh["local"][format!("copilot_{dir}_s")];

@@ -1,6 +1,17 @@
-//! Command-line definitions. Flag names follow `flyte-copilot` where the
-//! command exists there, so Flyte's pod plugin can run copilot unchanged.
+//! The command line, and nothing else uses clap's definitions: flag names
+//! follow `flyte-copilot` where the command exists there, so Flyte's pod plugin
+//! can run copilot unchanged. Each command gets plain options and a built
+//! [`Store`]; [`run`] dispatches.
+pub mod download;
+pub mod sidecar;
+pub mod storage;
+pub mod trace;
+
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
+
+use crate::storage::Store;
 
 #[derive(Parser, Debug)]
 #[command(name = "copilot", version, about = "Flyte CoPilot rebuilt on eBPF", long_about = None)]
@@ -29,7 +40,7 @@ pub struct RootArgs {
           default_value = crate::tracer::DEFAULT_NODE_DIR, value_name = "DIR")]
     pub bpf_dir: std::path::PathBuf,
     #[command(flatten)]
-    pub storage: crate::storage::StorageArgs,
+    pub storage: storage::StorageArgs,
     #[command(flatten)]
     pub ignored: IgnoredArgs,
 }
@@ -107,13 +118,47 @@ impl IgnoredArgs {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Print every exec and process exit in a pod (or any cgroup subtree), one JSON object a line.
-    Trace(crate::trace::TraceArgs),
+    Trace(trace::TraceArgs),
     /// Download a task's inputs to a local directory.
-    Download(crate::download::DownloadArgs),
+    Download(download::DownloadArgs),
     /// Wait for the main container to exit, then upload its outputs.
-    Sidecar(Box<crate::sidecar::SidecarArgs>),
+    Sidecar(Box<sidecar::SidecarArgs>),
     /// Succeed once `sidecar --ready-file` exists (a startup probe).
-    Probe(crate::sidecar::ProbeArgs),
+    Probe(sidecar::ProbeArgs),
+}
+
+/// Runs the command `cli` names. A download that fails prints its cause and
+/// exits with its own code (1, or 128 + the signal that stopped it).
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let root = cli.root;
+    match cli.command {
+        Command::Trace(args) => Ok(crate::trace::run(args.into_options(root.bpf_dir)).await?),
+        Command::Probe(args) => Ok(crate::sidecar::probe(&args.ready_file)),
+        Command::Sidecar(args) => {
+            let store = Store::new(
+                root.storage
+                    .to_config()
+                    .map_err(crate::sidecar::Error::from)?,
+            );
+            let opts = args.into_options(root.err_output_name, root.bpf_dir);
+            Ok(crate::sidecar::run(&store, opts).await?)
+        }
+        Command::Download(args) => {
+            let opts = args.into_options(root.err_output_name);
+            let outcome = match root.storage.to_config() {
+                Ok(config) => crate::download::run(&Store::new(config), &opts).await,
+                Err(e) => Err(e.into()),
+            };
+            Ok(outcome.map_or_else(
+                |e| {
+                    let code = e.exit_code();
+                    eprintln!("copilot: {:#}", anyhow::Error::from(e));
+                    ExitCode::from(code)
+                },
+                |()| ExitCode::SUCCESS,
+            ))
+        }
+    }
 }
 
 impl RootArgs {

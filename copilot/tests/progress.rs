@@ -1,0 +1,83 @@
+//! Long transfers people watch: `copilot download` on a terminal draws a
+//! progress bar (bytes, files, rate, time left) on stderr; with stderr on a
+//! pipe (a pod's log) it draws none. The terminal is a real pty made by
+//! util-linux `script`; the transfer is a body that stalls after 64 KiB.
+mod support;
+
+use std::{path::Path, process::Command};
+
+use copilot::{literals::make, proto::core::LiteralMap};
+use prost::Message as _;
+
+/// A `file://` store holding an `inputs.pb` with one blob at `source`.
+fn store(root: &Path, source: &str) {
+    let inputs: LiteralMap = make::literal_map([("big", make::blob(source, "", false))]);
+    std::fs::create_dir_all(root.join("store/out")).expect("mkdir");
+    std::fs::write(root.join("store/inputs.pb"), inputs.encode_to_vec()).expect("write");
+}
+
+/// `copilot download … --timeout 2s` as words of a command line.
+fn download_line(root: &Path) -> Vec<String> {
+    let store = root.join("store");
+    vec![
+        env!("CARGO_BIN_EXE_copilot").to_owned(),
+        "download".into(),
+        "--from-remote".into(),
+        format!("file://{}/inputs.pb", store.display()),
+        "--to-output-prefix".into(),
+        format!("file://{}/out", store.display()),
+        "--to-local-dir".into(),
+        root.join("inputs").display().to_string(),
+        "--timeout".into(),
+        "2s".into(),
+    ]
+}
+
+fn has_bar(text: &str) -> bool {
+    text.contains("download: 0/1 files, ") && text.contains(" left [") && text.contains("/s, ")
+}
+
+#[test]
+fn a_terminal_gets_a_progress_bar_and_a_pipe_does_not() {
+    let server = support::StallingServer::start();
+    let root = tempfile::tempdir().expect("tempdir");
+    store(root.path(), &server.url());
+    let line = download_line(root.path()).join(" ");
+
+    // On a pty: `script` runs the command with its stdio on a new terminal and
+    // copies what the terminal shows to its own stdout.
+    let tty = Command::new("script")
+        .args(["-q", "-e", "-f", "-c", &line, "/dev/null"])
+        .output()
+        .expect("running script(1) from util-linux");
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert_eq!(
+        tty.status.code(),
+        Some(1),
+        "the stall hits --timeout: {shown}"
+    );
+    assert!(
+        has_bar(&shown),
+        "no progress bar on the terminal: {shown:?}"
+    );
+    assert!(
+        shown.contains("64.00 KiB/1.00 GiB"),
+        "the bytes received of the Content-Length: {shown:?}"
+    );
+
+    // On a pipe: the same failure, and no bar in the log.
+    std::fs::remove_dir_all(root.path().join("inputs")).ok();
+    let words = download_line(root.path());
+    let piped = Command::new(&words[0])
+        .args(&words[1..])
+        .output()
+        .expect("running copilot download");
+    let log = String::from_utf8_lossy(&piped.stderr);
+    assert_eq!(piped.status.code(), Some(1), "{log}");
+    assert!(
+        !has_bar(&log) && !log.contains('\r'),
+        "a bar in a log: {log:?}"
+    );
+    assert!(log.contains("--timeout 2s"), "{log}");
+    drop(server);
+}
