@@ -25,8 +25,8 @@ use super::{
 };
 use crate::{
     proto::core::{
-        Blob, BlobMetadata, Literal, LiteralCollection, LiteralMap, Schema, StructuredDataset,
-        blob_type::BlobDimensionality, literal, primitive, scalar,
+        Blob, BlobMetadata, Literal, LiteralCollection, LiteralMap, Primitive, Schema,
+        StructuredDataset, Union, blob_type::BlobDimensionality, literal, primitive, scalar,
     },
     storage::{Progress, StorageError, Store, is_local_file},
 };
@@ -262,6 +262,13 @@ pub fn plan(inputs: &LiteralMap, root: &Path, options: &Options) -> Result<Plan,
     })
 }
 
+fn unsupported(path: &str, what: &str) -> DownloadError {
+    DownloadError::Unsupported {
+        path: path.to_owned(),
+        what: what.to_owned(),
+    }
+}
+
 fn single_blob(lit: &Literal) -> Option<&Blob> {
     match &lit.value {
         Some(literal::Value::Scalar(s)) => match &s.value {
@@ -321,99 +328,122 @@ impl Planner<'_> {
         path: &str,
         top: bool,
     ) -> Result<(Literal, serde_json::Value), DownloadError> {
-        let unsupported = |what: &str| DownloadError::Unsupported {
-            path: path.to_owned(),
-            what: what.to_owned(),
-        };
-        match &lit.value {
-            None => Err(unsupported(
-                "a literal with no value (unknown literal kind?)",
-            )),
+        let (value, json) = match &lit.value {
+            None => {
+                return Err(unsupported(
+                    path,
+                    "a literal with no value (unknown literal kind?)",
+                ));
+            }
             Some(literal::Value::OffloadedMetadata(_)) => {
-                Err(unsupported("an offloaded literal that was not resolved"))
+                return Err(unsupported(
+                    path,
+                    "an offloaded literal that was not resolved",
+                ));
             }
             Some(literal::Value::Scalar(s)) => {
-                let rel = match (self.layout, top, single_blob(lit)) {
-                    (Layout::NamedDir, true, Some(b)) => {
-                        self.claim(&rel, path)?;
-                        self.actions.push(Action::Mkdir(rel.clone()));
-                        rel.join(basename(&b.uri).unwrap_or("file"))
-                    }
-                    _ => rel,
-                };
-                let scalar = s
-                    .value
-                    .as_ref()
-                    .ok_or_else(|| unsupported("a scalar with no value (unknown scalar kind?)"))?;
-                let (new_scalar, value) = self.scalar(scalar, &rel, path)?;
-                let out = Literal {
-                    value: Some(literal::Value::Scalar(Box::new(
-                        crate::proto::core::Scalar {
-                            value: Some(new_scalar),
-                        },
-                    ))),
-                    hash: lit.hash.clone(),
-                    metadata: lit.metadata.clone(),
-                };
-                Ok((out, value))
+                let rel = self.scalar_rel(lit, rel, path, top)?;
+                let scalar = s.value.as_ref().ok_or_else(|| {
+                    unsupported(path, "a scalar with no value (unknown scalar kind?)")
+                })?;
+                let (new_scalar, json) = self.scalar(scalar, &rel, path)?;
+                let value = literal::Value::Scalar(Box::new(crate::proto::core::Scalar {
+                    value: Some(new_scalar),
+                }));
+                (value, json)
             }
-            Some(literal::Value::Collection(c)) => {
+            Some(literal::Value::Collection(c)) => self.collection(c, rel, path)?,
+            Some(literal::Value::Map(m)) => self.map(m, rel, path)?,
+        };
+        let out = Literal {
+            value: Some(value),
+            hash: lit.hash.clone(),
+            metadata: lit.metadata.clone(),
+        };
+        Ok((out, json))
+    }
+
+    /// Where a scalar goes: `rel` itself, except a top-level single blob under
+    /// NAMED_DIR, which goes to `rel/<basename>` (and `rel` becomes a directory).
+    fn scalar_rel(
+        &mut self,
+        lit: &Literal,
+        rel: PathBuf,
+        path: &str,
+        top: bool,
+    ) -> Result<PathBuf, DownloadError> {
+        Ok(match (self.layout, top, single_blob(lit)) {
+            (Layout::NamedDir, true, Some(b)) => {
                 self.claim(&rel, path)?;
                 self.actions.push(Action::Mkdir(rel.clone()));
-                let mut seen = HashSet::new();
-                let mut items = Vec::with_capacity(c.literals.len());
-                let mut values = Vec::with_capacity(c.literals.len());
-                for (i, item) in c.literals.iter().enumerate() {
-                    let mut name = i.to_string();
-                    if self.layout == Layout::NamedDir
-                        && let Some(b) = single_blob(item)
-                    {
-                        name = match basename(&b.uri) {
-                            Some(base) if !seen.contains(base) => base.to_owned(),
-                            Some(base) => format!("{i}_{base}"),
-                            None => format!("{i}_file"),
-                        };
-                        seen.insert(name.clone());
-                    }
-                    let (l, v) =
-                        self.literal(item, rel.join(&name), &format!("{path}[{i}]"), false)?;
-                    items.push(l);
-                    values.push(v);
-                }
-                let out = Literal {
-                    value: Some(literal::Value::Collection(LiteralCollection {
-                        literals: items,
-                    })),
-                    hash: lit.hash.clone(),
-                    metadata: lit.metadata.clone(),
-                };
-                Ok((out, serde_json::Value::Array(values)))
+                rel.join(basename(&b.uri).unwrap_or("file"))
             }
-            Some(literal::Value::Map(m)) => {
-                self.claim(&rel, path)?;
-                self.actions.push(Action::Mkdir(rel.clone()));
-                let mut out_map = LiteralMap::default();
-                let mut values = serde_json::Map::new();
-                let sorted: BTreeMap<&String, &Literal> = m.literals.iter().collect();
-                for (key, item) in sorted {
-                    let item_path = format!("{path}[{key:?}]");
-                    let key_rel =
-                        names::join_component(&rel, key).map_err(|source| DownloadError::Name {
-                            path: item_path.clone(),
-                            source,
-                        })?;
-                    let (l, v) = self.literal(item, key_rel, &item_path, false)?;
-                    out_map.literals.insert(key.clone(), l);
-                    values.insert(key.clone(), v);
-                }
-                let out = Literal {
-                    value: Some(literal::Value::Map(out_map)),
-                    hash: lit.hash.clone(),
-                    metadata: lit.metadata.clone(),
+            _ => rel,
+        })
+    }
+
+    /// A collection: a directory of items named by index, or under NAMED_DIR
+    /// single blobs by their basenames (`<i>_<basename>` on a collision).
+    fn collection(
+        &mut self,
+        c: &LiteralCollection,
+        rel: PathBuf,
+        path: &str,
+    ) -> Result<(literal::Value, serde_json::Value), DownloadError> {
+        self.claim(&rel, path)?;
+        self.actions.push(Action::Mkdir(rel.clone()));
+        let mut seen = HashSet::new();
+        let mut items = Vec::with_capacity(c.literals.len());
+        let mut values = Vec::with_capacity(c.literals.len());
+        for (i, item) in c.literals.iter().enumerate() {
+            let mut name = i.to_string();
+            if self.layout == Layout::NamedDir
+                && let Some(b) = single_blob(item)
+            {
+                name = match basename(&b.uri) {
+                    Some(base) if !seen.contains(base) => base.to_owned(),
+                    Some(base) => format!("{i}_{base}"),
+                    None => format!("{i}_file"),
                 };
-                Ok((out, serde_json::Value::Object(values)))
+                seen.insert(name.clone());
             }
+            let (l, v) = self.literal(item, rel.join(&name), &format!("{path}[{i}]"), false)?;
+            items.push(l);
+            values.push(v);
         }
+        Ok((
+            literal::Value::Collection(LiteralCollection { literals: items }),
+            serde_json::Value::Array(values),
+        ))
+    }
+
+    /// A map: a directory whose entries are named by the (checked) keys.
+    fn map(
+        &mut self,
+        m: &LiteralMap,
+        rel: PathBuf,
+        path: &str,
+    ) -> Result<(literal::Value, serde_json::Value), DownloadError> {
+        self.claim(&rel, path)?;
+        self.actions.push(Action::Mkdir(rel.clone()));
+        let mut out_map = LiteralMap::default();
+        let mut values = serde_json::Map::new();
+        let sorted: BTreeMap<&String, &Literal> = m.literals.iter().collect();
+        for (key, item) in sorted {
+            let item_path = format!("{path}[{key:?}]");
+            let key_rel =
+                names::join_component(&rel, key).map_err(|source| DownloadError::Name {
+                    path: item_path.clone(),
+                    source,
+                })?;
+            let (l, v) = self.literal(item, key_rel, &item_path, false)?;
+            out_map.literals.insert(key.clone(), l);
+            values.insert(key.clone(), v);
+        }
+        Ok((
+            literal::Value::Map(out_map),
+            serde_json::Value::Object(values),
+        ))
     }
 
     fn write(&mut self, rel: &Path, path: &str, data: Vec<u8>) -> Result<(), DownloadError> {
@@ -422,6 +452,8 @@ impl Planner<'_> {
         Ok(())
     }
 
+    /// A scalar: a small file holding its text, or a transfer for what lives in
+    /// storage (rewritten to its local path).
     fn scalar(
         &mut self,
         s: &scalar::Value,
@@ -429,30 +461,12 @@ impl Planner<'_> {
         path: &str,
     ) -> Result<(scalar::Value, serde_json::Value), DownloadError> {
         use serde_json::Value as J;
-        let value_err = |source| DownloadError::Value {
-            path: path.to_owned(),
-            source,
-        };
         Ok(match s {
             scalar::Value::Primitive(p) => {
-                let (text, value) = match &p.value {
-                    None => ("null".to_owned(), J::Null),
-                    Some(primitive::Value::Integer(i)) => (i.to_string(), J::from(*i)),
-                    Some(primitive::Value::FloatValue(f)) => {
-                        (values::format_float(*f), values::json_float(*f))
-                    }
-                    Some(primitive::Value::StringValue(v)) => (v.clone(), J::String(v.clone())),
-                    Some(primitive::Value::Boolean(b)) => (b.to_string(), J::Bool(*b)),
-                    Some(primitive::Value::Datetime(ts)) => {
-                        let text = values::format_datetime(ts).map_err(value_err)?;
-                        (text.clone(), J::String(text))
-                    }
-                    // The file holds Go's `Duration.String()`, inputs.json its nanoseconds.
-                    Some(primitive::Value::Duration(d)) => (
-                        values::format_duration(d),
-                        J::from(values::duration_nanos(d)),
-                    ),
-                };
+                let (text, value) = primitive_text(p).map_err(|source| DownloadError::Value {
+                    path: path.to_owned(),
+                    source,
+                })?;
                 self.write(rel, path, text.into_bytes())?;
                 (s.clone(), value)
             }
@@ -480,88 +494,139 @@ impl Planner<'_> {
                 self.write(rel, path, text)?;
                 (s.clone(), json)
             }
-            scalar::Value::Union(u) => {
-                let inner = u
-                    .value
-                    .as_deref()
-                    .ok_or_else(|| DownloadError::Unsupported {
-                        path: path.to_owned(),
-                        what: "a union with no value".into(),
-                    })?;
-                let (lit, value) = self.literal(inner, rel.to_path_buf(), path, false)?;
-                let mut union = (**u).clone();
-                union.value = Some(Box::new(lit));
-                (scalar::Value::Union(Box::new(union)), value)
-            }
-            scalar::Value::Blob(b) => {
-                let uri = self.source(&b.uri, path)?;
-                self.claim(rel, path)?;
-                let (input, rel2) = (path.to_owned(), rel.to_path_buf());
-                self.actions.push(if is_multipart(b) {
-                    Action::Multipart {
-                        input,
-                        uri,
-                        rel: rel2,
-                    }
-                } else {
-                    Action::Single {
-                        input,
-                        uri,
-                        rel: rel2,
-                    }
-                });
-                let local = self.local_uri(rel);
-                let metadata = b.metadata.clone().or_else(|| Some(BlobMetadata::default()));
-                (
-                    scalar::Value::Blob(Blob {
-                        metadata,
-                        uri: local.clone(),
-                    }),
-                    J::String(local),
-                )
-            }
-            scalar::Value::Schema(sc) => {
-                let uri = self.source(&sc.uri, path)?;
-                self.claim(rel, path)?;
-                self.actions.push(Action::Multipart {
-                    input: path.to_owned(),
-                    uri,
-                    rel: rel.to_path_buf(),
-                });
-                let local = self.local_uri(rel);
-                (
-                    scalar::Value::Schema(Schema {
-                        uri: local.clone(),
-                        r#type: sc.r#type.clone(),
-                    }),
-                    J::String(local),
-                )
-            }
-            scalar::Value::StructuredDataset(sd) => {
-                if sd.uri.is_empty() {
-                    return Err(DownloadError::Unsupported {
-                        path: path.to_owned(),
-                        what: "a structured dataset without a URI (in-memory dataset)".into(),
-                    });
-                }
-                let uri = self.source(&sd.uri, path)?;
-                self.claim(rel, path)?;
-                self.actions.push(Action::Dataset {
-                    input: path.to_owned(),
-                    uri,
-                    rel: rel.to_path_buf(),
-                });
-                let local = self.local_uri(rel);
-                (
-                    scalar::Value::StructuredDataset(StructuredDataset {
-                        uri: local.clone(),
-                        metadata: sd.metadata.clone(),
-                    }),
-                    J::String(local),
-                )
-            }
+            scalar::Value::Union(u) => self.union(u, rel, path)?,
+            scalar::Value::Blob(b) => self.blob(b, rel, path)?,
+            scalar::Value::Schema(sc) => self.schema(sc, rel, path)?,
+            scalar::Value::StructuredDataset(sd) => self.dataset(sd, rel, path)?,
         })
     }
+
+    /// A union is written as its value; the rewritten value keeps its tag.
+    fn union(
+        &mut self,
+        u: &Union,
+        rel: &Path,
+        path: &str,
+    ) -> Result<(scalar::Value, serde_json::Value), DownloadError> {
+        let inner = u
+            .value
+            .as_deref()
+            .ok_or_else(|| unsupported(path, "a union with no value"))?;
+        let (lit, value) = self.literal(inner, rel.to_path_buf(), path, false)?;
+        let mut union = u.clone();
+        union.value = Some(Box::new(lit));
+        Ok((scalar::Value::Union(Box::new(union)), value))
+    }
+
+    /// A blob: one object to a file, or a multipart prefix to a directory.
+    fn blob(
+        &mut self,
+        b: &Blob,
+        rel: &Path,
+        path: &str,
+    ) -> Result<(scalar::Value, serde_json::Value), DownloadError> {
+        let uri = self.source(&b.uri, path)?;
+        self.claim(rel, path)?;
+        let (input, rel2) = (path.to_owned(), rel.to_path_buf());
+        self.actions.push(if is_multipart(b) {
+            Action::Multipart {
+                input,
+                uri,
+                rel: rel2,
+            }
+        } else {
+            Action::Single {
+                input,
+                uri,
+                rel: rel2,
+            }
+        });
+        let local = self.local_uri(rel);
+        let metadata = b.metadata.clone().or_else(|| Some(BlobMetadata::default()));
+        Ok((
+            scalar::Value::Blob(Blob {
+                metadata,
+                uri: local.clone(),
+            }),
+            serde_json::Value::String(local),
+        ))
+    }
+
+    /// A schema: always a directory of objects.
+    fn schema(
+        &mut self,
+        sc: &Schema,
+        rel: &Path,
+        path: &str,
+    ) -> Result<(scalar::Value, serde_json::Value), DownloadError> {
+        let uri = self.source(&sc.uri, path)?;
+        self.claim(rel, path)?;
+        self.actions.push(Action::Multipart {
+            input: path.to_owned(),
+            uri,
+            rel: rel.to_path_buf(),
+        });
+        let local = self.local_uri(rel);
+        Ok((
+            scalar::Value::Schema(Schema {
+                uri: local.clone(),
+                r#type: sc.r#type.clone(),
+            }),
+            serde_json::Value::String(local),
+        ))
+    }
+
+    /// A structured dataset: a directory of objects, or one object; an
+    /// in-memory dataset (no URI) cannot be materialised.
+    fn dataset(
+        &mut self,
+        sd: &StructuredDataset,
+        rel: &Path,
+        path: &str,
+    ) -> Result<(scalar::Value, serde_json::Value), DownloadError> {
+        if sd.uri.is_empty() {
+            return Err(unsupported(
+                path,
+                "a structured dataset without a URI (in-memory dataset)",
+            ));
+        }
+        let uri = self.source(&sd.uri, path)?;
+        self.claim(rel, path)?;
+        self.actions.push(Action::Dataset {
+            input: path.to_owned(),
+            uri,
+            rel: rel.to_path_buf(),
+        });
+        let local = self.local_uri(rel);
+        Ok((
+            scalar::Value::StructuredDataset(StructuredDataset {
+                uri: local.clone(),
+                metadata: sd.metadata.clone(),
+            }),
+            serde_json::Value::String(local),
+        ))
+    }
+}
+
+/// A primitive's file text and its `inputs.json` value.
+fn primitive_text(p: &Primitive) -> Result<(String, serde_json::Value), ValueError> {
+    use serde_json::Value as J;
+    Ok(match &p.value {
+        None => ("null".to_owned(), J::Null),
+        Some(primitive::Value::Integer(i)) => (i.to_string(), J::from(*i)),
+        Some(primitive::Value::FloatValue(f)) => (values::format_float(*f), values::json_float(*f)),
+        Some(primitive::Value::StringValue(v)) => (v.clone(), J::String(v.clone())),
+        Some(primitive::Value::Boolean(b)) => (b.to_string(), J::Bool(*b)),
+        Some(primitive::Value::Datetime(ts)) => {
+            let text = values::format_datetime(ts)?;
+            (text.clone(), J::String(text))
+        }
+        // The file holds Go's `Duration.String()`, inputs.json its nanoseconds.
+        Some(primitive::Value::Duration(d)) => (
+            values::format_duration(d),
+            J::from(values::duration_nanos(d)),
+        ),
+    })
 }
 
 /// Replaces offloaded literals (anywhere in the tree) by the Literal they
@@ -764,74 +829,105 @@ pub async fn execute(
                 files += 1;
             }
             Action::Single { input, uri, rel } => {
-                let object = store
-                    .resolve(uri)
-                    .map_err(|source| storage_err(input, uri, source))?;
-                progress.expect(1, 0);
-                fetches.push(Fetch {
-                    input: input.clone(),
-                    object,
-                    dest: staging.join(rel),
-                });
+                fetches.push(single_fetch(store, input, uri, staging.join(rel), progress)?);
             }
             Action::Multipart { input, uri, rel } | Action::Dataset { input, uri, rel } => {
-                let listed = store
-                    .list(uri)
-                    .await
-                    .map_err(|source| storage_err(input, uri, source))?;
+                let dataset = matches!(action, Action::Dataset { .. });
                 let dir = staging.join(rel);
-                if listed.is_empty() && matches!(action, Action::Dataset { .. }) {
-                    // A dataset written as one file rather than a directory.
-                    let object = store
-                        .resolve(uri)
-                        .map_err(|source| storage_err(input, uri, source))?;
-                    progress.expect(1, 0);
-                    fetches.push(Fetch {
-                        input: input.clone(),
-                        object,
-                        dest: dir,
-                    });
-                    continue;
-                }
-                if listed.is_empty() {
-                    tracing::warn!(
-                        input,
-                        uri,
-                        "multipart blob has no objects; creating an empty directory"
-                    );
-                }
-                tokio::fs::create_dir_all(&dir)
-                    .await
-                    .map_err(local_err("create directory", &dir))?;
-                let mut made = HashSet::new();
-                for item in listed {
-                    let key = names::check_relative_key(&item.relative).map_err(|source| {
-                        DownloadError::ObjectKey {
-                            path: input.clone(),
-                            uri: uri.clone(),
-                            source,
-                        }
-                    })?;
-                    let dest = dir.join(&key);
-                    if let Some(parent) = dest.parent()
-                        && made.insert(parent.to_path_buf())
-                    {
-                        tokio::fs::create_dir_all(parent)
-                            .await
-                            .map_err(local_err("create directory", parent))?;
-                    }
-                    progress.expect(1, item.size);
-                    fetches.push(Fetch {
-                        input: input.clone(),
-                        object: item.object,
-                        dest,
-                    });
-                }
+                fetches.extend(prefix_fetches(store, input, uri, dir, dataset, progress).await?);
             }
         }
     }
+    let bytes = run_fetches(store, fetches, progress).await?;
+    Ok((files + progress.snapshot().files, bytes))
+}
+
+/// The one object at `uri`, to be fetched to `dest` (one more file expected;
+/// its size joins the total once the object is opened).
+fn single_fetch(
+    store: &Store,
+    input: &str,
+    uri: &str,
+    dest: PathBuf,
+    progress: &Progress,
+) -> Result<Fetch, DownloadError> {
+    let object = store
+        .resolve(uri)
+        .map_err(|source| storage_err(input, uri, source))?;
+    progress.expect(1, 0);
+    Ok(Fetch {
+        input: input.to_owned(),
+        object,
+        dest,
+    })
+}
+
+/// Every object under the prefix `uri`, to be fetched into the directory
+/// `dir` (made here, with the subdirectories their keys name). A `dataset`
+/// with no objects under it is one object instead.
+async fn prefix_fetches(
+    store: &Store,
+    input: &str,
+    uri: &str,
+    dir: PathBuf,
+    dataset: bool,
+    progress: &Progress,
+) -> Result<Vec<Fetch>, DownloadError> {
+    let listed = store
+        .list(uri)
+        .await
+        .map_err(|source| storage_err(input, uri, source))?;
+    if listed.is_empty() && dataset {
+        // A dataset written as one file rather than a directory.
+        return Ok(vec![single_fetch(store, input, uri, dir, progress)?]);
+    }
+    if listed.is_empty() {
+        tracing::warn!(
+            input,
+            uri,
+            "multipart blob has no objects; creating an empty directory"
+        );
+    }
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(local_err("create directory", &dir))?;
+    let mut made = HashSet::new();
+    let mut fetches = Vec::with_capacity(listed.len());
+    for item in listed {
+        let key = names::check_relative_key(&item.relative).map_err(|source| {
+            DownloadError::ObjectKey {
+                path: input.to_owned(),
+                uri: uri.to_owned(),
+                source,
+            }
+        })?;
+        let dest = dir.join(&key);
+        if let Some(parent) = dest.parent()
+            && made.insert(parent.to_path_buf())
+        {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(local_err("create directory", parent))?;
+        }
+        progress.expect(1, item.size);
+        fetches.push(Fetch {
+            input: input.to_owned(),
+            object: item.object,
+            dest,
+        });
+    }
+    Ok(fetches)
+}
+
+/// Fetches every object, at most `max_concurrency` at a time; returns the bytes
+/// written.
+async fn run_fetches(
+    store: &Store,
+    fetches: Vec<Fetch>,
+    progress: &Arc<Progress>,
+) -> Result<u64, DownloadError> {
     let concurrency = store.config().max_concurrency;
-    let bytes: u64 = futures::stream::iter(fetches.into_iter().map(|f| {
+    futures::stream::iter(fetches.into_iter().map(|f| {
         let progress = progress.clone();
         async move {
             store
@@ -842,8 +938,7 @@ pub async fn execute(
     }))
     .buffer_unordered(concurrency)
     .try_fold(0u64, |acc, n| async move { Ok(acc + n) })
-    .await?;
-    Ok((files + progress.snapshot().files, bytes))
+    .await
 }
 
 fn storage_err(input: &str, uri: &str, source: StorageError) -> DownloadError {

@@ -1,8 +1,8 @@
 //! Does a literal fit a `LiteralType`? Used to check downloaded inputs
 //! against the task's input interface before anything is written.
 use crate::proto::core::{
-    Literal, LiteralType, SimpleType, blob_type::BlobDimensionality, literal, literal_type,
-    primitive, scalar,
+    EnumType, Literal, LiteralType, SimpleType, UnionType, blob_type::BlobDimensionality, literal,
+    literal_type, primitive, scalar,
 };
 
 /// A literal that does not fit its declared type.
@@ -100,6 +100,7 @@ pub fn check(lit: &Literal, ty: &LiteralType, path: &str) -> Result<(), TypeMism
         expected: describe_type(ty),
         found: describe_literal(lit),
     };
+    let fits = |ok: bool| if ok { Ok(()) } else { Err(mismatch()) };
     let scalar = match &lit.value {
         Some(literal::Value::Scalar(s)) => s.value.as_ref(),
         _ => None,
@@ -110,13 +111,7 @@ pub fn check(lit: &Literal, ty: &LiteralType, path: &str) -> Result<(), TypeMism
             return Err(mismatch());
         };
         return match &ty.r#type {
-            Some(T::UnionType(union)) => {
-                if union.variants.iter().any(|v| check(inner, v, path).is_ok()) {
-                    Ok(())
-                } else {
-                    Err(mismatch())
-                }
-            }
+            Some(T::UnionType(union)) => fits(fits_any_variant(inner, union, path)),
             _ => check(inner, ty, path),
         };
     }
@@ -125,13 +120,7 @@ pub fn check(lit: &Literal, ty: &LiteralType, path: &str) -> Result<(), TypeMism
     };
     match (kind, &lit.value) {
         (_, Some(literal::Value::OffloadedMetadata(_))) => Ok(()),
-        (T::UnionType(union), _) => {
-            if union.variants.iter().any(|v| check(lit, v, path).is_ok()) {
-                Ok(())
-            } else {
-                Err(mismatch())
-            }
-        }
+        (T::UnionType(union), _) => fits(fits_any_variant(lit, union, path)),
         (T::CollectionType(inner), Some(literal::Value::Collection(c))) => {
             for (i, item) in c.literals.iter().enumerate() {
                 check(item, inner, &format!("{path}[{i}]"))?;
@@ -146,45 +135,50 @@ pub fn check(lit: &Literal, ty: &LiteralType, path: &str) -> Result<(), TypeMism
         }
         (T::Simple(simple), Some(literal::Value::Scalar(_))) => {
             let simple = SimpleType::try_from(*simple).map_err(|_| mismatch())?;
-            let ok = match (simple, scalar) {
-                (SimpleType::None, Some(scalar::Value::NoneType(_))) => true,
-                (
-                    SimpleType::Struct,
-                    Some(scalar::Value::Generic(_) | scalar::Value::Binary(_)),
-                ) => true,
-                (SimpleType::Binary, Some(scalar::Value::Binary(_))) => true,
-                (SimpleType::Error, Some(scalar::Value::Error(_))) => true,
-                (s, Some(scalar::Value::Primitive(p))) => matches!(
-                    (s, &p.value),
-                    (SimpleType::Integer, Some(primitive::Value::Integer(_)))
-                        | (SimpleType::Float, Some(primitive::Value::FloatValue(_)))
-                        | (SimpleType::String, Some(primitive::Value::StringValue(_)))
-                        | (SimpleType::Boolean, Some(primitive::Value::Boolean(_)))
-                        | (SimpleType::Datetime, Some(primitive::Value::Datetime(_)))
-                        | (SimpleType::Duration, Some(primitive::Value::Duration(_)))
-                ),
-                _ => false,
-            };
-            if ok { Ok(()) } else { Err(mismatch()) }
+            fits(fits_simple(simple, scalar))
         }
-        (T::Blob(_), _) if matches!(scalar, Some(scalar::Value::Blob(_))) => Ok(()),
-        (T::Schema(_), _) if matches!(scalar, Some(scalar::Value::Schema(_))) => Ok(()),
-        (T::StructuredDatasetType(_), _)
-            if matches!(scalar, Some(scalar::Value::StructuredDataset(_))) =>
-        {
-            Ok(())
+        (T::Blob(_), _) => fits(matches!(scalar, Some(scalar::Value::Blob(_)))),
+        (T::Schema(_), _) => fits(matches!(scalar, Some(scalar::Value::Schema(_)))),
+        (T::StructuredDatasetType(_), _) => {
+            fits(matches!(scalar, Some(scalar::Value::StructuredDataset(_))))
         }
-        (T::EnumType(e), _) => match scalar {
-            Some(scalar::Value::Primitive(p)) => match &p.value {
-                Some(primitive::Value::StringValue(s))
-                    if e.values.is_empty() || e.values.contains(s) =>
-                {
-                    Ok(())
-                }
-                _ => Err(mismatch()),
-            },
-            _ => Err(mismatch()),
-        },
+        (T::EnumType(e), _) => fits(fits_enum(e, scalar)),
         _ => Err(mismatch()),
+    }
+}
+
+/// Whether `lit` fits at least one of the union's variants.
+fn fits_any_variant(lit: &Literal, union: &UnionType, path: &str) -> bool {
+    union.variants.iter().any(|v| check(lit, v, path).is_ok())
+}
+
+/// Whether a scalar fits a simple type (`STRUCT` takes a generic or binary value).
+fn fits_simple(simple: SimpleType, scalar: Option<&scalar::Value>) -> bool {
+    match (simple, scalar) {
+        (SimpleType::None, Some(scalar::Value::NoneType(_)))
+        | (SimpleType::Struct, Some(scalar::Value::Generic(_) | scalar::Value::Binary(_)))
+        | (SimpleType::Binary, Some(scalar::Value::Binary(_)))
+        | (SimpleType::Error, Some(scalar::Value::Error(_))) => true,
+        (s, Some(scalar::Value::Primitive(p))) => matches!(
+            (s, &p.value),
+            (SimpleType::Integer, Some(primitive::Value::Integer(_)))
+                | (SimpleType::Float, Some(primitive::Value::FloatValue(_)))
+                | (SimpleType::String, Some(primitive::Value::StringValue(_)))
+                | (SimpleType::Boolean, Some(primitive::Value::Boolean(_)))
+                | (SimpleType::Datetime, Some(primitive::Value::Datetime(_)))
+                | (SimpleType::Duration, Some(primitive::Value::Duration(_)))
+        ),
+        _ => false,
+    }
+}
+
+/// Whether a scalar is a string among the enum's values (any string if it has none).
+fn fits_enum(e: &EnumType, scalar: Option<&scalar::Value>) -> bool {
+    match scalar {
+        Some(scalar::Value::Primitive(p)) => matches!(
+            &p.value,
+            Some(primitive::Value::StringValue(s)) if e.values.is_empty() || e.values.contains(s)
+        ),
+        _ => false,
     }
 }

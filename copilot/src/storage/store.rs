@@ -14,8 +14,12 @@ use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
 use object_store::{
     BackoffConfig, ClientOptions, ObjectStore, ObjectStoreScheme, RetryConfig, WriteMultipart,
-    aws::AmazonS3Builder, azure::MicrosoftAzureBuilder, gcp::GoogleCloudStorageBuilder,
-    local::LocalFileSystem, memory::InMemory, path::Path as ObjectPath,
+    aws::{AmazonS3, AmazonS3Builder},
+    azure::{MicrosoftAzure, MicrosoftAzureBuilder},
+    gcp::{GoogleCloudStorage, GoogleCloudStorageBuilder},
+    local::LocalFileSystem,
+    memory::InMemory,
+    path::Path as ObjectPath,
 };
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -420,103 +424,129 @@ impl Store {
         }
     }
 
+    /// A client for the bucket (or container) of `url`; flags name the
+    /// endpoint, region and keys, and the `stow_config` map fills what they leave.
     fn build_client(
         &self,
         kind: &ObjectStoreScheme,
         url: &Url,
     ) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
-        let cfg = &self.inner.config;
-        let stow = |k: &str| {
-            cfg.stow_config
-                .get(k)
-                .map(|s| s.expose().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let mut options = ClientOptions::new()
+        let options = ClientOptions::new()
             .with_connect_timeout(Duration::from_secs(30))
             .with_timeout(Duration::from_secs(300));
         let base = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
         Ok(match kind {
-            ObjectStoreScheme::AmazonS3 => {
-                let endpoint = cfg.endpoint.clone().or_else(|| stow("endpoint"));
-                let allow_http = cfg.disable_ssl
-                    || stow("disable_ssl").is_some_and(|v| v == "true")
-                    || endpoint
-                        .as_deref()
-                        .is_some_and(|e| e.starts_with("http://"));
-                options = options.with_allow_http(allow_http);
-                let mut b = AmazonS3Builder::from_env()
-                    .with_url(base)
-                    .with_retry(self.retry())
-                    .with_client_options(options);
-                if let Some(endpoint) = endpoint {
-                    b = b
-                        .with_endpoint(endpoint)
-                        .with_virtual_hosted_style_request(false);
-                }
-                if let Some(region) = cfg.region.clone().or_else(|| stow("region")) {
-                    b = b.with_region(region);
-                }
-                let auth = cfg
-                    .auth_type
-                    .clone()
-                    .or_else(|| stow("auth_type"))
-                    .unwrap_or_default();
-                let access = cfg
-                    .access_key
-                    .as_ref()
-                    .map(|s| s.expose().to_owned())
-                    .or_else(|| stow("access_key_id"));
-                let secret = cfg
-                    .secret_key
-                    .as_ref()
-                    .map(|s| s.expose().to_owned())
-                    .or_else(|| stow("secret_key"));
-                if auth != "iam"
-                    && let (Some(access), Some(secret)) = (access, secret)
-                {
-                    b = b.with_access_key_id(access).with_secret_access_key(secret);
-                }
-                Arc::new(b.build()?)
-            }
-            ObjectStoreScheme::GoogleCloudStorage => {
-                // An emulator's base URL comes in the credentials (`gcs_base_url`);
-                // plain http to it only with `--storage.connection.disable-ssl`.
-                options = options.with_allow_http(cfg.disable_ssl);
-                let mut b = GoogleCloudStorageBuilder::from_env()
-                    .with_url(base)
-                    .with_retry(self.retry())
-                    .with_client_options(options);
-                if let Some(json) = stow("json") {
-                    b = b.with_service_account_key(json);
-                }
-                Arc::new(b.build()?)
-            }
-            ObjectStoreScheme::MicrosoftAzure => {
-                // The blob endpoint, for Azure Stack or an emulator (azurite); http only
-                // when it says so.
-                let endpoint = cfg.endpoint.clone().or_else(|| stow("endpoint"));
-                let http = endpoint
-                    .as_deref()
-                    .is_some_and(|e| e.starts_with("http://"));
-                options = options.with_allow_http(cfg.disable_ssl || http);
-                let mut b = MicrosoftAzureBuilder::from_env()
-                    .with_url(url.to_string())
-                    .with_retry(self.retry())
-                    .with_client_options(options);
-                if let Some(endpoint) = endpoint {
-                    b = b.with_endpoint(endpoint);
-                }
-                if let Some(account) = stow("account") {
-                    b = b.with_account(account);
-                }
-                if let Some(key) = stow("key") {
-                    b = b.with_access_key(key);
-                }
-                Arc::new(b.build()?)
-            }
+            ObjectStoreScheme::AmazonS3 => Arc::new(self.s3_client(base, options)?),
+            ObjectStoreScheme::GoogleCloudStorage => Arc::new(self.gcs_client(base, options)?),
+            ObjectStoreScheme::MicrosoftAzure => Arc::new(self.azure_client(url, options)?),
             _ => return Err(object_store::Error::NotImplemented),
         })
+    }
+
+    /// A non-empty value of the `stow_config` map.
+    fn stow(&self, key: &str) -> Option<String> {
+        self.inner
+            .config
+            .stow_config
+            .get(key)
+            .map(|s| s.expose().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// An S3 client: plain http when SSL is disabled or the endpoint says
+    /// `http://`; path-style requests to a custom endpoint; the keys unless
+    /// the auth type is `iam` (then the environment's credentials).
+    fn s3_client(
+        &self,
+        base: String,
+        options: ClientOptions,
+    ) -> Result<AmazonS3, object_store::Error> {
+        let cfg = &self.inner.config;
+        let endpoint = cfg.endpoint.clone().or_else(|| self.stow("endpoint"));
+        let allow_http = cfg.disable_ssl
+            || self.stow("disable_ssl").is_some_and(|v| v == "true")
+            || endpoint
+                .as_deref()
+                .is_some_and(|e| e.starts_with("http://"));
+        let mut b = AmazonS3Builder::from_env()
+            .with_url(base)
+            .with_retry(self.retry())
+            .with_client_options(options.with_allow_http(allow_http));
+        if let Some(endpoint) = endpoint {
+            b = b
+                .with_endpoint(endpoint)
+                .with_virtual_hosted_style_request(false);
+        }
+        if let Some(region) = cfg.region.clone().or_else(|| self.stow("region")) {
+            b = b.with_region(region);
+        }
+        let auth = cfg
+            .auth_type
+            .clone()
+            .or_else(|| self.stow("auth_type"))
+            .unwrap_or_default();
+        let access = cfg
+            .access_key
+            .as_ref()
+            .map(|s| s.expose().to_owned())
+            .or_else(|| self.stow("access_key_id"));
+        let secret = cfg
+            .secret_key
+            .as_ref()
+            .map(|s| s.expose().to_owned())
+            .or_else(|| self.stow("secret_key"));
+        if auth != "iam"
+            && let (Some(access), Some(secret)) = (access, secret)
+        {
+            b = b.with_access_key_id(access).with_secret_access_key(secret);
+        }
+        b.build()
+    }
+
+    /// A Google Cloud Storage client. An emulator's base URL comes in the
+    /// credentials (`gcs_base_url`); plain http to it only with
+    /// `--storage.connection.disable-ssl`.
+    fn gcs_client(
+        &self,
+        base: String,
+        options: ClientOptions,
+    ) -> Result<GoogleCloudStorage, object_store::Error> {
+        let mut b = GoogleCloudStorageBuilder::from_env()
+            .with_url(base)
+            .with_retry(self.retry())
+            .with_client_options(options.with_allow_http(self.inner.config.disable_ssl));
+        if let Some(json) = self.stow("json") {
+            b = b.with_service_account_key(json);
+        }
+        b.build()
+    }
+
+    /// An Azure Blob client. The endpoint is for Azure Stack or an emulator
+    /// (azurite); http only when it says so.
+    fn azure_client(
+        &self,
+        url: &Url,
+        options: ClientOptions,
+    ) -> Result<MicrosoftAzure, object_store::Error> {
+        let cfg = &self.inner.config;
+        let endpoint = cfg.endpoint.clone().or_else(|| self.stow("endpoint"));
+        let http = endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"));
+        let mut b = MicrosoftAzureBuilder::from_env()
+            .with_url(url.to_string())
+            .with_retry(self.retry())
+            .with_client_options(options.with_allow_http(cfg.disable_ssl || http));
+        if let Some(endpoint) = endpoint {
+            b = b.with_endpoint(endpoint);
+        }
+        if let Some(account) = self.stow("account") {
+            b = b.with_account(account);
+        }
+        if let Some(key) = self.stow("key") {
+            b = b.with_access_key(key);
+        }
+        b.build()
     }
 
     /// The buffer memory an upload of a `size`-byte file holds (see [`UPLOAD_BUFFER_MIB`]).

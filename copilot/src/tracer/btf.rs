@@ -97,6 +97,96 @@ impl Reader<'_> {
         self.pos += n;
         Ok(())
     }
+
+    /// Every type record of the type section, after the implicit void (id 0).
+    fn types(&mut self) -> Result<Vec<Type>, Error> {
+        let mut types = vec![Type {
+            name: 0,
+            kind: 0,
+            size_or_type: 0,
+            members: vec![],
+        }];
+        while self.pos < self.data.len() {
+            types.push(self.type_record()?);
+        }
+        Ok(types)
+    }
+
+    /// One `struct btf_type` and the kind-specific data after it; only struct,
+    /// union and function prototype members are kept, the rest is skipped.
+    fn type_record(&mut self) -> Result<Type, Error> {
+        let name = self.u32()?;
+        let info = self.u32()?;
+        let size_or_type = self.u32()?;
+        let vlen = (info & 0xffff) as usize;
+        let kind = (info >> 24) & 0x1f;
+        let kind_flag = info >> 31 == 1;
+        let mut members = Vec::new();
+        match kind {
+            // INT, VAR, DECL_TAG: one u32 of extra data.
+            1 | 14 | 17 => self.skip(4)?,
+            // ARRAY: struct btf_array.
+            3 => self.skip(12)?,
+            KIND_STRUCT | KIND_UNION => members = self.members(vlen, kind_flag)?,
+            KIND_FUNC_PROTO => members = self.params(vlen)?,
+            // ENUM: 8 bytes per entry.
+            6 => self.skip(8 * vlen)?,
+            // DATASEC, ENUM64: 12 bytes per entry.
+            15 | 19 => self.skip(12 * vlen)?,
+            // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG.
+            2 | 7 | 8 | 9 | 10 | 11 | 12 | 16 | 18 => {}
+            _ => {
+                return Err(Error::Malformed {
+                    what: "unknown type kind",
+                });
+            }
+        }
+        Ok(Type {
+            name,
+            kind,
+            size_or_type,
+            members,
+        })
+    }
+
+    /// `vlen` entries of `struct btf_member`; with `kind_flag` set, the offset's
+    /// top byte is the bitfield size.
+    fn members(&mut self, vlen: usize, kind_flag: bool) -> Result<Vec<Member>, Error> {
+        let mut members = Vec::new();
+        for _ in 0..vlen {
+            let name = self.u32()?;
+            let ty = self.u32()?;
+            let off = self.u32()?;
+            let (bit_offset, bitfield) = if kind_flag {
+                (off & 0x00ff_ffff, off >> 24 != 0)
+            } else {
+                (off, false)
+            };
+            members.push(Member {
+                name,
+                ty,
+                bit_offset,
+                bitfield,
+            });
+        }
+        Ok(members)
+    }
+
+    /// `vlen` entries of `struct btf_param`, as members at offset 0.
+    fn params(&mut self, vlen: usize) -> Result<Vec<Member>, Error> {
+        let mut params = Vec::new();
+        for _ in 0..vlen {
+            let name = self.u32()?;
+            let ty = self.u32()?;
+            params.push(Member {
+                name,
+                ty,
+                bit_offset: 0,
+                bitfield: false,
+            });
+        }
+        Ok(params)
+    }
 }
 
 impl Btf {
@@ -121,94 +211,33 @@ impl Btf {
         let type_data = section(type_off, type_len, "type section bounds")?;
         let strings = section(str_off, str_len, "string section bounds")?.to_vec();
 
-        let mut types = vec![Type {
-            name: 0,
-            kind: 0,
-            size_or_type: 0,
-            members: vec![],
-        }];
-        let mut r = Reader {
+        let types = Reader {
             data: type_data,
             pos: 0,
-        };
-        while r.pos < type_data.len() {
-            let name = r.u32()?;
-            let info = r.u32()?;
-            let size_or_type = r.u32()?;
-            let vlen = (info & 0xffff) as usize;
-            let kind = (info >> 24) & 0x1f;
-            let kind_flag = info >> 31 == 1;
-            let mut members = Vec::new();
-            match kind {
-                // INT, VAR, DECL_TAG: one u32 of extra data.
-                1 | 14 | 17 => r.skip(4)?,
-                // ARRAY: struct btf_array.
-                3 => r.skip(12)?,
-                KIND_STRUCT | KIND_UNION => {
-                    for _ in 0..vlen {
-                        let name = r.u32()?;
-                        let ty = r.u32()?;
-                        let off = r.u32()?;
-                        let (bit_offset, bitfield) = if kind_flag {
-                            (off & 0x00ff_ffff, off >> 24 != 0)
-                        } else {
-                            (off, false)
-                        };
-                        members.push(Member {
-                            name,
-                            ty,
-                            bit_offset,
-                            bitfield,
-                        });
-                    }
-                }
-                KIND_FUNC_PROTO => {
-                    for _ in 0..vlen {
-                        let name = r.u32()?;
-                        let ty = r.u32()?;
-                        members.push(Member {
-                            name,
-                            ty,
-                            bit_offset: 0,
-                            bitfield: false,
-                        });
-                    }
-                }
-                // ENUM: 8 bytes per entry.
-                6 => r.skip(8 * vlen)?,
-                // DATASEC, ENUM64: 12 bytes per entry.
-                15 | 19 => r.skip(12 * vlen)?,
-                // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG.
-                2 | 7 | 8 | 9 | 10 | 11 | 12 | 16 | 18 => {}
-                _ => {
-                    return Err(Error::Malformed {
-                        what: "unknown type kind",
-                    });
-                }
-            }
-            types.push(Type {
-                name,
-                kind,
-                size_or_type,
-                members,
-            });
         }
+        .types()?;
         let mut btf = Self {
             types,
             strings,
             structs: HashMap::new(),
             typedefs: HashMap::new(),
         };
-        for (id, t) in btf.types.iter().enumerate() {
+        btf.index();
+        Ok(btf)
+    }
+
+    /// Indexes named structs with members (the first of a name wins) and the
+    /// `btf_trace_*` typedefs by name.
+    fn index(&mut self) {
+        for (id, t) in self.types.iter().enumerate() {
             if t.kind == KIND_STRUCT && t.name != 0 && !t.members.is_empty() {
-                let name = btf.string(t.name).to_owned();
-                btf.structs.entry(name).or_insert(id as u32);
-            } else if t.kind == KIND_TYPEDEF && btf.string(t.name).starts_with("btf_trace_") {
-                let name = btf.string(t.name).to_owned();
-                btf.typedefs.entry(name).or_insert(id as u32);
+                let name = self.string(t.name).to_owned();
+                self.structs.entry(name).or_insert(id as u32);
+            } else if t.kind == KIND_TYPEDEF && self.string(t.name).starts_with("btf_trace_") {
+                let name = self.string(t.name).to_owned();
+                self.typedefs.entry(name).or_insert(id as u32);
             }
         }
-        Ok(btf)
     }
 
     fn string(&self, off: u32) -> &str {
