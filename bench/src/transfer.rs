@@ -151,11 +151,7 @@ impl Tools<'_> {
             .env("RCLONE_CONFIG_AZ_TYPE", "azureblob")
             .env(
                 "RCLONE_CONFIG_AZ_SAS_URL",
-                format!(
-                    "{}/{AZ_CONTAINER}?{}",
-                    self.azurite.endpoint(),
-                    self.az_sas
-                ),
+                format!("{}/{AZ_CONTAINER}?{}", self.azurite.endpoint(), self.az_sas),
             );
         c
     }

@@ -12,9 +12,9 @@ use tokio::signal::unix::SignalKind;
 
 use crate::{
     cgroup::{self, Hierarchy},
-    lifecycle::State,
+    lifecycle::{Change, State},
     monitor::{self, Monitor, Output, Tuning},
-    tracer::Kind,
+    tracer::{Kind, ProcessEvent},
 };
 
 /// What `copilot trace` follows and how it prints (its flags, see `cli::trace`).
@@ -140,82 +140,100 @@ fn to_json(o: &Output, pod: &std::path::Path, seen_ns: u64) -> Value {
             container,
             main,
             oom_killed,
-        } => match &event.kind {
-            Kind::Exec {
-                filename,
-                filename_truncated,
-            } => json!({
-                "type": "exec",
-                "time_ns": event.time_ns,
-                "pid": event.tgid,
-                "tid": event.pid,
-                "ns_pid": event.ns_tgid,
-                "ns_tid": event.ns_pid,
-                "ppid": event.ppid,
-                "comm": event.comm,
-                "filename": filename,
-                "filename_truncated": filename_truncated,
-                "cgroup_id": event.cgroup_id,
-                "container_id": container,
-                "main": main,
-            }),
-            Kind::Exit {
-                status,
-                group_dead_derived,
-            } => json!({
-                "type": "exit",
-                "time_ns": event.time_ns,
-                "pid": event.tgid,
-                "tid": event.pid,
-                "ns_pid": event.ns_tgid,
-                "ns_tid": event.ns_pid,
-                "ppid": event.ppid,
-                "comm": event.comm,
-                "cgroup_id": event.cgroup_id,
-                "container_id": container,
-                "status": status.0,
-                "exit_code": status.code(),
-                "signal": status.signal(),
-                "core_dumped": status.core_dumped(),
-                "oom_killed": oom_killed,
-                "group_dead": if *group_dead_derived { "derived" } else { "tracepoint" },
-                "main": main,
-            }),
-            Kind::OomVictim => json!({ "type": "oom_victim", "pid": event.tgid }),
-        },
+        } => process_json(event, container.as_deref(), *main, *oom_killed),
         Output::Change {
             change,
             name,
             container,
-        } => {
-            let (pid, code, sig, oom, time) = match change.state {
-                State::Created => (None, None, None, false, None),
-                State::Started { pid, time_ns } => (pid, None, None, false, time_ns),
-                State::Exited(e) => (
-                    e.pid,
-                    e.status.and_then(|s| s.code()),
-                    e.status.and_then(|s| s.signal()),
-                    e.oom_killed,
-                    e.time_ns,
-                ),
-            };
-            json!({
-                "type": "container",
-                "container_id": container,
-                "cgroup": pod.join(name),
-                "cgroup_id": change.cgroup_id,
-                "state": change.state.name(),
-                "pid": pid,
-                "exit_code": code,
-                "signal": sig,
-                "oom_killed": oom,
-                "time_ns": time,
-                "seen_ns": seen_ns,
-                "source": change.source,
-            })
-        }
+        } => change_json(change, &pod.join(name), container.as_deref(), seen_ns),
         Output::Lost { count } => json!({ "type": "lost", "count": count }),
     }
+}
+
+/// An exec or exit line.
+fn process_json(
+    event: &ProcessEvent,
+    container: Option<&str>,
+    main: bool,
+    oom_killed: bool,
+) -> Value {
+    match &event.kind {
+        Kind::Exec {
+            filename,
+            filename_truncated,
+        } => json!({
+            "type": "exec",
+            "time_ns": event.time_ns,
+            "pid": event.tgid,
+            "tid": event.pid,
+            "ns_pid": event.ns_tgid,
+            "ns_tid": event.ns_pid,
+            "ppid": event.ppid,
+            "comm": event.comm,
+            "filename": filename,
+            "filename_truncated": filename_truncated,
+            "cgroup_id": event.cgroup_id,
+            "container_id": container,
+            "main": main,
+        }),
+        Kind::Exit {
+            status,
+            group_dead_derived,
+        } => json!({
+            "type": "exit",
+            "time_ns": event.time_ns,
+            "pid": event.tgid,
+            "tid": event.pid,
+            "ns_pid": event.ns_tgid,
+            "ns_tid": event.ns_pid,
+            "ppid": event.ppid,
+            "comm": event.comm,
+            "cgroup_id": event.cgroup_id,
+            "container_id": container,
+            "status": status.0,
+            "exit_code": status.code(),
+            "signal": status.signal(),
+            "core_dumped": status.core_dumped(),
+            "oom_killed": oom_killed,
+            "group_dead": if *group_dead_derived { "derived" } else { "tracepoint" },
+            "main": main,
+        }),
+        Kind::OomVictim => json!({ "type": "oom_victim", "pid": event.tgid }),
+    }
+}
+
+/// A container's state line.
+fn change_json(
+    change: &Change,
+    cgroup: &std::path::Path,
+    container: Option<&str>,
+    seen_ns: u64,
+) -> Value {
+    let (pid, code, sig, oom, time) = match change.state {
+        State::Created => (None, None, None, false, None),
+        State::Started { pid, time_ns } => (pid, None, None, false, time_ns),
+        State::Exited(e) => (
+            e.pid,
+            e.status.and_then(|s| s.code()),
+            e.status.and_then(|s| s.signal()),
+            e.oom_killed,
+            e.time_ns,
+        ),
+    };
+    json!({
+        "type": "container",
+        "container_id": container,
+        "cgroup": cgroup,
+        "cgroup_id": change.cgroup_id,
+        "state": change.state.name(),
+        "pid": pid,
+        "exit_code": code,
+        "signal": sig,
+        "oom_killed": oom,
+        "time_ns": time,
+        "seen_ns": seen_ns,
+        "source": change.source,
+    })
 }
 
 fn to_text(v: &Value) -> String {

@@ -829,7 +829,13 @@ pub async fn execute(
                 files += 1;
             }
             Action::Single { input, uri, rel } => {
-                fetches.push(single_fetch(store, input, uri, staging.join(rel), progress)?);
+                fetches.push(single_fetch(
+                    store,
+                    input,
+                    uri,
+                    staging.join(rel),
+                    progress,
+                )?);
             }
             Action::Multipart { input, uri, rel } | Action::Dataset { input, uri, rel } => {
                 let dataset = matches!(action, Action::Dataset { .. });

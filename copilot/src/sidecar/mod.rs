@@ -194,7 +194,7 @@ pub async fn run(store: &Store, args: Options) -> Result<ExitCode, Error> {
             })?;
         }
     } else {
-        let result = sidecar(store, &args, &args.bpf_dir, &mut term, &mut status).await;
+        let result = sidecar(store, &args, &mut term, &mut status).await;
         if let Some(doc) = outcome(result, &mut status) {
             write_document(store, &args, &errors_url, &doc).await?;
             status.url = Some(errors_url.clone());
@@ -271,55 +271,21 @@ async fn write_document(
 async fn sidecar(
     store: &Store,
     args: &Options,
-    bpf_dir: &Path,
     term: &mut Term,
     status: &mut Status,
 ) -> Result<Option<ErrorDocument>, Failure> {
-    let interface = decode_interface(args.interface.as_deref())?;
-    check_choice("--upload-mode", &args.upload_mode, UPLOAD_MODES)?;
-    check_choice("--format", &args.format, FORMATS)?;
-    if args.watch_container.is_some() && args.main_container_id.is_none() {
-        tracing::warn!(
-            "--watch-container needs the Kubernetes API to map a name to an id, which this \
-             build does not use; falling back to the sibling rule (pass --main-container-id)"
-        );
-    }
+    let interface = check_options(args)?;
     let mut args = args.clone();
-    let mut ebpf = start_ebpf(&mut args, bpf_dir);
+    let bpf_dir = args.bpf_dir.clone();
+    let mut ebpf = start_ebpf(&mut args, &bpf_dir);
     let args = &args;
     if let Some(path) = &args.ready_file {
         write_ready(path).map_err(|e| {
             Failure::upload(format!("writing the ready file {}: {e}", path.display()))
         })?;
     }
-
-    let waited = wait_main(ebpf.as_mut(), args, term).await;
-    let exit = match waited {
-        Ok(exit) => exit,
-        Err(wait::Error::Terminated) => {
-            return Err(Failure::new(
-                ErrorCode::UploadCutShort,
-                "copilot received SIGTERM (the pod is being deleted) while the main container \
-                 was still running, or before it started; no outputs were uploaded",
-            ));
-        }
-        Err(e @ wait::Error::StartTimeout(_)) => {
-            return Err(Failure::new(ErrorCode::ContainerNotStarted, e.to_string()));
-        }
-        Err(e) => {
-            return Err(Failure::new(ErrorCode::SidecarFailed, chain(&e)));
-        }
-    };
+    let exit = main_exit(ebpf.as_mut(), args, term).await?;
     status.main = exit.as_ref().map(Main::from);
-    if let Some(exit) = &exit {
-        tracing::info!(
-            container = exit.container.as_deref().unwrap_or("?"),
-            pid = exit.pid,
-            status = %exit.status.map_or("unknown".into(), |s| s.to_string()),
-            oom_killed = exit.oom_killed,
-            "main container exited"
-        );
-    }
 
     let limits = UploadLimits::default();
     // The task's own `_ERROR` explains a failure better than an exit code, and
@@ -342,6 +308,66 @@ async fn sidecar(
         return Ok(None);
     }
     let map = upload(store, args, &interface, &limits, term).await?;
+    write_outputs(store, args, &map, exit.as_ref(), status).await?;
+    Ok(None)
+}
+
+/// The interface, once the options Go checks after start are checked (a bad
+/// value is an error document, as in Go).
+fn check_options(args: &Options) -> Result<TypedInterface, Failure> {
+    let interface = decode_interface(args.interface.as_deref())?;
+    check_choice("--upload-mode", &args.upload_mode, UPLOAD_MODES)?;
+    check_choice("--format", &args.format, FORMATS)?;
+    if args.watch_container.is_some() && args.main_container_id.is_none() {
+        tracing::warn!(
+            "--watch-container needs the Kubernetes API to map a name to an id, which this \
+             build does not use; falling back to the sibling rule (pass --main-container-id)"
+        );
+    }
+    Ok(interface)
+}
+
+/// Waits for the main container's exit (`None`: its status cannot be known);
+/// a wait that ends otherwise is the failure it stands for.
+async fn main_exit(
+    ebpf: Option<&mut EbpfWatcher>,
+    args: &Options,
+    term: &mut Term,
+) -> Result<Option<MainExit>, Failure> {
+    let exit = match wait_main(ebpf, args, term).await {
+        Ok(exit) => exit,
+        Err(wait::Error::Terminated) => {
+            return Err(Failure::new(
+                ErrorCode::UploadCutShort,
+                "copilot received SIGTERM (the pod is being deleted) while the main container \
+                 was still running, or before it started; no outputs were uploaded",
+            ));
+        }
+        Err(e @ wait::Error::StartTimeout(_)) => {
+            return Err(Failure::new(ErrorCode::ContainerNotStarted, e.to_string()));
+        }
+        Err(e) => return Err(Failure::new(ErrorCode::SidecarFailed, chain(&e))),
+    };
+    if let Some(exit) = &exit {
+        tracing::info!(
+            container = exit.container.as_deref().unwrap_or("?"),
+            pid = exit.pid,
+            status = %exit.status.map_or("unknown".into(), |s| s.to_string()),
+            oom_killed = exit.oom_killed,
+            "main container exited"
+        );
+    }
+    Ok(exit)
+}
+
+/// Writes `outputs.pb` last (after every blob it points at), and the result.
+async fn write_outputs(
+    store: &Store,
+    args: &Options,
+    map: &LiteralMap,
+    exit: Option<&MainExit>,
+    status: &mut Status,
+) -> Result<(), Failure> {
     let url = store
         .child(&args.to_output_prefix, &[&args.meta_output_name])
         .map_err(|e| Failure::upload(format!("--meta-output-name: {}", chain(&e))))?;
@@ -350,7 +376,6 @@ async fn sidecar(
         .await
         .map_err(|e| Failure::upload(format!("writing {url}: {}", chain(&e))))?;
     let since_exit = exit
-        .as_ref()
         .and_then(|e| e.time_ns)
         .and_then(|t| crate::tracer::boottime_ns().checked_sub(t));
     let since_exit_ms = since_exit.map(|ns| ns as f64 / 1e6);
@@ -361,7 +386,7 @@ async fn sidecar(
         url: Some(url),
         ..status.clone()
     };
-    Ok(None)
+    Ok(())
 }
 
 /// The values `flyte-copilot` accepts for `--upload-mode` and `--format`.

@@ -195,7 +195,6 @@ fn redact_quoted(text: &str) -> String {
     out
 }
 
-
 /// The files `--config` names: one path, or a glob (Flyte 2 passes
 /// `/etc/flyte/copilot/*.yaml`), in sorted order.
 fn config_files(pattern: &Path) -> Result<Vec<PathBuf>, ConfigError> {
