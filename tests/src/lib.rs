@@ -30,6 +30,7 @@ mod env;
 mod flytekit;
 mod kubelet;
 mod moto;
+mod podman;
 mod rootfs;
 mod sidecar;
 mod store_client;
@@ -46,6 +47,7 @@ pub use env::{copilot_bin, is_ci, pidfd_wait, preflight, random_hex, wait_comm, 
 pub use flytekit::{arg, flytekit, flytekit_json};
 pub use kubelet::{ContainerStatus, Phase, PodConfig, PodStatus, RunningPod};
 pub use moto::Moto;
+pub use podman::{Podman, image_archive};
 pub use rootfs::{HELPERS, copilot_rootfs, helper_path, rootfs};
 pub use sidecar::{Copilot, Placement, run_copilot};
 pub use store_client::StoreClient;

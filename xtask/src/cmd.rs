@@ -71,10 +71,20 @@ pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
 /// `cargo build ARGS…` in the workspace, returning the executable of target `name`
 /// that cargo reports (the path differs between profiles and target dirs).
 pub fn cargo_build(args: &[&str], name: &str) -> anyhow::Result<PathBuf> {
+    cargo_build_env(args, &[], name)
+}
+
+/// [`cargo_build`] with `envs` set for cargo (e.g. `RUSTFLAGS`).
+pub fn cargo_build_env(
+    args: &[&str],
+    envs: &[(&str, &str)],
+    name: &str,
+) -> anyhow::Result<PathBuf> {
     use std::io::BufRead as _;
     let mut command = Command::new("cargo");
     command
         .current_dir(workspace_root())
+        .envs(envs.iter().copied())
         .arg("build")
         .args(args)
         .arg("--message-format=json-render-diagnostics")

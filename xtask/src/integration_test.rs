@@ -1,5 +1,6 @@
 //! `cargo xtask integration-test [-- ARGS…]`: the privileged tests of `tests/`
-//! (package `integration-test`) against a freshly built `copilot` binary.
+//! (package `integration-test`) against a freshly built `copilot` binary and its
+//! image (`cargo xtask image`, a static release build).
 //!
 //! The tests share the kernel (cgroups, BPF programs, runc state), so they run one at a
 //! time. They need root with CAP_BPF; under `CI=true` (passed through) a missing
@@ -9,7 +10,7 @@
 //! qemu instead (see [`vm`]).
 use std::{path::PathBuf, process::Command};
 
-use crate::{cmd, setup};
+use crate::{cmd, image, setup};
 
 mod vm;
 
@@ -51,18 +52,29 @@ pub fn run_vm_matrix() -> anyhow::Result<()> {
     vm::run(vm::Options::default())
 }
 
-/// Builds copilot and runs the integration tests with `COPILOT_BIN` pointing at it.
+/// Builds copilot and its image, and runs the integration tests with `COPILOT_BIN`
+/// pointing at the binary and `COPILOT_IMAGE` at the image archive (`tests/tests/image.rs`).
 pub fn run_tests(test_args: &[String]) -> anyhow::Result<()> {
     let copilot = build_copilot()?;
+    // A failed image build fails the image test (with this error above it), not the rest.
+    let image = match image::build(&image::Options::default()) {
+        Ok(image) => image.path.display().to_string(),
+        Err(e) => {
+            eprintln!("xtask: building the image failed: {e:#}");
+            String::new()
+        }
+    };
     fresh_node()?;
     eprintln!("xtask: COPILOT_BIN={}", copilot.display());
+    eprintln!("xtask: COPILOT_IMAGE={image}");
     cmd::run(
         Command::new("cargo")
             .current_dir(cmd::workspace_root())
             .args(["test", "-p", "integration-test", "--no-fail-fast", "--"])
             .arg("--test-threads=1")
             .args(test_args)
-            .env("COPILOT_BIN", &copilot),
+            .env("COPILOT_BIN", &copilot)
+            .env("COPILOT_IMAGE", image),
     )
 }
 

@@ -3,6 +3,7 @@ mod bench;
 mod cmd;
 mod demo;
 mod fuzz;
+mod image;
 mod integration_test;
 mod setup;
 mod test;
@@ -22,6 +23,8 @@ enum Subcommand {
     Demo(demo::Options),
     /// Benchmarks: figures and ratios against the polling designs.
     Bench(bench::Options),
+    /// copilot's container image as an OCI image layout tarball (no engine, nothing pulled).
+    Image(image::Options),
     /// The libFuzzer targets (cargo-fuzz, nightly) for a while each, from the committed corpus.
     Fuzz(fuzz::Options),
 }
@@ -34,5 +37,6 @@ fn main() -> anyhow::Result<()> {
         Subcommand::Demo(opts) => demo::run(opts),
         Subcommand::Bench(opts) => bench::run(opts),
         Subcommand::Fuzz(opts) => fuzz::run(opts),
+        Subcommand::Image(opts) => image::run(opts),
     }
 }

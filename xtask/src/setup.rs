@@ -16,6 +16,9 @@ use crate::cmd;
 /// - `rclone`: copies test data to the S3 server of the storage tests.
 /// - `python3-venv`: `python3 -m venv` for moto when python3 is Debian's.
 /// - `qemu-system-x86`: the kernel matrix (`cargo xtask integration-test vm`) boots VMs.
+/// - `podman`: the image test loads `cargo xtask image`'s archive and runs it (rootful, on
+///   runc, with its own vfs storage under the test's folder and no network); it brings
+///   `conmon` and `golang-github-containers-common` (`/etc/containers/policy.json`).
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libzstd-dev",
@@ -28,6 +31,7 @@ const APT_PACKAGES: &[&str] = &[
     "libc6-dev",
     "python3-venv",
     "qemu-system-x86",
+    "podman",
 ];
 
 /// The bpf-linker release that builds against Debian's LLVM 22 on this machine kind.

@@ -14,12 +14,26 @@ use clap::{Parser, Subcommand};
 use crate::storage::Store;
 
 #[derive(Parser, Debug)]
-#[command(name = "copilot", version, about = "Flyte CoPilot rebuilt on eBPF", long_about = None)]
+#[command(name = "copilot", version = version(), about = "Flyte CoPilot rebuilt on eBPF", long_about = None)]
 pub struct Cli {
     #[command(flatten)]
     pub root: RootArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// What `copilot --version` prints after the name: the crate version and the hash of
+/// the eBPF object (the name of the node's program set), e.g.
+/// `0.1.0 (eBPF object 0123456789abcdef)`.
+fn version() -> &'static str {
+    static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let object = match crate::tracer::object_hash() {
+            Some(hash) => format!("eBPF object {hash}"),
+            None => "no eBPF object: built with AYA_BUILD_SKIP=1".to_owned(),
+        };
+        format!("{} ({object})", env!("CARGO_PKG_VERSION"))
+    });
+    VERSION.as_str()
 }
 
 /// Flags every command accepts (persistent flags in `flyte-copilot`).

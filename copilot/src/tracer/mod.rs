@@ -47,6 +47,14 @@ pub const DEFAULT_NODE_DIR: &str = "/sys/fs/bpf/copilot";
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/copilot"));
 
+/// The hash of the eBPF object built into this binary (16 hex digits), which names
+/// the node's program set under [`DEFAULT_NODE_DIR`]; `None` in a build without the
+/// object (`AYA_BUILD_SKIP=1`). `copilot --version` prints it, and the image carries
+/// it as a label.
+pub fn object_hash() -> Option<String> {
+    (!OBJECT.is_empty()).then(set::object_hash)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
