@@ -56,13 +56,20 @@ pub fn run_vm_matrix() -> anyhow::Result<()> {
 /// pointing at the binary and `COPILOT_IMAGE` at the image archive (`tests/tests/image.rs`).
 pub fn run_tests(test_args: &[String]) -> anyhow::Result<()> {
     let copilot = build_copilot()?;
-    // A failed image build fails the image test (with this error above it), not the rest.
-    let image = match image::build(&image::Options::default()) {
-        Ok(image) => image.path.display().to_string(),
-        Err(e) => {
-            eprintln!("xtask: building the image failed: {e:#}");
-            String::new()
+    // A failed image build fails the image test (with this error above it), not the
+    // rest; a run filtered to other tests skips the static build (minutes).
+    let filters: Vec<&String> = test_args.iter().filter(|a| !a.starts_with('-')).collect();
+    let wanted = filters.is_empty() || filters.iter().any(|f| "image".contains(f.as_str()));
+    let image = if wanted {
+        match image::build(&image::Options::default()) {
+            Ok(image) => image.path.display().to_string(),
+            Err(e) => {
+                eprintln!("xtask: building the image failed: {e:#}");
+                String::new()
+            }
         }
+    } else {
+        String::new()
     };
     fresh_node()?;
     eprintln!("xtask: COPILOT_BIN={}", copilot.display());
