@@ -3,16 +3,15 @@
 //! (azurite), and copilot's local-file store beside `cp -r`. Two shapes: one big
 //! file, many 4 KiB files.
 use std::{
-    net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::{Command, Stdio},
+    time::Instant,
 };
 
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
-use integration_test::azurite::Azurite;
+use integration_test::{Moto, azurite::Azurite};
 
 use crate::{
     proto::{Type, outputs_interface},
@@ -29,38 +28,6 @@ enum Remote {
 
 /// The Azure container the figure uses.
 const AZ_CONTAINER: &str = "bench";
-
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_moto(binary: &Path) -> anyhow::Result<Moto> {
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let child = Command::new(binary)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .env_remove("AWS_CA_BUNDLE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {} (run `cargo xtask setup`)", binary.display()))?;
-    let moto = Moto { child, port };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("moto_server did not listen on {port} within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(moto)
-}
 
 /// Runs `cmd` and returns its wall time; fails with its stderr if it fails.
 /// Errors name the program and its arguments, never the environment (where the
@@ -101,10 +68,7 @@ impl Tools<'_> {
     fn s3_flags(&self) -> Vec<String> {
         vec![
             "--storage.type=s3".into(),
-            format!(
-                "--storage.connection.endpoint=http://127.0.0.1:{}",
-                self.moto.port
-            ),
+            format!("--storage.connection.endpoint={}", self.moto.endpoint()),
             "--storage.connection.region=us-east-1".into(),
             "--storage.connection.auth-type=accesskey".into(),
             "--storage.connection.access-key=testing".into(),
@@ -140,10 +104,7 @@ impl Tools<'_> {
         c.env_remove("AWS_CA_BUNDLE")
             .env("RCLONE_CONFIG_MOTO_TYPE", "s3")
             .env("RCLONE_CONFIG_MOTO_PROVIDER", "Other")
-            .env(
-                "RCLONE_CONFIG_MOTO_ENDPOINT",
-                format!("http://127.0.0.1:{}", self.moto.port),
-            )
+            .env("RCLONE_CONFIG_MOTO_ENDPOINT", self.moto.endpoint())
             .env("RCLONE_CONFIG_MOTO_ACCESS_KEY_ID", "testing")
             .env("RCLONE_CONFIG_MOTO_SECRET_ACCESS_KEY", "testing")
             .env("RCLONE_CONFIG_MOTO_REGION", "us-east-1")
@@ -231,7 +192,7 @@ pub fn run(
     std::fs::create_dir_all(src.join("big"))?;
     std::fs::rename(w.join("gen-big/f00000.bin"), src.join("big/big"))?;
     make_files(&src.join("small/small"), small_files, 4096)?;
-    let moto = start_moto(moto_bin)?;
+    let moto = Moto::start_with(moto_bin);
     let azurite = Azurite::start();
     let az_sas = azurite.create_container(AZ_CONTAINER);
     let t = Tools {

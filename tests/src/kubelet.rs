@@ -28,8 +28,10 @@
 //!   memory use (from its memory cgroup), which a pod status does not show.
 //!
 //! Images: `busybox` images run the busybox [`rootfs`](crate::rootfs()); images named
-//! `…copilot…` run [`copilot_rootfs`], with [`PodConfig::copilot`] (`$COPILOT_BIN`) at
-//! `/bin/flyte-copilot` and `/bin/copilot`. Not modelled: CPU limits, image pulls, readiness and liveness
+//! `…copilot…` run the copilot image under test (`$COPILOT_IMAGE`, unpacked:
+//! [`image_rootfs`]), or, in a run that built none or with [`PodConfig::copilot`] set,
+//! [`copilot_rootfs`] with that binary (or `$COPILOT_BIN`) at `/bin/flyte-copilot` and
+//! `/bin/copilot`. Not modelled: CPU limits, image pulls, readiness and liveness
 //! probes, restarts of regular containers, a writable root filesystem (every root is
 //! read-only).
 use std::{
@@ -48,7 +50,7 @@ use crate::{
     cgroup::{Layout, PodCgroup},
     container::{ContainerOpts, Mount, Namespace, ProcessOpts, config},
     env::{copilot_bin, preflight, random_hex},
-    rootfs::{COPILOT_PATHS, copilot_rootfs},
+    rootfs::{COPILOT_PATHS, copilot_rootfs, image_rootfs},
 };
 
 /// The capabilities containerd gives a container by default (its `DefaultCapabilities`).
@@ -747,24 +749,39 @@ impl Kubelet {
             })
             .collect();
         let image = spec.image.as_deref().unwrap_or_default();
-        let root = image.contains("copilot").then(|| {
-            let binary = self.config.copilot.clone().unwrap_or_else(copilot_bin);
-            mounts.extend(COPILOT_PATHS.iter().map(|path| Mount {
-                source: binary.clone(),
-                destination: (*path).into(),
-                read_only: true,
-            }));
-            copilot_rootfs(&binary)
-        });
+        let copilot = image
+            .contains("copilot")
+            .then(|| self.copilot_root(&mut mounts));
+        let user = copilot.as_ref().map_or((0, 0), |(_, user)| *user);
+        let root = copilot.map(|(root, _)| root);
         ContainerOpts {
             memory_limit: memory_limit(spec),
             mounts,
             env: self.env(spec),
-            process: Some(process(spec)),
+            process: Some(process(spec, user)),
             root,
             namespaces: Some(namespaces),
             sysfs: true,
         }
+    }
+
+    /// The root of a copilot container and the user its image runs as: the image under test (`$COPILOT_IMAGE`, as
+    /// `cargo xtask integration-test` sets it), unless the pod names a binary
+    /// ([`PodConfig::copilot`]) or no image was built (a filtered run): then the busybox
+    /// root with that binary, or `$COPILOT_BIN`, bind-mounted at the image's paths.
+    fn copilot_root(&self, mounts: &mut Vec<Mount>) -> (PathBuf, (u32, u32)) {
+        let image = std::env::var_os("COPILOT_IMAGE").filter(|p| !p.is_empty());
+        if let (None, Some(_)) = (&self.config.copilot, image) {
+            let image = image_rootfs(&crate::podman::image_archive());
+            return (image.root, (image.uid, image.gid));
+        }
+        let binary = self.config.copilot.clone().unwrap_or_else(copilot_bin);
+        mounts.extend(COPILOT_PATHS.iter().map(|path| Mount {
+            source: binary.clone(),
+            destination: (*path).into(),
+            read_only: true,
+        }));
+        (copilot_rootfs(&binary), (0, 0))
     }
 
     fn env(&self, spec: &Spec) -> Vec<String> {
@@ -888,8 +905,9 @@ fn ns_file(kind: &str) -> &str {
 }
 
 /// `securityContext` as containerd applies it: its default capabilities, `drop`
-/// (`ALL` drops every one) then `add`; the user; no new privileges unless allowed.
-fn process(spec: &Spec) -> ProcessOpts {
+/// (`ALL` drops every one) then `add`; the user (else the image's `image_user`); no new
+/// privileges unless allowed.
+fn process(spec: &Spec, image_user: (u32, u32)) -> ProcessOpts {
     let sc = spec.security_context.clone().unwrap_or_default();
     let caps = sc.capabilities.unwrap_or_default();
     let drop = caps.drop.unwrap_or_default();
@@ -904,8 +922,8 @@ fn process(spec: &Spec) -> ProcessOpts {
     };
     set.extend(caps.add.unwrap_or_default());
     ProcessOpts {
-        uid: sc.run_as_user.unwrap_or(0) as u32,
-        gid: sc.run_as_group.unwrap_or(0) as u32,
+        uid: sc.run_as_user.map_or(image_user.0, |u| u as u32),
+        gid: sc.run_as_group.map_or(image_user.1, |g| g as u32),
         caps: set.into_iter().map(|c| format!("CAP_{c}")).collect(),
         no_new_privileges: sc.allow_privilege_escalation == Some(false),
     }

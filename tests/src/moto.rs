@@ -38,6 +38,11 @@ impl Moto {
         let binary = std::env::var_os("COPILOT_MOTO_SERVER")
             .map(PathBuf::from)
             .unwrap_or_else(|| workspace_root().join("target/venv-moto/bin/moto_server"));
+        Self::start_with(&binary)
+    }
+
+    /// [`Moto::start`] with the given `moto_server`.
+    pub fn start_with(binary: &std::path::Path) -> Self {
         if !binary.is_file() {
             missing(format!(
                 "moto_server {} does not exist (set COPILOT_MOTO_SERVER or run `cargo xtask setup`)",
@@ -48,7 +53,7 @@ impl Moto {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("a free loopback port");
-        let child = Command::new(&binary)
+        let child = Command::new(binary)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .env_remove("AWS_CA_BUNDLE")
             .stdin(Stdio::null())

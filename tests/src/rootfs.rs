@@ -71,6 +71,91 @@ pub fn copilot_rootfs(binary: &Path) -> PathBuf {
     build("rootfs-copilot", &shared_libraries(binary))
 }
 
+/// The root filesystem of the copilot image under test (`cargo xtask image`'s archive,
+/// [`crate::podman::image_archive`]): its one layer unpacked, plus the mount points of
+/// [`DIRS`], which a container engine makes in the container's writable layer. Unpacked
+/// once per layer digest under `<workspace>/target/integration/`.
+pub fn image_rootfs(archive: &Path) -> ImageRoot {
+    static ROOT: OnceLock<ImageRoot> = OnceLock::new();
+    ROOT.get_or_init(|| unpack_image(archive)).clone()
+}
+
+/// An unpacked image: its root, and the user its config runs as (`User`, `uid:gid`).
+#[derive(Debug, Clone)]
+pub struct ImageRoot {
+    pub root: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+fn unpack_image(archive: &Path) -> ImageRoot {
+    let parent = workspace_root().join("target/integration");
+    let work = parent.join(format!(".image-{}", random_hex(8)));
+    std::fs::create_dir_all(&work).unwrap_or_else(|e| panic!("mkdir {}: {e}", work.display()));
+    untar(archive, &work, false);
+    let json = |path: PathBuf| -> serde_json::Value {
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    let blob = |digest: &serde_json::Value| {
+        let digest = digest.as_str().expect("a digest");
+        let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+        (work.join("blobs/sha256").join(hex), hex.to_owned())
+    };
+    let index = json(work.join("index.json"));
+    let manifest = json(blob(&index["manifests"][0]["digest"]).0);
+    let layers = manifest["layers"]
+        .as_array()
+        .expect("the manifest's layers");
+    assert_eq!(
+        layers.len(),
+        1,
+        "the copilot image has one layer: {manifest}"
+    );
+    let (layer, hex) = blob(&layers[0]["digest"]);
+    let root = parent.join(format!("rootfs-image-{}", &hex[..16]));
+    if !root.join("bin/copilot").exists() {
+        let staging = parent.join(format!(".rootfs-image-{}", random_hex(8)));
+        std::fs::create_dir_all(&staging).expect("staging dir");
+        untar(&layer, &staging, true);
+        for dir in DIRS {
+            std::fs::create_dir_all(staging.join(dir)).expect("a mount point");
+        }
+        if std::fs::rename(&staging, &root).is_err() {
+            // Another test binary put its copy in place first.
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+    }
+    let config = json(blob(&manifest["config"]["digest"]).0);
+    let user = config["config"]["User"]
+        .as_str()
+        .unwrap_or("0:0")
+        .to_owned();
+    let _ = std::fs::remove_dir_all(&work);
+    let (uid, gid) = user.split_once(':').unwrap_or((&user, &user));
+    let id = |s: &str| {
+        s.parse::<u32>()
+            .unwrap_or_else(|_| panic!("image user {user:?}"))
+    };
+    ImageRoot {
+        root,
+        uid: id(uid),
+        gid: id(gid),
+    }
+}
+
+fn untar(archive: &Path, into: &Path, gzip: bool) {
+    let status = std::process::Command::new("tar")
+        .arg(if gzip { "-xzf" } else { "-xf" })
+        .arg(archive)
+        .arg("-C")
+        .arg(into)
+        .status()
+        .unwrap_or_else(|e| missing(format!("running tar: {e}")));
+    assert!(status.success(), "tar -x {}: {status}", archive.display());
+}
+
 /// The binaries an image runs as `/bin/<name>`, bind-mounted from the host.
 pub const COPILOT_PATHS: &[&str] = &["/bin/flyte-copilot", "/bin/copilot"];
 

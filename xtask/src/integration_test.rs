@@ -57,9 +57,14 @@ pub fn run_vm_matrix() -> anyhow::Result<()> {
 pub fn run_tests(test_args: &[String]) -> anyhow::Result<()> {
     let copilot = build_copilot()?;
     // A failed image build fails the image test (with this error above it), not the
-    // rest; a run filtered to other tests skips the static build (minutes).
+    // rest; a run filtered to other tests skips the static build (minutes), and the
+    // pod runner then bind-mounts `COPILOT_BIN` into a busybox root instead.
     let filters: Vec<&String> = test_args.iter().filter(|a| !a.starts_with('-')).collect();
-    let wanted = filters.is_empty() || filters.iter().any(|f| "image".contains(f.as_str()));
+    // The image test, and the pod runner's copilot containers, run the image.
+    let wanted = filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| "image".contains(f.as_str()) || f.contains("pod"));
     let image = if wanted {
         match image::build(&image::Options::default()) {
             Ok(image) => image.path.display().to_string(),
