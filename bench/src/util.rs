@@ -10,15 +10,7 @@ use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
 /// CLOCK_BOOTTIME in ns: the clock of the kernel's event timestamps.
-pub fn boottime_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-parameter.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+pub use copilot::tracer::boottime_ns;
 
 /// n, p50, p99, min, max, mean of `samples` (any unit), as JSON.
 pub fn summary(samples: &[f64]) -> Value {

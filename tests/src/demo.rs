@@ -91,7 +91,7 @@ pub fn run(root: &Path) -> Result<Report, String> {
     let pod = PodCgroup::new(Layout::Cgroupfs);
     let _sandbox = Container::run(&pod, &["pause"], ContainerOpts::default());
     say(format!("pod cgroup     {}", pod.path().display()));
-    wait_comm(_sandbox.pid(), "pause")?;
+    crate::env::try_wait_comm(_sandbox.pid(), "pause", T)?;
     say(format!(
         "sandbox        {} (pause, pid {})",
         short(_sandbox.id()),
@@ -351,18 +351,3 @@ fn blob_path(lit: &Literal) -> Option<PathBuf> {
     b.uri.strip_prefix("file://").map(PathBuf::from)
 }
 
-/// Waits until process `pid` runs `comm` (has exec'd it).
-fn wait_comm(pid: u32, comm: &str) -> Result<(), String> {
-    let path = format!("/proc/{pid}/comm");
-    let deadline = Instant::now() + T;
-    loop {
-        let now = std::fs::read_to_string(&path).unwrap_or_default();
-        if now.trim() == comm {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("pid {pid} is {now:?}, never became {comm:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}

@@ -78,19 +78,9 @@ pub fn random_hex(bytes: usize) -> String {
 /// Waits, without polling, until process `pid` has exited (pidfd readable), or `timeout`.
 /// Returns whether it exited; a pid that is already gone counts as exited.
 pub fn pidfd_wait(pid: u32, timeout: Duration) -> bool {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        let err = std::io::Error::last_os_error();
-        assert_eq!(
-            err.raw_os_error(),
-            Some(libc::ESRCH),
-            "pidfd_open({pid}): {err}"
-        );
+    let Some(fd) = pidfd_open(pid) else {
         return true;
-    }
-    // SAFETY: fd is a new pidfd that we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    };
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -117,20 +107,43 @@ pub fn pidfd_wait(pid: u32, timeout: Duration) -> bool {
     }
 }
 
+/// A pidfd of process `pid`; `None` if it is already gone.
+pub fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        let err = std::io::Error::last_os_error();
+        assert_eq!(
+            err.raw_os_error(),
+            Some(libc::ESRCH),
+            "pidfd_open({pid}): {err}"
+        );
+        return None;
+    }
+    // SAFETY: fd is a new pidfd that we own.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
 /// Waits until process `pid` runs `comm` (has exec'd it); panics after `timeout`.
-pub fn wait_comm(pid: u32, comm: &str, timeout: std::time::Duration) {
+pub fn wait_comm(pid: u32, comm: &str, timeout: Duration) {
+    if let Err(e) = try_wait_comm(pid, comm, timeout) {
+        panic!("{e}");
+    }
+}
+
+/// [`wait_comm`] that says why instead of panicking.
+pub fn try_wait_comm(pid: u32, comm: &str, timeout: Duration) -> Result<(), String> {
     let path = format!("/proc/{pid}/comm");
-    let deadline = std::time::Instant::now() + timeout;
+    let deadline = Instant::now() + timeout;
     loop {
         let now = std::fs::read_to_string(&path).unwrap_or_default();
         if now.trim() == comm {
-            return;
+            return Ok(());
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pid {pid} is {now:?}, never became {comm:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        if Instant::now() >= deadline {
+            return Err(format!("pid {pid} is {now:?}, never became {comm:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

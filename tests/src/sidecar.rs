@@ -102,7 +102,7 @@ impl Copilot {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawning copilot {args:?}: {e}"));
-        let pidfd = pidfd_open(child.id());
+        let pidfd = crate::env::pidfd_open(child.id()).expect("the copilot just spawned");
         let pipe = child.stderr.take().expect("piped stderr");
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = Arc::clone(&stderr);
@@ -280,17 +280,6 @@ fn millis(d: Duration) -> i32 {
     d.as_millis().clamp(1, i32::MAX as u128) as i32
 }
 
-fn pidfd_open(pid: u32) -> OwnedFd {
-    // SAFETY: pidfd_open takes a pid and flags.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    assert!(
-        fd >= 0,
-        "pidfd_open({pid}): {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: a new fd that we own.
-    unsafe { OwnedFd::from_raw_fd(fd as i32) }
-}
 
 /// An inotify instance watching one directory for entries created or moved in.
 struct Inotify {
