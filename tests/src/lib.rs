@@ -28,6 +28,7 @@ mod container;
 pub mod demo;
 mod env;
 mod flytekit;
+pub mod gcs;
 mod kubelet;
 mod moto;
 mod podman;
@@ -45,6 +46,7 @@ pub use cgroup::{
 pub use container::{Container, ContainerOpts, Gate, Mount, Namespace, ProcessOpts};
 pub use env::{copilot_bin, is_ci, pidfd_wait, preflight, random_hex, wait_comm, workspace_root};
 pub use flytekit::{arg, flytekit, flytekit_json};
+pub use gcs::GcsEmulator;
 pub use kubelet::{ContainerStatus, Phase, PodConfig, PodStatus, RunningPod};
 pub use moto::Moto;
 pub use podman::{Podman, image_archive};

@@ -46,6 +46,9 @@ const CARGO_FUZZ_VERSION: &str = "0.13.1";
 /// azurite, Microsoft's Azure Storage emulator (npm), for the Azure Blob tests; the newest
 /// release that supports the machine's Node.js 20 (3.36 and later want 22).
 const AZURITE_VERSION: &str = "3.35.0";
+/// gcp-storage-emulator (PyPI), a Google Cloud Storage emulator, for the GCS tests
+/// (behind a header shim of the tests' own: `tests/src/gcs.rs`).
+const GCS_EMULATOR_VERSION: &str = "2026.7.19";
 
 #[derive(clap::Args, Debug, Default)]
 pub struct Options {
@@ -66,6 +69,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     moto(&opts)?;
     flytekit(&opts)?;
     azurite(&opts)?;
+    gcs_emulator(&opts)?;
     bpffs(&opts)?;
     Ok(())
 }
@@ -309,6 +313,19 @@ fn moto(opts: &Options) -> anyhow::Result<()> {
         check: vec![
             "-c".into(),
             format!("import moto, shutil, sys; sys.exit(moto.__version__ != {MOTO_VERSION:?} or not shutil.which('moto_server', path=sys.prefix + '/bin'))"),
+        ],
+    }
+    .install(opts)
+}
+
+fn gcs_emulator(opts: &Options) -> anyhow::Result<()> {
+    Venv {
+        name: "gcs",
+        requirement: format!("gcp-storage-emulator=={GCS_EMULATOR_VERSION}"),
+        // The version pip recorded, and the command the tests start (`tests/src/gcs.rs`).
+        check: vec![
+            "-c".into(),
+            format!("import importlib.metadata as m, shutil, sys; sys.exit(m.version('gcp-storage-emulator') != {GCS_EMULATOR_VERSION:?} or not shutil.which('gcp-storage-emulator', path=sys.prefix + '/bin'))"),
         ],
     }
     .install(opts)
