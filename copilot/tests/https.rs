@@ -1,7 +1,8 @@
 //! `copilot download` (the binary) reading `https://` inputs from a real HTTPS
 //! server on loopback whose certificate is signed by a CA made by the test. The
 //! binary trusts that CA the way any Linux program is told to: `SSL_CERT_FILE`
-//! or `SSL_CERT_DIR` in its environment. Cases: a blob, a redirect, 404 and 500,
+//! or `SSL_CERT_DIR` in its environment. Cases: a blob, a redirect (and one to plain
+//! http, refused), 404 and 500,
 //! a body shorter than its Content-Length, a certificate no trusted CA signed,
 //! broken CA settings; and the S3 client (object_store) against moto serving
 //! https with a certificate of the same kind, trusted the same way.
@@ -191,6 +192,27 @@ fn ssl_cert_dir_alone_is_trusted_too() {
         std::fs::read_to_string(task.inputs_dir().join("a")).expect("input a"),
         "from a CA directory\n"
     );
+}
+
+/// reqwest follows a redirect from https to http by default; copilot refuses it,
+/// at once (no retries), naming where it was sent.
+#[test]
+fn a_redirect_from_https_to_plain_http_is_refused() {
+    let ca = TestCa::new("copilot test CA");
+    let server = HttpsServer::start(&ca, vec![("/down", redirect("http://127.0.0.1:9/x.bin"))]);
+    let task = Task::new(&make::literal_map([(
+        "x",
+        make::blob(server.url("/down"), "", false),
+    )]));
+    let ca_file = task.path("ca.pem");
+    ca.write_pem(&ca_file);
+    let out = task.download(&[("SSL_CERT_FILE", &ca_file)]);
+    let message = failed(&task, &out);
+    assert!(
+        message.contains("refused a redirect from https to plain http (http://127.0.0.1:9/x.bin)"),
+        "{message}"
+    );
+    assert_eq!(server.requests(), ["/down"], "asked once, not retried");
 }
 
 #[test]

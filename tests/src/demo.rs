@@ -350,4 +350,3 @@ fn blob_path(lit: &Literal) -> Option<PathBuf> {
     };
     b.uri.strip_prefix("file://").map(PathBuf::from)
 }
-

@@ -280,7 +280,6 @@ fn millis(d: Duration) -> i32 {
     d.as_millis().clamp(1, i32::MAX as u128) as i32
 }
 
-
 /// An inotify instance watching one directory for entries created or moved in.
 struct Inotify {
     fd: OwnedFd,

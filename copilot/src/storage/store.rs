@@ -135,7 +135,7 @@ impl StorageError {
                     | object_store::Error::Precondition { .. }
             ),
             Self::HttpStatus { status, .. } => *status >= 500 || *status == 429 || *status == 408,
-            Self::Http { .. } => true,
+            Self::Http { source, .. } => !source.is_redirect(),
             _ => false,
         }
     }
@@ -226,7 +226,11 @@ impl Store {
     pub fn new(config: StorageConfig) -> Self {
         let permits = Semaphore::new(config.max_concurrency.max(1));
         Self::check_ca_env();
-        let builder = || reqwest::Client::builder().connect_timeout(Duration::from_secs(30));
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(30))
+                .redirect(redirect_policy())
+        };
         let http = builder().build().unwrap_or_else(|e| {
             // reqwest refuses a CA store holding only certificates it cannot parse
             // (e.g. SSL_CERT_FILE naming a broken file). Go on without one: every
@@ -1048,6 +1052,26 @@ fn object_error(op: &'static str, url: &str, source: object_store::Error) -> Sto
             source: Box::new(source),
         },
     }
+}
+
+/// Redirects are followed (at most 10), except from https to plain http: an
+/// input fetched over TLS must not be handed to an unauthenticated server on the
+/// way (reqwest's default policy follows such a redirect).
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let downgrade = attempt.url().scheme() == "http"
+            && attempt.previous().iter().any(|u| u.scheme() == "https");
+        if downgrade {
+            let to = attempt.url().to_string();
+            attempt.error(format!(
+                "refused a redirect from https to plain http ({to})"
+            ))
+        } else if attempt.previous().len() > 10 {
+            attempt.error("more than 10 redirects")
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 /// Whether a request failed in the TLS handshake (a certificate no trusted CA
