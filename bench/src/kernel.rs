@@ -151,6 +151,9 @@ fn curve(
     bpf_dir: Option<&Path>,
     bare_rate: f64,
 ) -> anyhow::Result<Vec<Value>> {
+    // An empty program on the same tracepoints: what any program costs per run at
+    // this N (the machine's share of the figure, beside copilot's own work).
+    let empty = RefProg::empty()?;
     let mut tracers: Vec<(PodCgroup, Trace)> = Vec::new();
     // Programs by id: N tracers of the node set share three.
     let mut progs: std::collections::BTreeMap<u32, Prog> = Default::default();
@@ -167,7 +170,7 @@ fn curve(
         // count is measured in ROUNDS windows, and the median is the figure.
         let mut windows = Vec::with_capacity(ROUNDS);
         for _ in 0..ROUNDS {
-            windows.push(window(&progs, execs)?);
+            windows.push(window(&progs, &empty, execs)?);
         }
         let median = |key: fn(&Window) -> f64| {
             let mut v: Vec<f64> = windows.iter().map(key).collect();
@@ -175,6 +178,8 @@ fn curve(
             v[v.len() / 2]
         };
         let added = median(|w| w.added_ns);
+        let empty_ns = median(|w| w.empty_ns);
+        let above_empty = median(|w| w.added_ns - 2.0 * w.empty_ns);
         let rate = median(|w| w.rate);
         let rounds: Vec<f64> = windows.iter().map(|w| w.added_ns).collect();
         let node_execs: u64 = windows.iter().map(|w| w.node_execs).sum();
@@ -182,7 +187,7 @@ fn curve(
         let ids: Vec<u32> = progs.keys().copied().collect();
         let (ring_kib, anon_kib) = pod_memory(&tracers);
         eprintln!(
-            "bench:   {n} pods ({}): {added:.0} ns per exec, {:.2}× fork+exec time, {:.0} KiB per pod",
+            "bench:   {n} pods ({}): {added:.0} ns per exec ({above_empty:.0} above two empty-program runs of {empty_ns:.0}), {:.2}× fork+exec time, {:.0} KiB per pod",
             if bpf_dir.is_some() {
                 "set per pod"
             } else {
@@ -197,6 +202,8 @@ fn curve(
             "node_execs": node_execs,
             "added_ns_per_exec": added,
             "added_ns_per_exec_rounds": rounds,
+            "empty_prog_ns_per_run": empty_ns,
+            "above_empty_ns_per_exec": above_empty,
             "program_runs": program_runs,
             "execs_per_s": rate,
             "fork_exec_slowdown": bare_rate / rate,
@@ -219,12 +226,18 @@ const ROUNDS: usize = 3;
 /// outside the pods, and how many execs and program runs the window saw.
 struct Window {
     added_ns: f64,
+    /// The empty reference program's mean ns per run.
+    empty_ns: f64,
     rate: f64,
     node_execs: u64,
     runs: u64,
 }
 
-fn window(progs: &std::collections::BTreeMap<u32, Prog>, execs: usize) -> anyhow::Result<Window> {
+fn window(
+    progs: &std::collections::BTreeMap<u32, Prog>,
+    empty: &RefProg,
+    execs: usize,
+) -> anyhow::Result<Window> {
     let ids: Vec<u32> = progs.keys().copied().collect();
     let exec_id = *progs
         .iter()
@@ -236,7 +249,9 @@ fn window(progs: &std::collections::BTreeMap<u32, Prog>, execs: usize) -> anyhow
         .map(|i| progs[i].stats())
         .collect::<Result<_, _>>()?;
     let b_exec = progs[&exec_id].stats()?;
+    let b_empty = empty.stats()?;
     let rate = spawn_outside(execs)?;
+    let empty_ns = empty.stats()?.since(b_empty).mean_ns();
     let mut total = Stats::default();
     for (i, b) in ids.iter().zip(&before) {
         total = total.add(progs[i].stats()?.since(*b));
@@ -244,6 +259,7 @@ fn window(progs: &std::collections::BTreeMap<u32, Prog>, execs: usize) -> anyhow
     let node_execs = progs[&exec_id].stats()?.since(b_exec).run_cnt.max(1);
     Ok(Window {
         added_ns: total.run_time_ns as f64 / node_execs as f64,
+        empty_ns,
         rate,
         node_execs,
         runs: total.run_cnt,

@@ -422,6 +422,23 @@ fn fig6_rows(g: &Value, rows: &mut Vec<Row>) {
             all_started(node) && last.is_some_and(|c| c["pods"] == 250) && b <= 1.2 * a && b <= 150.0
         })),
     });
+    if node
+        .as_array()
+        .is_some_and(|a| a.iter().any(|c| !c["above_empty_ns_per_exec"].is_null()))
+    {
+        rows.push(Row {
+            fig: "6e",
+            what: "figure 6 less what an empty program costs at the same N (two runs per exec): copilot's own work".into(),
+            copilot: curve_text(node, "above_empty_ns_per_exec"),
+            reference: format!(
+                "empty program per run: {}",
+                curve_text(node, "empty_prog_ns_per_run")
+            ),
+            ratio: "—".into(),
+            target: "report",
+            met: "—",
+        });
+    }
     let slow = |c: Option<&Value>| c.and_then(|c| f(&c["fork_exec_slowdown"]));
     rows.push(Row {
         fig: "6w",
