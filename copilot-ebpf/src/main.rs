@@ -290,7 +290,16 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
     let Some((top, levels)) = gate() else {
         return 0;
     };
-    let bprm: u64 = ctx.arg(2);
+    exec_past_gate(ctx.arg(2), top, levels)
+}
+
+/// What an exec past the gate does, in a function of its own (a BPF-to-BPF
+/// call): the attached program is then only the gate, a few instructions, and
+/// every process the gate stops runs that small image alone. While it was one
+/// large image, its shared epilogue sat kilobytes away from its entry, and
+/// each stopped run cost more as a busier node evicted more of it.
+#[inline(never)]
+fn exec_past_gate(bprm: u64, top: u8, levels: u32) -> i32 {
     match current_pod(levels) {
         Some(pod) => exec_in_pod(&pod, bprm),
         None if top == TOP_KUBELET => exec_in_kubepods(bprm),
@@ -433,6 +442,14 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
     let Some((top, levels)) = gate() else {
         return 0;
     };
+    exit_past_gate(top, levels, 0, true)
+}
+
+/// What an exit past the gate does (see [`exec_past_gate`]): `group_dead` is the
+/// tracepoint's field, or, when `derived`, found from `signal->live`. Scalars
+/// only, as every argument of a BPF-to-BPF call here.
+#[inline(never)]
+fn exit_past_gate(top: u8, levels: u32, group_dead: u64, derived: bool) -> i32 {
     let pod = current_pod(levels);
     if pod.is_none() && top != TOP_KUBELET {
         return 0;
@@ -440,9 +457,16 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
     // SAFETY: helper call without arguments.
     let task = unsafe { bpf_get_current_task() };
     let signal: u64 = read_kernel(task, config!(task_signal_off)).unwrap_or(0);
-    let live: i32 = read_kernel(signal, config!(signal_live_off)).unwrap_or(1);
-    if live == 0 {
-        process_exited(pod.as_ref(), task, signal, FLAG_GROUP_DEAD_DERIVED);
+    let (dead, flag) = if derived {
+        // do_exit() has already decremented `signal->live`: zero means this is
+        // the last thread.
+        let live: i32 = read_kernel(signal, config!(signal_live_off)).unwrap_or(1);
+        (live == 0, FLAG_GROUP_DEAD_DERIVED)
+    } else {
+        (group_dead & 0xff != 0, FLAG_GROUP_DEAD_FIELD)
+    };
+    if dead {
+        process_exited(pod.as_ref(), task, signal, flag);
     }
     0
 }
@@ -453,18 +477,7 @@ pub fn sched_process_exit_gd(ctx: RawTracePointContext) -> i32 {
     let Some((top, levels)) = gate() else {
         return 0;
     };
-    let pod = current_pod(levels);
-    if pod.is_none() && top != TOP_KUBELET {
-        return 0;
-    }
-    let group_dead: u64 = ctx.arg(1);
-    if group_dead & 0xff != 0 {
-        // SAFETY: helper call without arguments.
-        let task = unsafe { bpf_get_current_task() };
-        let signal: u64 = read_kernel(task, config!(task_signal_off)).unwrap_or(0);
-        process_exited(pod.as_ref(), task, signal, FLAG_GROUP_DEAD_FIELD);
-    }
-    0
+    exit_past_gate(top, levels, ctx.arg(1), false)
 }
 
 /// The last thread of the current process died: record a main process's status
