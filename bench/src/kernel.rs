@@ -282,6 +282,7 @@ fn start_tracers(
                 for p in bpf::programs_of(trace.pid(), trace.set_dir.as_deref())? {
                     progs.entry(p.id).or_insert(p);
                 }
+                trace.stop_reading();
                 tracers.push((pod, trace));
             }
             Err(e) => return Ok(Some(format!("tracer {} of {n}: {e:#}", tracers.len() + 1))),
