@@ -35,6 +35,7 @@ mod podman;
 mod rootfs;
 mod sidecar;
 mod store_client;
+pub mod store_task;
 pub mod task_pod;
 mod trace;
 
