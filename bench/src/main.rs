@@ -7,6 +7,7 @@
 //! copilot-bench poll-proc DIR PHASE_MS  # flyte-copilot's /proc scanner (2 s, 2 empty cycles)
 //! copilot-bench poll-file PATH PHASE_MS # a 1 s stat poller
 //! ```
+mod arrival;
 mod bpf;
 mod exit;
 mod kernel;

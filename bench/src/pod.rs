@@ -5,11 +5,14 @@
 //! when the kubelet's SIGTERM comes, after the relist that noticed main's exit.
 //!
 //! Main's exit is the wall-clock time its last command (`exit_stamp`) printed; the
-//! upload's end is the time of the uploader's `outputs written` log line.
+//! upload's end is when the uploader's status file (`--status-file`, written once
+//! outputs.pb is durable) lands on the node ([`crate::arrival`]), and the file says
+//! that outputs were written.
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
+use copilot::sidecar::status::Outcome;
 use copilot::{
     literals::make,
     proto::core::{TypedInterface, Variable, VariableMap},
@@ -21,7 +24,7 @@ use integration_test::{
 use prost::Message as _;
 use serde_json::{Value, json};
 
-use crate::util::summary;
+use crate::{arrival::Arrival, util::summary};
 
 /// One task shape: main's script and the uploader's interface.
 struct Shape {
@@ -120,11 +123,23 @@ fn one(copilot: &Path, shape: &Shape, signal: bool) -> anyhow::Result<(f64, f64)
     }
     let mut config = node.prepare(pod, 1);
     config.copilot = Some(copilot.to_path_buf());
+    let status_file = node.status_path();
+    let arrival = Arrival::watch(status_file.parent().context("the status folder")?)?;
     let status = RunningPod::start(config).wait();
-    times(&status)
+    let landed = arrival.finish()?;
+    let up = &status.container(UPLOADER).logs;
+    let result = node
+        .status()
+        .with_context(|| format!("the uploader wrote no status file: {up}"))?;
+    if result.outcome != Outcome::Outputs {
+        bail!("the uploader wrote no outputs ({result:?}): {up}");
+    }
+    let landed = landed.with_context(|| format!("no status file was seen landing: {up}"))?;
+    times(&status, landed)
 }
 
-fn times(status: &PodStatus) -> anyhow::Result<(f64, f64)> {
+/// (main exit → `written`, main exit → pod done), in ms.
+fn times(status: &PodStatus, written: std::time::SystemTime) -> anyhow::Result<(f64, f64)> {
     let main = status.container("main");
     let exit_ns: i128 = main
         .logs
@@ -132,56 +147,12 @@ fn times(status: &PodStatus) -> anyhow::Result<(f64, f64)> {
         .find_map(|l| l.strip_prefix("exit_ns "))
         .and_then(|n| n.trim().parse().ok())
         .with_context(|| format!("main printed no exit_ns: {:?}", main.logs))?;
-    let up = &status.container(UPLOADER).logs;
-    let Some(line) = up.lines().find(|l| l.contains("outputs written")) else {
-        bail!("the uploader wrote no outputs: {up}");
+    let epoch_ns = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .context("clock")
     };
-    let written = line
-        .split_whitespace()
-        .next()
-        .and_then(rfc3339_ns)
-        .with_context(|| format!("no timestamp in {line:?}"))?;
-    let done = status
-        .ended_at
-        .duration_since(std::time::UNIX_EPOCH)
-        .context("clock")?
-        .as_nanos() as i128;
+    let (written, done) = (epoch_ns(written)?, epoch_ns(status.ended_at)?);
     let ms = |ns: i128| ns as f64 / 1e6;
     Ok((ms(written - exit_ns), ms(done - exit_ns)))
-}
-
-/// `2026-12-05T10:28:14.598480Z` (UTC, as copilot's log lines print it) in ns since
-/// the epoch.
-fn rfc3339_ns(text: &str) -> Option<i128> {
-    let text = text.strip_suffix('Z')?;
-    let (date, time) = text.split_once('T')?;
-    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
-    let (h, min, s) = (t.next()??, t.next()??, t.next()??);
-    let frac_ns: i64 = format!("{frac:0<9}")[..9].parse().ok()?;
-    // Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar.
-    let (y, m) = if m <= 2 { (y - 1, m + 12) } else { (y, m) };
-    let days = 365 * y + y / 4 - y / 100 + y / 400 + (153 * (m - 3) + 2) / 5 + day - 719_469;
-    let secs = days * 86_400 + h * 3600 + min * 60 + s;
-    Some(i128::from(secs) * 1_000_000_000 + i128::from(frac_ns))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rfc3339_timestamps_are_epoch_nanoseconds() {
-        // `date -u -d 2026-12-05T10:28:14Z +%s` = 1796466494.
-        assert_eq!(
-            super::rfc3339_ns("2026-12-05T10:28:14.598480Z"),
-            Some(1_796_466_494_598_480_000)
-        );
-        assert_eq!(super::rfc3339_ns("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            super::rfc3339_ns("2000-03-01T00:00:01.5Z"),
-            Some(951_868_801_500_000_000)
-        );
-        assert_eq!(super::rfc3339_ns("garbage"), None);
-    }
 }

@@ -9,7 +9,7 @@ mod support;
 use std::{
     io::Read as _,
     os::unix::fs::PermissionsExt as _,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
@@ -23,7 +23,7 @@ use copilot::{
     proto::core::{ErrorDocument, LiteralMap, Schema, StructuredDataset, scalar},
     storage::{Progress, StorageConfig, Store},
 };
-use prost::Message as _;
+use support::Task;
 
 fn store() -> Store {
     Store::new(StorageConfig::default())
@@ -201,52 +201,14 @@ async fn a_fifo_posing_as_a_blob_is_refused_without_blocking() {
     );
 }
 
-/// A `file://` store holding an `inputs.pb`, and the folders of one download.
-struct Task {
-    root: tempfile::TempDir,
-}
-
-impl Task {
-    fn new(inputs: &LiteralMap) -> Self {
-        let root = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(root.path().join("store/out")).expect("mkdir");
-        std::fs::write(root.path().join("store/inputs.pb"), inputs.encode_to_vec()).expect("write");
-        Self { root }
-    }
-
-    fn inputs_dir(&self) -> PathBuf {
-        self.root.path().join("inputs")
-    }
-
-    fn download(&self, extra: &[&str]) -> Command {
-        let store = self.root.path().join("store");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_copilot"));
-        cmd.arg("download")
-            .arg("--from-remote")
-            .arg(format!("file://{}/inputs.pb", store.display()))
-            .arg("--to-output-prefix")
-            .arg(format!("file://{}/out", store.display()))
-            .arg("--to-local-dir")
-            .arg(self.inputs_dir())
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        cmd
-    }
-
-    fn error_document(&self) -> ErrorDocument {
-        let path = self.root.path().join("store/out/errors.pb");
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        ErrorDocument::decode(bytes.as_slice()).expect("errors.pb decodes")
-    }
-
-    fn staging(&self) -> Vec<String> {
-        entries(&self.inputs_dir())
-            .into_iter()
-            .filter(|n| n.starts_with(".copilot-staging-"))
-            .collect()
-    }
+/// `copilot download` of the task with `extra` flags, its stderr piped.
+fn download_cmd(task: &Task, extra: &[&str]) -> Command {
+    let mut cmd = task.download();
+    cmd.args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
 }
 
 fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
@@ -291,7 +253,9 @@ fn a_signal_mid_download_removes_the_staging_folder_and_writes_errors_pb() {
             "big",
             make::blob(server.url(), "", false),
         )]));
-        let mut child = task.download(&[]).spawn().expect("spawn copilot download");
+        let mut child = download_cmd(&task, &[])
+            .spawn()
+            .expect("spawn copilot download");
         wait_for("the staging folder", Duration::from_secs(20), || {
             !task.staging().is_empty()
         });
@@ -321,7 +285,7 @@ fn a_stale_staging_folder_is_removed_by_the_next_download() {
     let stale = task.inputs_dir().join(".copilot-staging-AbC123");
     std::fs::create_dir_all(stale.join("sub")).expect("mkdir");
     std::fs::write(stale.join("sub/partial"), vec![0u8; 4096]).expect("write");
-    let out = task.download(&[]).output().expect("run");
+    let out = download_cmd(&task, &[]).output().expect("run");
     assert!(
         out.status.success(),
         "{}",
@@ -350,8 +314,7 @@ fn the_timeout_stops_stalled_and_long_transfers() {
             make::blob(&source, "", false),
         )]));
         let started = Instant::now();
-        let mut child = task
-            .download(&["--timeout", "1s"])
+        let mut child = download_cmd(&task, &["--timeout", "1s"])
             .spawn()
             .expect("spawn copilot download");
         let (status, stderr) = wait_exit(&mut child, Duration::from_secs(60));
@@ -378,9 +341,9 @@ fn a_failed_download_leaves_its_cause_as_the_termination_message() {
         "gone",
         make::blob("mem://nowhere/missing", "", false),
     )]));
-    let log = task.root.path().join("termination-log");
+    let log = task.path("termination-log");
     std::fs::write(&log, "").expect("the kubelet creates the file");
-    let mut cmd = task.download(&[]);
+    let mut cmd = download_cmd(&task, &[]);
     cmd.arg("--termination-log").arg(&log);
     let out = cmd.output().expect("run");
     assert_eq!(
@@ -396,8 +359,8 @@ fn a_failed_download_leaves_its_cause_as_the_termination_message() {
     );
     assert!(!message.contains('\n'), "one line: {message}");
     // Where the kubelet made no file, none is created.
-    let absent = task.root.path().join("absent-log");
-    let mut cmd = task.download(&[]);
+    let absent = task.path("absent-log");
+    let mut cmd = download_cmd(&task, &[]);
     cmd.arg("--termination-log").arg(&absent);
     let _ = cmd.output().expect("run");
     assert!(!absent.exists());
@@ -406,7 +369,9 @@ fn a_failed_download_leaves_its_cause_as_the_termination_message() {
 #[test]
 fn a_zero_timeout_is_no_limit() {
     let task = Task::new(&make::literal_map([("n", make::integer(1))]));
-    let out = task.download(&["--timeout", "0"]).output().expect("run");
+    let out = download_cmd(&task, &["--timeout", "0"])
+        .output()
+        .expect("run");
     assert!(
         out.status.success(),
         "{}",
@@ -421,7 +386,7 @@ fn a_zero_timeout_is_no_limit() {
 #[test]
 fn secrets_in_bad_storage_flags_and_config_files_are_never_echoed() {
     let task = Task::new(&make::literal_map([("n", make::integer(1))]));
-    let config = task.root.path().join("bad.yaml");
+    let config = task.path("bad.yaml");
     std::fs::write(
         &config,
         "storage:\n  connection:\n    disable-ssl: hunter2-in-yaml\n",
@@ -432,7 +397,7 @@ fn secrets_in_bad_storage_flags_and_config_files_are_never_echoed() {
         vec!["--config".into(), config.display().to_string()],
     ];
     for flags in runs {
-        let mut cmd = task.download(&[]);
+        let mut cmd = download_cmd(&task, &[]);
         cmd.args(&flags);
         let out = cmd.output().expect("run");
         let stderr = String::from_utf8_lossy(&out.stderr);

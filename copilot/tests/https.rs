@@ -10,105 +10,50 @@ mod support;
 
 use std::{
     ffi::OsString,
-    path::{Path, PathBuf},
-    process::{Command, Output},
+    path::Path,
+    process::Output,
     time::{Duration, Instant},
 };
 
-use copilot::{
-    literals::make,
-    proto::core::{ErrorDocument, LiteralMap},
+use copilot::literals::make;
+use support::{
+    Task,
+    https::{HttpsServer, TestCa, ok, redirect, short, status},
 };
-use prost::Message as _;
-use support::https::{HttpsServer, TestCa, ok, redirect, short, status};
 
-/// A `file://` store holding an `inputs.pb`, the inputs folder of one
-/// download, and a place for CA files.
-struct Task {
-    root: tempfile::TempDir,
+/// Runs the task's `copilot download` with only the given certificate variables
+/// set (those of the calling environment removed), two retries, and more flags.
+fn download_with(task: &Task, env: &[(&str, &Path)], flags: &[String]) -> Output {
+    let mut cmd = task.download();
+    cmd.arg("--storage.retries=2")
+        .args(flags)
+        .env_remove("AWS_CA_BUNDLE")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    for var in [
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (var, value) in env {
+        cmd.env(var, OsString::from(value.as_os_str()));
+    }
+    cmd.output().expect("run copilot download")
 }
 
-impl Task {
-    fn new(inputs: &LiteralMap) -> Self {
-        let root = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(root.path().join("store/out")).expect("mkdir");
-        std::fs::write(root.path().join("store/inputs.pb"), inputs.encode_to_vec()).expect("write");
-        Self { root }
-    }
+/// [`download_with`] without more flags.
+fn download(task: &Task, env: &[(&str, &Path)]) -> Output {
+    download_with(task, env, &[])
+}
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.root.path().join(name)
-    }
-
-    fn inputs_dir(&self) -> PathBuf {
-        self.path("inputs")
-    }
-
-    /// Runs `copilot download` with only the given certificate variables set
-    /// (those of the calling environment removed), two retries.
-    fn download(&self, env: &[(&str, &Path)]) -> Output {
-        self.download_with(env, &[])
-    }
-
-    /// [`Task::download`] with more flags.
-    fn download_with(&self, env: &[(&str, &Path)], flags: &[String]) -> Output {
-        let store = self.path("store");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_copilot"));
-        cmd.arg("download")
-            .arg("--from-remote")
-            .arg(format!("file://{}/inputs.pb", store.display()))
-            .arg("--to-output-prefix")
-            .arg(format!("file://{}/out", store.display()))
-            .arg("--to-local-dir")
-            .arg(self.inputs_dir())
-            .arg("--storage.retries=2")
-            .args(flags)
-            .env_remove("AWS_CA_BUNDLE")
-            .env("AWS_EC2_METADATA_DISABLED", "true");
-        for var in [
-            "SSL_CERT_FILE",
-            "SSL_CERT_DIR",
-            "HTTPS_PROXY",
-            "https_proxy",
-            "ALL_PROXY",
-            "all_proxy",
-        ] {
-            cmd.env_remove(var);
-        }
-        for (var, value) in env {
-            cmd.env(var, OsString::from(value.as_os_str()));
-        }
-        cmd.output().expect("run copilot download")
-    }
-
-    fn error_document(&self) -> (String, String) {
-        let path = self.path("store/out/errors.pb");
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let doc = ErrorDocument::decode(bytes.as_slice()).expect("errors.pb decodes");
-        let e = doc.error.expect("an error");
-        (e.code, e.message)
-    }
-
-    /// Everything in the inputs folder, recursively, as relative paths.
-    fn inputs_tree(&self) -> Vec<String> {
-        fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                return;
-            };
-            for entry in entries {
-                let path = entry.expect("entry").path();
-                let relative = path.strip_prefix(root).expect("under root");
-                out.push(relative.display().to_string());
-                if path.is_dir() {
-                    walk(root, &path, out);
-                }
-            }
-        }
-        let mut out = Vec::new();
-        walk(&self.inputs_dir(), &self.inputs_dir(), &mut out);
-        out.sort();
-        out
-    }
+/// The error document's code and message.
+fn error_document(task: &Task) -> (String, String) {
+    let e = task.error_document().error.expect("an error");
+    (e.code, e.message)
 }
 
 fn stderr(out: &Output) -> String {
@@ -124,7 +69,7 @@ fn payload() -> Vec<u8> {
 /// document; returns its message.
 fn failed(task: &Task, out: &Output) -> String {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(out));
-    let (code, message) = task.error_document();
+    let (code, message) = error_document(task);
     assert_eq!(code, "InputDownloadFailed", "{message}");
     eprintln!("error document: {message}");
     message
@@ -154,7 +99,7 @@ fn a_blob_and_a_redirect_download_over_https_trusting_ssl_cert_file() {
     ]));
     let ca_file = task.path("ca.pem");
     ca.write_pem(&ca_file);
-    let out = task.download(&[("SSL_CERT_FILE", &ca_file)]);
+    let out = download(&task, &[("SSL_CERT_FILE", &ca_file)]);
     assert!(out.status.success(), "{}", stderr(&out));
     for name in ["direct", "moved", "by_name"] {
         let got = std::fs::read(task.inputs_dir().join(name))
@@ -186,7 +131,7 @@ fn ssl_cert_dir_alone_is_trusted_too() {
     let dir = task.path("certs");
     std::fs::create_dir(&dir).expect("mkdir");
     ca.write_pem(&dir.join("test-ca.pem"));
-    let out = task.download(&[("SSL_CERT_DIR", &dir)]);
+    let out = download(&task, &[("SSL_CERT_DIR", &dir)]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         std::fs::read_to_string(task.inputs_dir().join("a")).expect("input a"),
@@ -206,7 +151,7 @@ fn a_redirect_from_https_to_plain_http_is_refused() {
     )]));
     let ca_file = task.path("ca.pem");
     ca.write_pem(&ca_file);
-    let out = task.download(&[("SSL_CERT_FILE", &ca_file)]);
+    let out = download(&task, &[("SSL_CERT_FILE", &ca_file)]);
     let message = failed(&task, &out);
     assert!(
         message.contains("refused a redirect from https to plain http (http://127.0.0.1:9/x.bin)"),
@@ -234,7 +179,7 @@ fn http_404_and_500_fail_naming_the_url_and_status() {
         let ca_file = task.path("ca.pem");
         ca.write_pem(&ca_file);
         let before = server.requests().len();
-        let out = task.download(&[("SSL_CERT_FILE", &ca_file)]);
+        let out = download(&task, &[("SSL_CERT_FILE", &ca_file)]);
         let message = failed(&task, &out);
         assert!(message.contains(&server.url(path)), "{message}");
         assert!(message.contains(code), "{message}");
@@ -257,7 +202,7 @@ fn a_body_shorter_than_its_content_length_fails_and_leaves_no_file() {
     )]));
     let ca_file = task.path("ca.pem");
     ca.write_pem(&ca_file);
-    let out = task.download(&[("SSL_CERT_FILE", &ca_file)]);
+    let out = download(&task, &[("SSL_CERT_FILE", &ca_file)]);
     let message = failed(&task, &out);
     assert!(message.contains(&server.url("/cut.bin")), "{message}");
     assert_eq!(server.requests().len(), 3, "a cut body is retried (twice)");
@@ -284,7 +229,7 @@ fn a_certificate_no_trusted_ca_signed_is_refused_without_retries() {
     for env in runs {
         let before = server.connections();
         let started = Instant::now();
-        let out = task.download(env);
+        let out = download(&task, env);
         let message = failed(&task, &out);
         assert!(message.contains(&server.url("/blob.bin")), "{message}");
         assert!(message.contains("certificate"), "{message}");
@@ -338,7 +283,7 @@ fn a_broken_or_missing_ssl_cert_file_is_reported_not_a_crash() {
             ],
         ),
     ] {
-        let out = task.download(&[("SSL_CERT_FILE", file)]);
+        let out = download(&task, &[("SSL_CERT_FILE", file)]);
         let message = failed(&task, &out);
         assert!(message.contains("SSL_CERT_FILE"), "{message}");
         let log_text = stderr(&out);
@@ -354,7 +299,7 @@ fn s3_over_https_trusts_ssl_cert_file_too() {
     let ca = TestCa::new("copilot test CA (s3)");
     let certs = tempfile::tempdir().expect("tempdir");
     let (cert, key) = ca.write_leaf(certs.path());
-    let Some(moto) = support::start_moto_tls(&cert, &key) else {
+    let Some(moto) = support::moto::start_moto_tls(&cert, &key) else {
         return;
     };
     let body = payload();
@@ -394,7 +339,7 @@ fn s3_over_https_trusts_ssl_cert_file_too() {
     )]));
     let ca_file = task.path("ca.pem");
     ca.write_pem(&ca_file);
-    let out = task.download_with(&[("SSL_CERT_FILE", &ca_file)], &moto.flags());
+    let out = download_with(&task, &[("SSL_CERT_FILE", &ca_file)], &moto.flags());
     assert!(out.status.success(), "{}", stderr(&out));
     let got = std::fs::read(task.inputs_dir().join("blob")).expect("input blob");
     assert!(got == body, "{} bytes differ", got.len());
@@ -403,7 +348,7 @@ fn s3_over_https_trusts_ssl_cert_file_too() {
         "blob",
         make::blob("s3://bucket/data/blob.bin", "", false),
     )]));
-    let out = task.download_with(&[], &moto.flags());
+    let out = download_with(&task, &[], &moto.flags());
     let message = failed(&task, &out);
     assert!(message.contains("s3://bucket/data/blob.bin"), "{message}");
     assert!(!task.inputs_dir().join("blob").exists());

@@ -4,33 +4,16 @@
 //! util-linux `script`; the transfer is a body that stalls after 64 KiB.
 mod support;
 
-use std::{path::Path, process::Command};
+use std::process::Command;
 
-use copilot::{literals::make, proto::core::LiteralMap};
-use prost::Message as _;
+use copilot::literals::make;
+use support::Task;
 
-/// A `file://` store holding an `inputs.pb` with one blob at `source`.
-fn store(root: &Path, source: &str) {
-    let inputs: LiteralMap = make::literal_map([("big", make::blob(source, "", false))]);
-    std::fs::create_dir_all(root.join("store/out")).expect("mkdir");
-    std::fs::write(root.join("store/inputs.pb"), inputs.encode_to_vec()).expect("write");
-}
-
-/// `copilot download … --timeout 2s` as words of a command line.
-fn download_line(root: &Path) -> Vec<String> {
-    let store = root.join("store");
-    vec![
-        env!("CARGO_BIN_EXE_copilot").to_owned(),
-        "download".into(),
-        "--from-remote".into(),
-        format!("file://{}/inputs.pb", store.display()),
-        "--to-output-prefix".into(),
-        format!("file://{}/out", store.display()),
-        "--to-local-dir".into(),
-        root.join("inputs").display().to_string(),
-        "--timeout".into(),
-        "2s".into(),
-    ]
+/// `copilot download … --timeout 2s` of the task as words of a command line.
+fn download_line(task: &Task) -> Vec<String> {
+    let mut words = task.download_words();
+    words.extend(["--timeout".into(), "2s".into()]);
+    words
 }
 
 fn has_bar(text: &str) -> bool {
@@ -40,9 +23,11 @@ fn has_bar(text: &str) -> bool {
 #[test]
 fn a_terminal_gets_a_progress_bar_and_a_pipe_does_not() {
     let server = support::StallingServer::start();
-    let root = tempfile::tempdir().expect("tempdir");
-    store(root.path(), &server.url());
-    let line = download_line(root.path()).join(" ");
+    let task = Task::new(&make::literal_map([(
+        "big",
+        make::blob(server.url(), "", false),
+    )]));
+    let line = download_line(&task).join(" ");
 
     // On a pty: `script` runs the command with its stdio on a new terminal and
     // copies what the terminal shows to its own stdout.
@@ -66,8 +51,8 @@ fn a_terminal_gets_a_progress_bar_and_a_pipe_does_not() {
     );
 
     // On a pipe: the same failure, and no bar in the log.
-    std::fs::remove_dir_all(root.path().join("inputs")).ok();
-    let words = download_line(root.path());
+    std::fs::remove_dir_all(task.inputs_dir()).ok();
+    let words = download_line(&task);
     let piped = Command::new(&words[0])
         .args(&words[1..])
         .output()

@@ -27,6 +27,7 @@ mod cgroup;
 mod container;
 pub mod demo;
 mod env;
+mod file_task;
 mod flytekit;
 pub mod gcs;
 mod kubelet;
@@ -35,6 +36,7 @@ mod podman;
 mod rootfs;
 mod sidecar;
 mod store_client;
+pub mod store_task;
 pub mod task_pod;
 mod trace;
 
@@ -45,6 +47,7 @@ pub use cgroup::{
 };
 pub use container::{Container, ContainerOpts, Gate, Mount, Namespace, ProcessOpts};
 pub use env::{copilot_bin, is_ci, pidfd_wait, preflight, random_hex, wait_comm, workspace_root};
+pub use file_task::FileTask;
 pub use flytekit::{arg, flytekit, flytekit_json};
 pub use gcs::GcsEmulator;
 pub use kubelet::{ContainerStatus, Phase, PodConfig, PodStatus, RunningPod};

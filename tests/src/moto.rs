@@ -105,6 +105,12 @@ impl Moto {
         [("AWS_EC2_METADATA_DISABLED", "true")]
     }
 
+    /// Kills the server now (for tests of a server dying mid-way).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Creates a bucket (moto accepts an unsigned CreateBucket).
     pub fn create_bucket(&self, name: &str) {
         let url = format!("{}/{name}", self.endpoint());
@@ -125,7 +131,6 @@ impl Moto {
 
 impl Drop for Moto {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }

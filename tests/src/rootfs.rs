@@ -48,6 +48,7 @@ const DIRS: &[&str] = &[
     "var/flyte/inputs",
     "var/flyte/outputs",
     "var/run/copilot",
+    "var/run/copilot-status",
     "sys/fs/cgroup",
     "sys/kernel/btf",
     "sys/fs/bpf",

@@ -26,6 +26,23 @@ impl StoreClient {
             .unwrap_or_else(|e| panic!("PUT {url}: {e}"));
     }
 
+    /// Writes many objects, 32 at a time.
+    pub fn put_all(&self, objects: impl IntoIterator<Item = (String, Bytes)>) {
+        use futures::{StreamExt as _, TryStreamExt as _};
+        let store = &self.store;
+        let puts = futures::stream::iter(objects.into_iter().map(|(url, bytes)| async move {
+            store
+                .put_bytes(&url, bytes)
+                .await
+                .map_err(|e| format!("PUT {url}: {e}"))
+        }))
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>();
+        if let Err(e) = self.rt.block_on(puts) {
+            panic!("{e}");
+        }
+    }
+
     /// The object at `url`, or `None` if it does not exist.
     pub fn get(&self, url: &str) -> Option<Vec<u8>> {
         match self.rt.block_on(self.store.read_bytes(url, 1 << 30)) {

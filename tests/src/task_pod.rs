@@ -1,13 +1,15 @@
 //! Flyte task pods for the pod runner ([`crate::RunningPod`]): the manifests of
 //! `deploy/` and `tests/pods/`, pointed at a test node (a real S3 server, a bpffs of
-//! its own), and what they leave in the store. Shared by the pod tests and the bench.
-use std::path::PathBuf;
+//! its own), and what they leave: in the store, and in the uploader's status file
+//! (`--status-file`, read by [`TestNode::status`]). Shared by the pod tests and the bench.
+use std::path::{Path, PathBuf};
 
 use copilot::{
     literals::make,
     proto::core::{ContainerError, ErrorDocument, LiteralMap},
+    sidecar::status::Status,
 };
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, HostPathVolumeSource, Pod, Volume, VolumeMount};
 use prost::Message as _;
 
 use crate::{Bpffs, Moto, PodConfig};
@@ -71,23 +73,80 @@ pub fn output_prefix(config: &PodConfig) -> String {
     flag(init_container(&config.pod, UPLOADER), "--to-output-prefix")
 }
 
-/// A test node: the S3 server the pod's URLs point at, and a bpffs of its own.
+/// The uploader's `--status-file` folder in its container (a mount point of the
+/// rootfs, [`crate::rootfs`]).
+const STATUS_MOUNT: &str = "/var/run/copilot-status";
+/// The hostPath volume of that folder; the runner maps it to the node's own folder.
+const STATUS_VOLUME: &str = "copilot-status";
+const STATUS_HOST_PATH: &str = "/var/lib/copilot-test-status";
+
+/// A test node: the S3 server the pod's URLs point at, a bpffs of its own, and a
+/// folder where the uploader writes its status file.
 pub struct TestNode {
     pub moto: Moto,
     pub bpffs: Bpffs,
+    status: tempfile::TempDir,
 }
 
 impl TestNode {
     pub fn new() -> Self {
+        let status = tempfile::tempdir().expect("tempdir");
+        // The uploader keeps only CAP_BPF and CAP_PERFMON: no CAP_DAC_OVERRIDE.
+        std::fs::set_permissions(
+            status.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .expect("chmod the status folder");
         Self {
             moto: Moto::start(),
             bpffs: Bpffs::new(),
+            status,
         }
+    }
+
+    /// The uploader's status file (`--status-file`) on the host.
+    pub fn status_path(&self) -> PathBuf {
+        self.status.path().join("status.json")
+    }
+
+    /// What the uploader's status file says, once it has written one.
+    pub fn status(&self) -> Option<Status> {
+        let path = self.status_path();
+        match Status::read(&path) {
+            Ok(status) => Some(status),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => panic!("{}: {e}", path.display()),
+        }
+    }
+
+    /// Has the pod's uploader write `--status-file` into [`TestNode::status_path`].
+    /// (The runner maps the volume to it: [`PodConfig::host_paths`].)
+    fn add_status_file(pod: &mut Pod) {
+        let spec = pod.spec.as_mut().expect("spec");
+        spec.volumes.get_or_insert_default().push(Volume {
+            name: STATUS_VOLUME.into(),
+            host_path: Some(HostPathVolumeSource {
+                path: STATUS_HOST_PATH.into(),
+                type_: None,
+            }),
+            ..Volume::default()
+        });
+        let up = init_container_mut(pod, UPLOADER);
+        up.volume_mounts.get_or_insert_default().push(VolumeMount {
+            name: STATUS_VOLUME.into(),
+            mount_path: STATUS_MOUNT.into(),
+            ..VolumeMount::default()
+        });
+        let file = Path::new(STATUS_MOUNT).join("status.json");
+        up.args
+            .get_or_insert_default()
+            .push(format!("--status-file={}", file.display()));
     }
 
     /// The pod, pointed at this node: the host's network (the server listens on
     /// loopback), the copilot containers' `--storage.*` flags replaced by the server's
-    /// (and its environment added), the bucket made, and `n` written as the task's input.
+    /// (and its environment added), the bucket made, `n` written as the task's input,
+    /// and the uploader's status file on the node ([`TestNode::status`]).
     pub fn prepare(&self, mut pod: Pod, n: i64) -> PodConfig {
         let spec = pod.spec.as_mut().expect("spec");
         spec.host_network = Some(true);
@@ -105,7 +164,11 @@ impl TestNode {
         self.moto.create_bucket(bucket);
         let literals = make::literal_map([("n", make::integer(n))]);
         self.moto.put(&inputs, literals.encode_to_vec());
+        Self::add_status_file(&mut pod);
         let mut config = PodConfig::new(pod);
+        config
+            .host_paths
+            .push((STATUS_HOST_PATH.into(), self.status.path().to_path_buf()));
         let bpf: PathBuf = self.bpffs.node_dir().parent().expect("bpffs").into();
         config.host_paths.push(("/sys/fs/bpf".into(), bpf));
         for name in [UPLOADER, DOWNLOADER] {

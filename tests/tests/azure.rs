@@ -6,16 +6,18 @@
 //! mid-upload.
 use std::{
     path::Path,
-    process::{Child, Command, Output, Stdio},
+    process::Output,
     time::{Duration, Instant},
 };
 
-use base64::Engine as _;
 use copilot::{
     literals::make,
-    proto::core::{ErrorDocument, LiteralMap, SimpleType, TypedInterface, Variable, VariableMap},
+    proto::core::{ErrorDocument, LiteralMap},
 };
-use integration_test::{Azurite, copilot_bin, pidfd_wait, preflight};
+use integration_test::{
+    Azurite, preflight,
+    store_task::{Sidecar, StoreAccess, assert_no_secret, make_outputs},
+};
 use prost::Message as _;
 
 fn abfs(url_path: &str) -> String {
@@ -25,15 +27,13 @@ fn abfs(url_path: &str) -> String {
     )
 }
 
-fn copilot(azurite: &Azurite, args: &[&str], env: &[(&str, String)]) -> Command {
-    let mut cmd = Command::new(copilot_bin());
-    cmd.args(azurite.flags())
-        .args(args)
-        .env_remove("AZURE_STORAGE_ACCOUNT_KEY")
-        .env_remove("AZURE_STORAGE_SAS_KEY")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null());
-    cmd
+/// The server, with credentials from `env` only.
+fn access(azurite: &Azurite, env: &[(&'static str, String)]) -> StoreAccess {
+    StoreAccess {
+        flags: azurite.flags(),
+        env: env.to_vec(),
+        env_remove: &["AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_KEY"],
+    }
 }
 
 fn download(
@@ -41,131 +41,9 @@ fn download(
     from: &str,
     prefix: &str,
     dir: &Path,
-    env: &[(&str, String)],
+    env: &[(&'static str, String)],
 ) -> Output {
-    copilot(
-        azurite,
-        &[
-            "download",
-            "--from-remote",
-            from,
-            "--to-output-prefix",
-            prefix,
-            "--to-local-dir",
-        ],
-        env,
-    )
-    .arg(dir)
-    .output()
-    .expect("running copilot download")
-}
-
-fn outputs_interface() -> String {
-    let var = |ty| Variable {
-        r#type: Some(ty),
-        ..Variable::default()
-    };
-    let iface = TypedInterface {
-        inputs: None,
-        outputs: Some(VariableMap {
-            variables: [
-                (
-                    "answer".to_string(),
-                    var(make::simple_type(SimpleType::Integer)),
-                ),
-                ("big".to_string(), var(make::blob_literal_type("", false))),
-                ("many".to_string(), var(make::blob_literal_type("", true))),
-            ]
-            .into(),
-        }),
-    };
-    base64::engine::general_purpose::STANDARD.encode(iface.encode_to_vec())
-}
-
-/// `copilot sidecar` with the `signal` watchers: it uploads when SIGTERM comes.
-struct Sidecar {
-    child: Child,
-    stderr: std::path::PathBuf,
-}
-
-impl Sidecar {
-    fn start(azurite: &Azurite, work: &Path, prefix: &str, env: &[(&str, String)]) -> Self {
-        let stderr = work.join("sidecar.log");
-        let ready = work.join("ready");
-        let raw = format!("{prefix}/raw");
-        let out = format!("{prefix}/out");
-        let outputs = work.join("outputs");
-        let iface = outputs_interface();
-        let child = copilot(
-            azurite,
-            &[
-                "sidecar",
-                "--start-watcher-type=signal",
-                "--exit-watcher-type=signal",
-                "--after-upload=exit",
-                "--to-output-prefix",
-                &out,
-                "--to-raw-output",
-                &raw,
-                "--interface",
-                &iface,
-                "--ready-file",
-                &ready.to_string_lossy(),
-                "--from-local-dir",
-            ],
-            env,
-        )
-        .arg(&outputs)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).expect("log file"))
-        .spawn()
-        .expect("spawning copilot sidecar");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !ready.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "the sidecar never wrote its ready file"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Self { child, stderr }
-    }
-
-    fn cmdline(&self) -> String {
-        let raw = std::fs::read(format!("/proc/{}/cmdline", self.child.id())).unwrap_or_default();
-        String::from_utf8_lossy(&raw).replace('\0', " ")
-    }
-
-    /// SIGTERM, then its exit code and log.
-    fn finish(mut self, timeout: Duration) -> (i32, String) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        assert!(
-            pidfd_wait(self.child.id(), timeout),
-            "the sidecar did not exit within {timeout:?}"
-        );
-        let code = self.child.wait().expect("wait").code().unwrap_or(-1);
-        (
-            code,
-            std::fs::read_to_string(&self.stderr).unwrap_or_default(),
-        )
-    }
-}
-
-fn make_outputs(dir: &Path, files: usize, big: usize) {
-    std::fs::create_dir_all(dir.join("many")).expect("mkdir");
-    std::fs::write(dir.join("answer"), "42\n").expect("write");
-    let chunk: Vec<u8> = (0..big).map(|i| (i % 251) as u8).collect();
-    std::fs::write(dir.join("big"), chunk).expect("write");
-    for i in 0..files {
-        std::fs::write(dir.join("many").join(format!("f{i:04}")), format!("{i}")).expect("write");
-    }
-}
-
-fn assert_no_secret(what: &str, text: &str, secrets: &[&str]) {
-    for secret in secrets {
-        assert!(!text.contains(secret), "{what} holds a credential:\n{text}");
-    }
+    access(azurite, env).download(from, prefix, dir)
 }
 
 /// The whole data plane on Azure, with the account key in the environment: inputs
@@ -212,7 +90,7 @@ fn account_key_from_the_environment_round_trip() {
     );
 
     make_outputs(&work.path().join("outputs"), 1000, 20 << 20);
-    let sidecar = Sidecar::start(&azurite, work.path(), "az://flyte/run", &env);
+    let sidecar = Sidecar::start(&access(&azurite, &env), work.path(), "az://flyte/run");
     assert_no_secret("the sidecar's command line", &sidecar.cmdline(), &[key]);
     let (code, log) = sidecar.finish(Duration::from_secs(120));
     assert_eq!(code, 0, "{log}");
@@ -323,9 +201,8 @@ fn the_server_killed_mid_upload_fails_clearly() {
     let work = tempfile::tempdir().expect("tempdir");
     make_outputs(&work.path().join("outputs"), 1, 200 << 20);
     let env = Azurite::key_env();
-    let sidecar = Sidecar::start(&azurite, work.path(), "az://flyte/run", &env);
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(sidecar.child.id() as i32, libc::SIGTERM) };
+    let sidecar = Sidecar::start(&access(&azurite, &env), work.path(), "az://flyte/run");
+    sidecar.terminate();
     std::thread::sleep(Duration::from_millis(300));
     azurite.kill();
     let started = Instant::now();

@@ -11,166 +11,39 @@
 //! copilot uploads in parts.
 use std::{
     path::Path,
-    process::{Child, Command, Output, Stdio},
+    process::Output,
     time::{Duration, Instant},
 };
 
-use base64::Engine as _;
 use copilot::{
     literals::make,
-    proto::core::{
-        ErrorDocument, LiteralMap, SimpleType, TypedInterface, Variable, VariableMap, literal,
-        primitive, scalar,
-    },
+    proto::core::{ErrorDocument, LiteralMap, literal, primitive, scalar},
 };
-use integration_test::{GcsEmulator, copilot_bin, pidfd_wait, preflight};
+use integration_test::{
+    GcsEmulator, preflight,
+    store_task::{Sidecar, StoreAccess, assert_no_secret, big_bytes, make_outputs},
+};
 use prost::Message as _;
 
 /// copilot's largest single-PUT upload (`copilot::storage::SINGLE_PUT_MAX`); larger
 /// files go in parts, which the emulator does not serve.
 const BIG: usize = 16 << 20;
 
-fn copilot(gcs: &GcsEmulator, args: &[&str]) -> Command {
-    let mut cmd = Command::new(copilot_bin());
-    cmd.args(GcsEmulator::flags())
-        .args(args)
-        .env_remove("GOOGLE_SERVICE_ACCOUNT_KEY")
-        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
-        .env_remove("SERVICE_ACCOUNT")
-        .envs(gcs.env())
-        .stdin(Stdio::null());
-    cmd
+/// The emulator, with the service account from the mounted file only.
+fn access(gcs: &GcsEmulator) -> StoreAccess {
+    StoreAccess {
+        flags: GcsEmulator::flags(),
+        env: gcs.env(),
+        env_remove: &[
+            "GOOGLE_SERVICE_ACCOUNT_KEY",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "SERVICE_ACCOUNT",
+        ],
+    }
 }
 
 fn download(gcs: &GcsEmulator, from: &str, prefix: &str, dir: &Path) -> Output {
-    copilot(
-        gcs,
-        &[
-            "download",
-            "--from-remote",
-            from,
-            "--to-output-prefix",
-            prefix,
-            "--to-local-dir",
-        ],
-    )
-    .arg(dir)
-    .output()
-    .expect("running copilot download")
-}
-
-fn outputs_interface() -> String {
-    let var = |ty| Variable {
-        r#type: Some(ty),
-        ..Variable::default()
-    };
-    let iface = TypedInterface {
-        inputs: None,
-        outputs: Some(VariableMap {
-            variables: [
-                (
-                    "answer".to_string(),
-                    var(make::simple_type(SimpleType::Integer)),
-                ),
-                ("big".to_string(), var(make::blob_literal_type("", false))),
-                ("many".to_string(), var(make::blob_literal_type("", true))),
-            ]
-            .into(),
-        }),
-    };
-    base64::engine::general_purpose::STANDARD.encode(iface.encode_to_vec())
-}
-
-/// `copilot sidecar` with the `signal` watchers: it uploads when SIGTERM comes.
-struct Sidecar {
-    child: Child,
-    stderr: std::path::PathBuf,
-}
-
-impl Sidecar {
-    fn start(gcs: &GcsEmulator, work: &Path, prefix: &str) -> Self {
-        let stderr = work.join("sidecar.log");
-        let ready = work.join("ready");
-        let raw = format!("{prefix}/raw");
-        let out = format!("{prefix}/out");
-        let outputs = work.join("outputs");
-        let iface = outputs_interface();
-        let child = copilot(
-            gcs,
-            &[
-                "sidecar",
-                "--start-watcher-type=signal",
-                "--exit-watcher-type=signal",
-                "--after-upload=exit",
-                "--to-output-prefix",
-                &out,
-                "--to-raw-output",
-                &raw,
-                "--interface",
-                &iface,
-                "--ready-file",
-                &ready.to_string_lossy(),
-                "--from-local-dir",
-            ],
-        )
-        .arg(&outputs)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).expect("log file"))
-        .spawn()
-        .expect("spawning copilot sidecar");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !ready.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "the sidecar never wrote its ready file"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Self { child, stderr }
-    }
-
-    fn cmdline(&self) -> String {
-        let raw = std::fs::read(format!("/proc/{}/cmdline", self.child.id())).unwrap_or_default();
-        String::from_utf8_lossy(&raw).replace('\0', " ")
-    }
-
-    fn terminate(&self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-    }
-
-    /// SIGTERM, then its exit code and log.
-    fn finish(mut self, timeout: Duration) -> (i32, String) {
-        self.terminate();
-        assert!(
-            pidfd_wait(self.child.id(), timeout),
-            "the sidecar did not exit within {timeout:?}"
-        );
-        let code = self.child.wait().expect("wait").code().unwrap_or(-1);
-        (
-            code,
-            std::fs::read_to_string(&self.stderr).unwrap_or_default(),
-        )
-    }
-}
-
-fn big_bytes(size: usize) -> Vec<u8> {
-    (0..size).map(|i| (i % 251) as u8).collect()
-}
-
-fn make_outputs(dir: &Path, files: usize, big: usize) {
-    std::fs::create_dir_all(dir.join("many")).expect("mkdir");
-    std::fs::write(dir.join("answer"), "42\n").expect("write");
-    std::fs::write(dir.join("big"), big_bytes(big)).expect("write");
-    for i in 0..files {
-        std::fs::write(dir.join("many").join(format!("f{i:04}")), format!("{i}")).expect("write");
-    }
-}
-
-fn assert_no_secret(what: &str, text: &str, secrets: &[&str]) {
-    for secret in secrets {
-        assert!(!text.contains(secret), "{what} holds a credential:\n{text}");
-    }
+    access(gcs).download(from, prefix, dir)
 }
 
 /// The data plane on GCS, with the service account in a mounted file: inputs (an
@@ -202,7 +75,7 @@ fn service_account_file_round_trip() {
     assert_eq!(read("data"), "line one\n");
 
     make_outputs(&work.path().join("outputs"), 1000, BIG);
-    let sidecar = Sidecar::start(&gcs, work.path(), "gs://flyte/run");
+    let sidecar = Sidecar::start(&access(&gcs), work.path(), "gs://flyte/run");
     let cmdline = sidecar.cmdline();
     assert!(cmdline.contains("sidecar"), "{cmdline}");
     assert_no_secret("the sidecar's command line", &cmdline, &[&key]);
@@ -286,7 +159,7 @@ fn the_server_killed_mid_upload_fails_clearly() {
     let key = gcs.private_key().to_owned();
     let work = tempfile::tempdir().expect("tempdir");
     make_outputs(&work.path().join("outputs"), 2000, BIG);
-    let sidecar = Sidecar::start(&gcs, work.path(), "gs://flyte/run");
+    let sidecar = Sidecar::start(&access(&gcs), work.path(), "gs://flyte/run");
     sidecar.terminate();
     let deadline = Instant::now() + Duration::from_secs(30);
     while gcs.list_json("flyte", "run/raw/").is_empty() {

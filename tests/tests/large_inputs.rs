@@ -6,53 +6,40 @@
 //! cannot fit is refused up front with an `InputDownloadFailed` that says why.
 //!
 //! Its own test binary: the peak RSS is taken from `getrusage(RUSAGE_CHILDREN)`.
-use std::{
-    path::Path,
-    process::{Command, Stdio},
-};
+use std::{path::Path, process::Stdio};
 
 use copilot::{
     literals::{
         budget::{BYTE_COST, LITERAL_COST},
         make,
     },
-    proto::core::{ErrorDocument, Literal, LiteralMap},
+    proto::core::{Literal, LiteralMap},
 };
-use integration_test::{MemoryCgroup, children_peak_rss, copilot_bin, preflight};
+use integration_test::{FileTask, MemoryCgroup, children_peak_rss, preflight};
 use prost::Message as _;
 
 const LIMIT: u64 = 128 * 1024 * 1024;
 
 struct Case {
-    root: tempfile::TempDir,
+    task: FileTask,
 }
 
 impl Case {
     fn new(inputs: &LiteralMap) -> Self {
-        let root = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(root.path().join("store/out")).expect("mkdir");
-        std::fs::write(root.path().join("store/inputs.pb"), inputs.encode_to_vec())
-            .expect("write inputs.pb");
-        Self { root }
+        Self {
+            task: FileTask::new(inputs),
+        }
     }
 
     fn store(&self) -> std::path::PathBuf {
-        self.root.path().join("store")
+        self.task.store()
     }
 
     /// Runs the download in a fresh 128 MiB cgroup: (success, stderr, OOM kills).
     fn run(&self) -> (bool, String, u64) {
         let cgroup = MemoryCgroup::new(LIMIT);
-        let store = self.store();
-        let mut cmd = Command::new(copilot_bin());
-        cmd.arg("download")
-            .arg("--from-remote")
-            .arg(format!("file://{}/inputs.pb", store.display()))
-            .arg("--to-output-prefix")
-            .arg(format!("file://{}/out", store.display()))
-            .arg("--to-local-dir")
-            .arg(self.root.path().join("inputs"))
-            .stdin(Stdio::null());
+        let mut cmd = self.task.download();
+        cmd.stdin(Stdio::null());
         cgroup.place(&mut cmd);
         let out = cmd.output().expect("running copilot download");
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -60,10 +47,7 @@ impl Case {
     }
 
     fn error_message(&self) -> String {
-        let path = self.store().join("out/errors.pb");
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let doc = ErrorDocument::decode(bytes.as_slice()).expect("errors.pb decodes");
-        let error = doc.error.expect("an error");
+        let error = self.task.error_document().error.expect("an error");
         assert_eq!(error.code, "InputDownloadFailed");
         error.message
     }
@@ -77,7 +61,7 @@ impl Case {
             assert!(message.contains(text), "{what}: {text:?} not in {message}");
         }
         assert!(
-            !self.root.path().join("inputs/x").exists(),
+            !self.task.inputs_dir().join("x").exists(),
             "{what}: partial inputs"
         );
     }
@@ -113,7 +97,7 @@ fn inputs_that_fit_download_and_the_rest_are_refused_before_they_are_decoded() {
         peak <= estimate + copilot::download::RESERVED_BYTES,
         "the estimate ({estimate}) must not be below the real peak ({peak})"
     );
-    let item = std::fs::read_to_string(case.root.path().join("inputs/x/49999")).expect("item");
+    let item = std::fs::read_to_string(case.task.inputs_dir().join("x/49999")).expect("item");
     assert_eq!(item, format!("{:0100}", 49_999));
 
     // 2. A million integers in 10 MB: small on the wire, a gigabyte materialised.

@@ -24,17 +24,6 @@ use integration_test::{
 use k8s_openapi::api::core::v1::Container;
 use prost::Message as _;
 
-/// `since_exit_ms=…` of the sidecar's "outputs written" line.
-fn since_exit_ms(log: &str) -> Option<f64> {
-    let line = log.lines().find(|l| l.contains("outputs written"))?;
-    line.split("since_exit_ms=")
-        .nth(1)?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 fn integer(map: &LiteralMap, name: &str) -> i64 {
     let lit = map
         .literals
@@ -107,7 +96,12 @@ fn deploy_pod_runs_a_whole_task_flytekit_reads_back() {
     let log = uploader_log(&status);
     assert!(log.contains("main container found"), "{log}");
     // Uploaded before the kubelet could notice main's exit (its next relist, 1 s).
-    let since_exit = since_exit_ms(log).expect("since_exit_ms in the log");
+    let result = node
+        .status()
+        .unwrap_or_else(|| panic!("no status file: {log}"));
+    let since_exit = result
+        .since_exit_ms
+        .unwrap_or_else(|| panic!("no since_exit_ms in {result:?}: {log}"));
     assert!(since_exit < 1000.0, "{since_exit} ms");
 }
 

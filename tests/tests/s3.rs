@@ -1,43 +1,51 @@
 //! `copilot download` (the binary) against a real S3-compatible server
 //! (moto) on loopback: single and multipart blobs, 1,000 objects, a missing
 //! object, garbage inputs, and a server that dies mid-way.
-mod support;
-
-use std::{path::Path, process::Command, time::Instant};
+//!
+//! The server is the crate's [`Moto`]: missing, it fails the test (never a skip).
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::Instant,
+};
 
 use bytes::Bytes;
 use copilot::{
     literals::make,
     proto::core::{ErrorDocument, LiteralMap, container_error},
-    storage::Store,
 };
-use futures::{StreamExt as _, TryStreamExt as _};
+use integration_test::{Moto, copilot_bin};
 use prost::Message as _;
 
-fn copilot(moto: &support::Moto, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_copilot"))
-        .args(moto.flags())
-        .args(["--storage.retries=1", "--storage.retry-timeout=3s"])
+/// `copilot` with the server's flags, its retry timeout replaced by `retry_timeout`.
+fn command(moto: &Moto, retry_timeout: &str) -> Command {
+    let mut cmd = Command::new(copilot_bin());
+    cmd.args(
+        moto.flags()
+            .into_iter()
+            .filter(|f| !f.starts_with("--storage.retry-timeout=")),
+    )
+    .arg(format!("--storage.retry-timeout={retry_timeout}"))
+    .env_remove("AWS_CA_BUNDLE")
+    .envs(Moto::env())
+    .stdin(Stdio::null());
+    cmd
+}
+
+fn copilot(moto: &Moto, args: &[&str]) -> std::process::Output {
+    command(moto, "3s")
         .args(args)
-        .env_remove("AWS_CA_BUNDLE")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .output()
         .expect("run copilot")
 }
 
-async fn put_many(store: &Store, prefix: &str, n: usize) {
-    futures::stream::iter((0..n).map(|i| {
-        let url = format!("{prefix}/d{}/f{i:04}.txt", i % 10);
-        async move {
-            store
-                .put_bytes(&url, Bytes::from(format!("file {i}")))
-                .await
-        }
-    }))
-    .buffer_unordered(32)
-    .try_collect::<Vec<_>>()
-    .await
-    .expect("seed objects");
+fn put_many(moto: &Moto, prefix: &str, n: usize) {
+    moto.put_all((0..n).map(|i| {
+        (
+            format!("{prefix}/d{}/f{i:04}.txt", i % 10),
+            Bytes::from(format!("file {i}")),
+        )
+    }));
 }
 
 fn entries(dir: &Path) -> Vec<String> {
@@ -49,33 +57,21 @@ fn entries(dir: &Path) -> Vec<String> {
     names
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn download_single_multipart_and_1000_objects_from_s3() {
-    let Some(moto) = support::start_moto() else {
-        return;
-    };
-    moto.create_bucket("flyte").await;
-    let store = moto.store();
+#[test]
+fn download_single_multipart_and_1000_objects_from_s3() {
+    let moto = Moto::start();
+    moto.create_bucket("flyte");
     let big: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
-    store
-        .put_bytes("s3://flyte/raw/big.bin", Bytes::from(big.clone()))
-        .await
-        .expect("put big");
-    store
-        .put_bytes(
-            "s3://flyte/raw/model/weights/a.bin",
-            Bytes::from_static(b"A"),
-        )
-        .await
-        .expect("put");
-    store
-        .put_bytes(
-            "s3://flyte/raw/model/config.json",
-            Bytes::from_static(b"{}"),
-        )
-        .await
-        .expect("put");
-    put_many(&store, "s3://flyte/raw/many", 1000).await;
+    moto.put("s3://flyte/raw/big.bin", Bytes::from(big.clone()));
+    moto.put(
+        "s3://flyte/raw/model/weights/a.bin",
+        Bytes::from_static(b"A"),
+    );
+    moto.put(
+        "s3://flyte/raw/model/config.json",
+        Bytes::from_static(b"{}"),
+    );
+    put_many(&moto, "s3://flyte/raw/many", 1000);
     let inputs = make::literal_map([
         ("n", make::integer(3)),
         ("name", make::string("run")),
@@ -83,13 +79,10 @@ async fn download_single_multipart_and_1000_objects_from_s3() {
         ("model", make::blob("s3://flyte/raw/model", "", true)),
         ("many", make::blob("s3://flyte/raw/many", "", true)),
     ]);
-    store
-        .put_bytes(
-            "s3://flyte/run/inputs.pb",
-            Bytes::from(inputs.encode_to_vec()),
-        )
-        .await
-        .expect("put inputs");
+    moto.put(
+        "s3://flyte/run/inputs.pb",
+        Bytes::from(inputs.encode_to_vec()),
+    );
 
     let dir = tempfile::tempdir().expect("tempdir");
     let local = dir.path().join("inputs");
@@ -148,44 +141,31 @@ async fn download_single_multipart_and_1000_objects_from_s3() {
     .expect("decode pb");
     assert_eq!(pb.literals.len(), 5);
     assert!(
-        store
-            .read_bytes("s3://flyte/run/out/errors.pb", 1 << 20)
-            .await
-            .is_err(),
+        moto.get("s3://flyte/run/out/errors.pb").is_none(),
         "no error document on success"
     );
 }
 
-async fn error_document(store: &Store, url: &str) -> ErrorDocument {
-    let bytes = store
-        .read_bytes(url, 1 << 20)
-        .await
-        .unwrap_or_else(|e| panic!("error document {url}: {e}"));
-    ErrorDocument::decode(bytes).expect("decode error document")
+fn error_document(moto: &Moto, url: &str) -> ErrorDocument {
+    let bytes = moto
+        .get(url)
+        .unwrap_or_else(|| panic!("no error document at {url}"));
+    ErrorDocument::decode(bytes.as_slice()).expect("decode error document")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_object_and_garbage_inputs_write_an_error_document() {
-    let Some(moto) = support::start_moto() else {
-        return;
-    };
-    moto.create_bucket("flyte").await;
-    let store = moto.store();
-    store
-        .put_bytes("s3://flyte/raw/present", Bytes::from_static(b"here"))
-        .await
-        .expect("put");
+#[test]
+fn missing_object_and_garbage_inputs_write_an_error_document() {
+    let moto = Moto::start();
+    moto.create_bucket("flyte");
+    moto.put("s3://flyte/raw/present", Bytes::from_static(b"here"));
     let inputs = make::literal_map([
         ("ok", make::blob("s3://flyte/raw/present", "", false)),
         ("gone", make::blob("s3://flyte/raw/absent", "", false)),
     ]);
-    store
-        .put_bytes(
-            "s3://flyte/a/inputs.pb",
-            Bytes::from(inputs.encode_to_vec()),
-        )
-        .await
-        .expect("put");
+    moto.put(
+        "s3://flyte/a/inputs.pb",
+        Bytes::from(inputs.encode_to_vec()),
+    );
 
     let dir = tempfile::tempdir().expect("tempdir");
     let out = copilot(
@@ -211,7 +191,7 @@ async fn missing_object_and_garbage_inputs_write_an_error_document() {
         stderr.contains("s3://flyte/raw/absent"),
         "the missing object is named: {stderr}"
     );
-    let doc = error_document(&store, "s3://flyte/a/out/err.pb").await;
+    let doc = error_document(&moto, "s3://flyte/a/out/err.pb");
     let e = doc.error.expect("error");
     assert_eq!(e.code, "InputDownloadFailed");
     assert_eq!(e.kind, container_error::Kind::Recoverable as i32);
@@ -228,13 +208,10 @@ async fn missing_object_and_garbage_inputs_write_an_error_document() {
 
     // Truncated inputs.pb.
     let bytes = inputs.encode_to_vec();
-    store
-        .put_bytes(
-            "s3://flyte/b/inputs.pb",
-            Bytes::from(bytes[..bytes.len() / 2].to_vec()),
-        )
-        .await
-        .expect("put");
+    moto.put(
+        "s3://flyte/b/inputs.pb",
+        Bytes::from(bytes[..bytes.len() / 2].to_vec()),
+    );
     let out = copilot(
         &moto,
         &[
@@ -248,8 +225,7 @@ async fn missing_object_and_garbage_inputs_write_an_error_document() {
         ],
     );
     assert!(!out.status.success());
-    let e = error_document(&store, "s3://flyte/b/out/errors.pb")
-        .await
+    let e = error_document(&moto, "s3://flyte/b/out/errors.pb")
         .error
         .expect("error");
     assert!(
@@ -261,13 +237,10 @@ async fn missing_object_and_garbage_inputs_write_an_error_document() {
 
     // Unsupported blob scheme.
     let inputs = make::literal_map([("x", make::blob("ftp://example/x", "", false))]);
-    store
-        .put_bytes(
-            "s3://flyte/c/inputs.pb",
-            Bytes::from(inputs.encode_to_vec()),
-        )
-        .await
-        .expect("put");
+    moto.put(
+        "s3://flyte/c/inputs.pb",
+        Bytes::from(inputs.encode_to_vec()),
+    );
     let out = copilot(
         &moto,
         &[
@@ -281,8 +254,7 @@ async fn missing_object_and_garbage_inputs_write_an_error_document() {
         ],
     );
     assert!(!out.status.success());
-    let e = error_document(&store, "s3://flyte/c/out/errors.pb")
-        .await
+    let e = error_document(&moto, "s3://flyte/c/out/errors.pb")
         .error
         .expect("error");
     assert!(
@@ -320,8 +292,7 @@ async fn missing_object_and_garbage_inputs_write_an_error_document() {
         ],
     );
     assert!(!out.status.success());
-    let e = error_document(&store, "s3://flyte/d/out/errors.pb")
-        .await
+    let e = error_document(&moto, "s3://flyte/d/out/errors.pb")
         .error
         .expect("error");
     assert!(
@@ -333,33 +304,22 @@ async fn missing_object_and_garbage_inputs_write_an_error_document() {
     assert!(entries(dir.path()).is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_dying_midway_fails_without_partial_files() {
-    let Some(mut moto) = support::start_moto() else {
-        return;
-    };
-    moto.create_bucket("flyte").await;
-    let store = moto.store();
-    put_many(&store, "s3://flyte/raw/many", 1000).await;
+#[test]
+fn server_dying_midway_fails_without_partial_files() {
+    let mut moto = Moto::start();
+    moto.create_bucket("flyte");
+    put_many(&moto, "s3://flyte/raw/many", 1000);
     let inputs = make::literal_map([
         ("many", make::blob("s3://flyte/raw/many", "", true)),
         ("x", make::integer(1)),
     ]);
-    store
-        .put_bytes(
-            "s3://flyte/run/inputs.pb",
-            Bytes::from(inputs.encode_to_vec()),
-        )
-        .await
-        .expect("put");
+    moto.put(
+        "s3://flyte/run/inputs.pb",
+        Bytes::from(inputs.encode_to_vec()),
+    );
     let dir = tempfile::tempdir().expect("tempdir");
-    let child = Command::new(env!("CARGO_BIN_EXE_copilot"))
-        .args(moto.flags())
-        .args([
-            "--storage.retries=1",
-            "--storage.retry-timeout=2s",
-            "--storage.max-concurrency=1",
-        ])
+    let child = command(&moto, "2s")
+        .arg("--storage.max-concurrency=1")
         .args([
             "download",
             "-f",
@@ -369,9 +329,7 @@ async fn server_dying_midway_fails_without_partial_files() {
             "-o",
             dir.path().to_str().expect("utf-8"),
         ])
-        .env_remove("AWS_CA_BUNDLE")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stderr(std::process::Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn copilot");
     // Let it list and start fetching, then take the server away.
