@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use copilot::storage::{Secret, StorageConfig, Store};
+use copilot::storage::{Secret, StorageConfig, StorageType, Store};
 
 /// A running moto server; killed when dropped.
 pub struct Moto {
@@ -49,7 +49,7 @@ impl Moto {
 
     pub fn store(&self) -> Store {
         Store::new(StorageConfig {
-            kind: "s3".into(),
+            kind: Some(StorageType::S3),
             endpoint: Some(self.endpoint()),
             region: Some("us-east-1".into()),
             access_key: Some(Secret::new("testing")),
