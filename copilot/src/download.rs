@@ -55,8 +55,9 @@ pub struct Options {
     pub to_local_dir: PathBuf,
     /// Metadata written next to inputs.pb.
     pub format: MetadataFormat,
-    /// Checked, then ignored: inputs are always downloaded eagerly.
-    pub download_mode: String,
+    /// Checked, then ignored: inputs are always downloaded eagerly. `Err` holds a
+    /// value that names no mode, reported once the download runs.
+    pub download_mode: Result<DownloadMode, String>,
     /// How single-file inputs are laid out.
     pub file_input_layout: Layout,
     /// The longest the download may take (Go duration; 0 for no limit). Parsed
@@ -67,6 +68,17 @@ pub struct Options {
     /// Where the kubelet reads a container's termination message (written on
     /// failure if the file exists, never created).
     pub termination_log: PathBuf,
+}
+
+/// `--download-mode`, as `flyte-copilot` spells it (upper case only).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownloadMode {
+    #[value(name = "DOWNLOAD_EAGER")]
+    DownloadEager,
+    #[value(name = "DOWNLOAD_STREAM")]
+    DownloadStream,
+    #[value(name = "DO_NOT_DOWNLOAD")]
+    DoNotDownload,
 }
 
 /// The kubelet's default `terminationMessagePath`.
@@ -259,9 +271,8 @@ pub async fn download(
         source,
     })?;
     let mut budget = literal_budget(memory);
-    match args.download_mode.as_str() {
-        "DOWNLOAD_EAGER" | "DOWNLOAD_STREAM" | "DO_NOT_DOWNLOAD" => {}
-        other => return Err(Error::DownloadMode(other.to_owned())),
+    if let Err(value) = &args.download_mode {
+        return Err(Error::DownloadMode(value.clone()));
     }
     let interface = match &args.input_interface {
         Some(b64) if !b64.is_empty() => {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 
-use crate::tracer::{ExitStatus, Kind, ProcessEvent};
+use crate::tracer::{EventDetail, ExitStatus, ProcessEvent};
 
 /// How a container ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -220,12 +220,12 @@ impl Pod {
     /// Applies a kernel event.
     pub fn event(&mut self, ev: &ProcessEvent) -> Option<Change> {
         let cg = ev.container_cgroup_id;
-        match &ev.kind {
-            Kind::OomVictim => {
+        match &ev.detail {
+            EventDetail::OomVictim => {
                 self.oom_victims.insert(ev.tgid);
                 None
             }
-            Kind::Exec { .. } if cg != 0 => {
+            EventDetail::Exec { .. } if cg != 0 => {
                 let known_main = self.containers.get(&cg).and_then(|c| c.main_pid);
                 let is_main = match known_main {
                     Some(pid) => pid == ev.tgid,
@@ -244,7 +244,7 @@ impl Pod {
                 };
                 self.advance(cg, Some(ev.tgid), state, Source::Event)
             }
-            Kind::Exit { status, .. }
+            EventDetail::Exit { status, .. }
                 if cg != 0 && (self.is_main(cg, ev.tgid) || self.is_hidden_init(cg, ev)) =>
             {
                 let oom_killed = status.signal() == Some(9) && self.oom_victims.contains(&ev.tgid);
@@ -340,9 +340,9 @@ impl Pod {
 mod tests {
     use super::*;
 
-    fn ev(kind: Kind, tgid: u32, cg: u64, main_hint: bool) -> ProcessEvent {
+    fn ev(detail: EventDetail, tgid: u32, cg: u64, main_hint: bool) -> ProcessEvent {
         ProcessEvent {
-            kind,
+            detail,
             tgid,
             pid: tgid,
             ns_tgid: 1,
@@ -358,7 +358,7 @@ mod tests {
     }
     fn exec(tgid: u32, cg: u64, main: bool) -> ProcessEvent {
         ev(
-            Kind::Exec {
+            EventDetail::Exec {
                 filename: "/bin/sh".into(),
                 filename_truncated: false,
             },
@@ -369,7 +369,7 @@ mod tests {
     }
     fn exit(tgid: u32, cg: u64, status: u32) -> ProcessEvent {
         ev(
-            Kind::Exit {
+            EventDetail::Exit {
                 status: ExitStatus(status),
                 group_dead_derived: false,
             },
@@ -505,7 +505,7 @@ mod tests {
     fn oom_attribution() {
         let mut pod = Pod::default();
         pod.event(&exec(10, 7, true));
-        pod.event(&ev(Kind::OomVictim, 10, 7, false));
+        pod.event(&ev(EventDetail::OomVictim, 10, 7, false));
         let State::Exited(e) = pod.event(&exit(10, 7, 9)).unwrap().state else {
             panic!()
         };

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use crate::{
     cgroup::{self, Cgroup, Hierarchy, WatchEvent, container_id},
     lifecycle::{Change, Exit, Pod, Seen, Source, State},
-    tracer::{self, KernelPaths, Kind, ProcessEvent, Tracer},
+    tracer::{self, EventDetail, KernelPaths, ProcessEvent, Tracer},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -217,12 +217,12 @@ impl Monitor {
             }
             let change = self.pod.event(&ev);
             let main = self.pod.is_main(cg, ev.tgid);
-            if let Kind::OomVictim = ev.kind {
+            if let EventDetail::OomVictim = ev.detail {
                 // Not a process line of its own; it shows as `oom_killed` on the exit.
             } else {
                 let container = self.container_id(cg);
                 let oom_killed =
-                    matches!(ev.kind, Kind::Exit { .. }) && self.pod.oom_victim(ev.tgid);
+                    matches!(ev.detail, EventDetail::Exit { .. }) && self.pod.oom_victim(ev.tgid);
                 out.push(Output::Process {
                     event: ev,
                     container,

@@ -1,16 +1,15 @@
-//! Finding the pod cgroup and, in it, the main container.
+//! Finding the pod cgroup, and copilot's own container in it.
 //!
 //! The pod cgroup comes from `--pod-cgroup`, else from the pod UID searched
 //! under the host's cgroupfs, else from the sidecar's own cgroup (its parent).
-//! The main container is named by id, or is the one container cgroup in the pod
-//! that is neither the sandbox (pause) nor the sidecar's own.
+//! Which container in it is the main one is decided in `sidecar::select`.
 
 use std::{
     fs, io,
     path::{Path, PathBuf},
 };
 
-use crate::cgroup::{self, Cgroup, Hierarchy, container_id};
+use crate::cgroup::{self, Cgroup, Hierarchy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -152,29 +151,6 @@ fn search_pod_uid(mount: &Path, uid: &str) -> Result<PathBuf, Error> {
     })
 }
 
-/// How a container cgroup in the pod relates to the sidecar.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Role {
-    Sandbox,
-    Own,
-    Candidate,
-}
-
-/// Classifies a container for the sibling rule: the sandbox runs `pause`, and
-/// the sidecar's own container is the one holding this process.
-pub fn role(name: &str, main_comm: Option<&str>, own: &Path) -> Role {
-    if own.file_name().is_some_and(|n| n == name) {
-        Role::Own
-    } else if main_comm == Some("pause") {
-        Role::Sandbox
-    } else if container_id::parse(name).is_none() && !name.is_empty() {
-        // A cgroup that is not a container (a runtime's helper cgroup).
-        Role::Sandbox
-    } else {
-        Role::Candidate
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,16 +202,5 @@ mod tests {
             err.to_string().contains("no cgroup for pod 11111111"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn sibling_roles() {
-        let id = "a".repeat(64);
-        let own = PathBuf::from(format!("/kubepods/pod1/{}", "b".repeat(64)));
-        assert_eq!(role(&id, Some("pause"), &own), Role::Sandbox);
-        assert_eq!(role(&"b".repeat(64), Some("copilot"), &own), Role::Own);
-        assert_eq!(role(&id, Some("python"), &own), Role::Candidate);
-        assert_eq!(role(&id, None, &own), Role::Candidate);
-        assert_eq!(role("crio-conmon-x.scope", None, &own), Role::Sandbox);
     }
 }

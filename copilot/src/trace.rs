@@ -14,7 +14,7 @@ use crate::{
     cgroup::{self, Hierarchy},
     lifecycle::{Change, State},
     monitor::{self, Monitor, Output, Tuning},
-    tracer::{Kind, ProcessEvent},
+    tracer::{EventDetail, ProcessEvent},
 };
 
 /// What `copilot trace` follows and how it prints (its flags, see `cli::trace`).
@@ -157,8 +157,8 @@ fn process_json(
     main: bool,
     oom_killed: bool,
 ) -> Value {
-    match &event.kind {
-        Kind::Exec {
+    match &event.detail {
+        EventDetail::Exec {
             filename,
             filename_truncated,
         } => json!({
@@ -176,7 +176,7 @@ fn process_json(
             "container_id": container,
             "main": main,
         }),
-        Kind::Exit {
+        EventDetail::Exit {
             status,
             group_dead_derived,
         } => json!({
@@ -198,7 +198,7 @@ fn process_json(
             "group_dead": if *group_dead_derived { "derived" } else { "tracepoint" },
             "main": main,
         }),
-        Kind::OomVictim => json!({ "type": "oom_victim", "pid": event.tgid }),
+        EventDetail::OomVictim => json!({ "type": "oom_victim", "pid": event.tgid }),
     }
 }
 

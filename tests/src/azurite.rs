@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use copilot::storage::{Secret, StorageConfig};
+use copilot::storage::{Secret, StorageConfig, StorageType};
 
 use crate::{
     env::{missing, workspace_root},
@@ -66,7 +66,7 @@ impl Azurite {
             .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
         let endpoint = format!("http://127.0.0.1:{port}/{ACCOUNT}");
         let client = StoreClient::new(StorageConfig {
-            kind: "azure".into(),
+            kind: Some(StorageType::Azure),
             endpoint: Some(endpoint),
             stow_config: [
                 ("account".to_string(), Secret::new(ACCOUNT)),

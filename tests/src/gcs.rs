@@ -52,7 +52,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use copilot::storage::{Secret, StorageConfig};
+use copilot::storage::{Secret, StorageConfig, StorageType};
 use http_body_util::{BodyExt as _, Full};
 use hyper::{
     Method, Request, Response, StatusCode,
@@ -151,7 +151,7 @@ impl GcsEmulator {
         let key_file = dir.path().join("service-account.json");
         std::fs::write(&key_file, &json).expect("writing the service-account file");
         let client = StoreClient::new(StorageConfig {
-            kind: "stow".into(),
+            kind: Some(StorageType::Stow),
             stow_kind: Some("google".into()),
             stow_config: [("json".to_string(), Secret::new(json))].into(),
             disable_ssl: true,

@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use copilot::storage::{Secret, StorageConfig};
+use copilot::storage::{Secret, StorageConfig, StorageType};
 
 use crate::{
     env::{missing, workspace_root},
@@ -62,7 +62,7 @@ impl Moto {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
         let client = StoreClient::new(StorageConfig {
-            kind: "s3".into(),
+            kind: Some(StorageType::S3),
             endpoint: Some(format!("http://127.0.0.1:{port}")),
             region: Some("us-east-1".into()),
             access_key: Some(Secret::new("testing")),

@@ -59,7 +59,7 @@ impl DownloadArgs {
             err_output_name,
             to_local_dir: self.to_local_dir,
             format: self.format,
-            download_mode: self.download_mode,
+            download_mode: super::checked_later(&self.download_mode, false),
             file_input_layout: self.file_input_layout,
             timeout: self.timeout,
             input_interface: self.input_interface,

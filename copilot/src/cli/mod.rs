@@ -36,6 +36,13 @@ fn version() -> &'static str {
     VERSION.as_str()
 }
 
+/// A flag value that `flyte-copilot` checks only once the command runs: read as
+/// `T` here, or kept as given (`Err`) for the command to report in its error
+/// document.
+fn checked_later<T: clap::ValueEnum>(value: &str, ignore_case: bool) -> Result<T, String> {
+    T::from_str(value, ignore_case).map_err(|_| value.to_owned())
+}
+
 /// Flags every command accepts (persistent flags in `flyte-copilot`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct RootArgs {

@@ -1,8 +1,50 @@
 //! The `--storage.*` flags `flyte-copilot` accepts (and that Flyte's pod plugin
 //! passes), merged with the `--config` file into a [`StorageConfig`].
-use std::path::PathBuf;
+use std::{ffi::OsStr, marker::PhantomData, path::PathBuf};
 
-use crate::storage::{ConfigError, Secret, StorageConfig, config};
+use clap::builder::{EnumValueParser, PossibleValue, TypedValueParser};
+
+use crate::storage::{AuthType, ConfigError, Secret, StorageConfig, StorageType, config};
+
+/// A flag value that may be given empty (`--flag=`), which leaves it unset:
+/// Flyte's pod plugin passes every `--storage.connection.*` flag, empty or not.
+/// (An alias, so that clap takes `Option<Blankable<T>>` as one optional value.)
+type Blankable<T> = Option<T>;
+
+/// Parses a [`Blankable`] `T`: empty is `None`, anything else one of `T`'s
+/// spellings, or clap's error naming the flag and the values it takes.
+#[derive(Clone)]
+struct BlankOr<T>(PhantomData<T>);
+
+fn blank_or<T>() -> BlankOr<T> {
+    BlankOr(PhantomData)
+}
+
+impl<T: clap::ValueEnum + Clone + Send + Sync + 'static> TypedValueParser for BlankOr<T> {
+    type Value = Blankable<T>;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        if value.is_empty() {
+            return Ok(None);
+        }
+        EnumValueParser::<T>::new()
+            .parse_ref(cmd, arg, value)
+            .map(Some)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(
+            T::value_variants()
+                .iter()
+                .filter_map(clap::ValueEnum::to_possible_value),
+        ))
+    }
+}
 
 /// `--storage.*` flags, compatible with `flyte-copilot`'s (flytestdlib's
 /// storage config). Flags win over the `--config` file, which wins over the
@@ -13,9 +55,9 @@ pub struct StorageArgs {
     /// flytestdlib config file (YAML); its `storage:` section is read.
     #[arg(long = "config", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Storage type: s3, minio, stow, local, mem.
-    #[arg(long = "storage.type", global = true)]
-    pub kind: Option<String>,
+    /// Storage type (accepted for compatibility: each URL's scheme picks the backend).
+    #[arg(long = "storage.type", global = true, value_parser = blank_or::<StorageType>())]
+    pub kind: Option<Blankable<StorageType>>,
     /// Default bucket/container (used for references without one).
     #[arg(long = "storage.container", global = true)]
     pub container: Option<String>,
@@ -26,8 +68,8 @@ pub struct StorageArgs {
     #[arg(long = "storage.connection.region", global = true)]
     pub region: Option<String>,
     /// `iam` (the environment's credential chain) or `accesskey`.
-    #[arg(long = "storage.connection.auth-type", global = true)]
-    pub auth_type: Option<String>,
+    #[arg(long = "storage.connection.auth-type", global = true, value_parser = blank_or::<AuthType>())]
+    pub auth_type: Option<Blankable<AuthType>>,
     /// Access key id (auth-type accesskey).
     #[arg(long = "storage.connection.access-key", global = true)]
     pub access_key: Option<Secret>,
@@ -80,7 +122,7 @@ impl StorageArgs {
             }
         })?;
         Ok(StorageConfig {
-            kind: self.kind.clone().or(file.kind).unwrap_or_default(),
+            kind: self.kind.unwrap_or(file.kind),
             container: self.container.clone().or(file.container),
             endpoint: self
                 .endpoint
@@ -92,11 +134,7 @@ impl StorageArgs {
                 .clone()
                 .or(file.connection.region)
                 .filter(|r| !r.is_empty()),
-            auth_type: self
-                .auth_type
-                .clone()
-                .or(file.connection.auth_type)
-                .filter(|a| !a.is_empty()),
+            auth_type: self.auth_type.unwrap_or(file.connection.auth_type),
             access_key: self
                 .access_key
                 .clone()
@@ -151,7 +189,8 @@ mod tests {
         ])
         .expect("flags Flyte passes must parse");
         let config = cli.storage.to_config().expect("valid config");
-        assert_eq!(config.kind, "s3");
+        assert_eq!(config.kind, Some(StorageType::S3));
+        assert_eq!(config.auth_type, Some(AuthType::AccessKey));
         assert_eq!(config.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
         assert!(config.disable_ssl);
         assert_eq!(
@@ -184,7 +223,7 @@ mod tests {
         ])
         .expect("parse");
         let config = cli.storage.to_config().expect("valid config");
-        assert_eq!(config.kind, "minio");
+        assert_eq!(config.kind, Some(StorageType::Minio));
         assert_eq!(config.container.as_deref(), Some("bucket"));
         assert_eq!(
             config.endpoint.as_deref(),
@@ -218,6 +257,68 @@ mod tests {
         let cli = Cli::try_parse_from(["copilot", "--storage.connection.disable-ssl=false"])
             .expect("parse");
         assert_eq!(cli.storage.disable_ssl, Some(false));
+    }
+
+    #[test]
+    fn storage_type_and_auth_type_take_flyte_copilots_spellings() {
+        let parse = |flags: &[&str]| {
+            Cli::try_parse_from(std::iter::once("copilot").chain(flags.iter().copied()))
+        };
+        for (text, kind) in [
+            ("mem", StorageType::Mem),
+            ("s3", StorageType::S3),
+            ("local", StorageType::Local),
+            ("minio", StorageType::Minio),
+            ("stow", StorageType::Stow),
+            ("azure", StorageType::Azure),
+        ] {
+            let flag = format!("--storage.type={text}");
+            let config = parse(&[&flag]).expect("parse").storage.to_config();
+            assert_eq!(config.expect("valid").kind, Some(kind), "{text}");
+        }
+        for (text, auth) in [("iam", AuthType::Iam), ("accesskey", AuthType::AccessKey)] {
+            let flag = format!("--storage.connection.auth-type={text}");
+            let config = parse(&[&flag]).expect("parse").storage.to_config();
+            assert_eq!(config.expect("valid").auth_type, Some(auth), "{text}");
+        }
+        // Empty, as Flyte's plugin passes a value its config leaves unset.
+        let cli = parse(&["--storage.type=", "--storage.connection.auth-type="]).expect("parse");
+        let config = cli.storage.to_config().expect("valid");
+        assert_eq!((config.kind, config.auth_type), (None, None));
+        for flags in [
+            ["--storage.type=gcs"],
+            ["--storage.type=S3"],
+            ["--storage.connection.auth-type=access-key"],
+        ] {
+            let err = parse(&flags).err().expect("an unknown value is refused");
+            let text = err.to_string();
+            let flag = flags[0].split('=').next().expect("a flag");
+            assert!(text.contains(flag), "names the flag: {text}");
+            assert!(text.contains("possible values"), "names the values: {text}");
+        }
+    }
+
+    #[test]
+    fn the_config_file_takes_the_same_spellings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("config.yaml");
+        let config = |text: &str| {
+            std::fs::write(&file, text).expect("write config");
+            let path = file.to_str().expect("utf-8 path");
+            let cli = Cli::try_parse_from(["copilot", "--config", path]).expect("parse");
+            cli.storage.to_config()
+        };
+        let ok =
+            config("storage:\n  type: stow\n  connection:\n    auth-type: iam\n").expect("valid");
+        assert_eq!(
+            (ok.kind, ok.auth_type),
+            (Some(StorageType::Stow), Some(AuthType::Iam))
+        );
+        let blank = config("storage:\n  type: ''\n  connection:\n    auth-type: ''\n")
+            .expect("empty is unset");
+        assert_eq!((blank.kind, blank.auth_type), (None, None));
+        let err = config("storage:\n  type: gcs\n").expect_err("unknown type");
+        assert!(err.to_string().contains("gcs"), "{err}");
     }
 
     #[test]

@@ -9,10 +9,11 @@ use std::{
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
+use super::select::{self, Ambiguous, MainSelector, Own};
 use crate::{
     lifecycle::{Container, State},
     monitor::{self, Monitor, Output, Tuning},
-    pod::{self, PodSelector, Role},
+    pod::{self, PodSelector},
     tracer::ExitStatus,
 };
 
@@ -38,10 +39,8 @@ pub enum Error {
     Pod(#[from] pod::Error),
     #[error(transparent)]
     Monitor(#[from] monitor::Error),
-    #[error(
-        "cannot tell the main container: {count} candidates in the pod ({found}); pass --main-container-id or --watch-container"
-    )]
-    Ambiguous { count: usize, found: String },
+    #[error(transparent)]
+    Ambiguous(#[from] Ambiguous),
     #[error("the main container did not start within {0:?} (--start-timeout)")]
     StartTimeout(Duration),
     #[error("SIGTERM arrived while the main container was still running")]
@@ -71,19 +70,11 @@ pub struct MainExit {
     pub time_ns: Option<u64>,
 }
 
-/// Which container is the main one.
-#[derive(Debug, Clone, Default)]
-pub struct MainSelector {
-    /// Container id (64 hex) or cgroup directory name.
-    pub id: Option<String>,
-}
-
 /// Follows the main container through kernel events.
 pub struct EbpfWatcher {
     monitor: Monitor,
     selector: MainSelector,
-    own_cgroup: PathBuf,
-    own_comm: String,
+    own: Own,
     main: Option<u64>,
     sigterm: Signal,
 }
@@ -98,15 +89,16 @@ impl EbpfWatcher {
         let (hierarchy, pod_cgroup) = pod::find_pod(sel)?;
         let (monitor, first) = Monitor::start(hierarchy, pod_cgroup, tuning)?;
         log_outputs(&first);
-        let own_cgroup = pod::own_container_in(monitor.pod_cgroup());
-        let own_comm = std::fs::read_to_string("/proc/self/comm")
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_default();
+        let own = Own {
+            cgroup: pod::own_container_in(monitor.pod_cgroup()),
+            comm: std::fs::read_to_string("/proc/self/comm")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default(),
+        };
         Ok(Self {
             monitor,
             selector,
-            own_cgroup,
-            own_comm,
+            own,
             main: None,
             sigterm: signal(SignalKind::terminate()).map_err(Error::Signal)?,
         })
@@ -183,13 +175,12 @@ impl EbpfWatcher {
         }
     }
 
-    /// The main container, once it can be told.
-    /// The main container, chosen again at every change: the only container of the
-    /// pod (besides the sandbox and copilot's own) that has started. A second one
-    /// (a mesh proxy, an agent) makes it [`Error::Ambiguous`], even after a first
-    /// choice: which of them is the task cannot be told from the pod alone.
+    /// The main container, chosen again at every change (see [`select`]): a
+    /// second candidate (a mesh proxy, an agent) makes it [`Error::Ambiguous`],
+    /// even after a first choice: which of them is the task cannot be told from
+    /// the pod alone.
     fn main_container(&mut self) -> Result<Option<&Container>, Error> {
-        let chosen = self.select()?;
+        let chosen = select::main_container(self.monitor.pod(), &self.selector, &self.own)?;
         if chosen != self.main
             && let Some(c) = chosen.and_then(|id| self.monitor.pod().container(id))
         {
@@ -197,63 +188,6 @@ impl EbpfWatcher {
         }
         self.main = chosen;
         Ok(self.main.and_then(|id| self.monitor.pod().container(id)))
-    }
-
-    fn select(&self) -> Result<Option<u64>, Error> {
-        let pod = self.monitor.pod();
-        if let Some(want) = &self.selector.id {
-            return Ok(pod
-                .containers()
-                .find(|c| {
-                    c.name == *want
-                        || crate::cgroup::container_id::parse(&c.name).as_deref() == Some(want)
-                })
-                .map(|c| c.cgroup_id));
-        }
-        let candidates: Vec<&Container> = pod
-            .containers()
-            .filter(|c| {
-                let comm = c.main_comm.as_deref();
-                // A cgroup exists before its container's first exec: until then it may be
-                // the downloader, or any container, so it is nobody's main yet.
-                !matches!(c.state, State::Created)
-                    && pod::role(&c.name, comm, &self.own_cgroup) == Role::Candidate
-                    // Another copilot (the downloader init container) is not the task.
-                    && comm != Some(self.own_comm.as_str())
-            })
-            .collect();
-        // A container already running, unseen, when we looked (no hostPID, and no
-        // record of its first exec: it started before any copilot on the node) is
-        // the sandbox in Flyte's order, where the uploader starts before the
-        // downloader and the main container. It is main only if nothing else can be
-        // and it exits (its pid 1's exit gives the status): a main container that
-        // started before the sidecar, on a node where nothing recorded it.
-        let (hidden, candidates): (Vec<&Container>, Vec<&Container>) =
-            candidates.into_iter().partition(|c| c.hidden);
-        if candidates.is_empty() {
-            return Ok(hidden
-                .iter()
-                .find(|c| matches!(c.state, State::Exited(_)))
-                .map(|c| c.cgroup_id));
-        }
-        match candidates.as_slice() {
-            [] => Ok(None),
-            [one] => Ok(Some(one.cgroup_id)),
-            many => Err(Error::Ambiguous {
-                count: many.len(),
-                found: many
-                    .iter()
-                    .map(|c| {
-                        format!(
-                            "{} ({})",
-                            c.name,
-                            c.main_comm.as_deref().unwrap_or("not started")
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }),
-        }
     }
 }
 

@@ -70,14 +70,57 @@ impl FromStr for Secret {
     }
 }
 
+/// `--storage.type` (`storage.type` in the config file), spelled as
+/// `flyte-copilot` (flytestdlib) accepts it. Accepted for compatibility: each
+/// reference's URL scheme picks the backend.
+#[derive(clap::ValueEnum, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageType {
+    /// In memory (flytestdlib `mem`).
+    Mem,
+    S3,
+    Local,
+    Minio,
+    /// Any stow kind (`--storage.stow.kind`).
+    Stow,
+    /// Azure Blob Storage: copilot's own spelling (flytestdlib reaches Azure
+    /// through `stow`), which copilot's own tests and benches use.
+    Azure,
+}
+
+/// `--storage.connection.auth-type`, spelled as `flyte-copilot` accepts it.
+#[derive(clap::ValueEnum, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthType {
+    /// The environment's credential chain: the access and secret keys are not used.
+    Iam,
+    /// The access and secret keys given.
+    #[value(name = "accesskey")]
+    AccessKey,
+}
+
+/// A config file value that may be empty: empty is unset, as for the flags
+/// (Flyte's pod plugin passes `--flag=` for a value its config leaves empty).
+fn blank_is_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::{Deserialize as _, de::IntoDeserializer as _};
+    match Option::<String>::deserialize(d)? {
+        Some(text) if !text.is_empty() => T::deserialize(text.into_deserializer()).map(Some),
+        _ => Ok(None),
+    }
+}
+
 /// The storage configuration once flags, file and defaults are merged.
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
-    pub kind: String,
+    pub kind: Option<StorageType>,
     pub container: Option<String>,
     pub endpoint: Option<String>,
     pub region: Option<String>,
-    pub auth_type: Option<String>,
+    pub auth_type: Option<AuthType>,
     pub access_key: Option<Secret>,
     pub secret_key: Option<Secret>,
     pub disable_ssl: bool,
@@ -94,7 +137,7 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
-            kind: String::new(),
+            kind: None,
             container: None,
             endpoint: None,
             region: None,
@@ -120,8 +163,8 @@ struct FileRoot {
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) struct FileStorage {
-    #[serde(rename = "type")]
-    pub(crate) kind: Option<String>,
+    #[serde(rename = "type", default, deserialize_with = "blank_is_none")]
+    pub(crate) kind: Option<StorageType>,
     pub(crate) container: Option<String>,
     #[serde(default)]
     pub(crate) connection: FileConnection,
@@ -134,7 +177,8 @@ pub(crate) struct FileStorage {
 pub(crate) struct FileConnection {
     pub(crate) endpoint: Option<String>,
     pub(crate) region: Option<String>,
-    pub(crate) auth_type: Option<String>,
+    #[serde(default, deserialize_with = "blank_is_none")]
+    pub(crate) auth_type: Option<AuthType>,
     pub(crate) access_key: Option<Secret>,
     pub(crate) secret_key: Option<Secret>,
     pub(crate) disable_ssl: Option<bool>,

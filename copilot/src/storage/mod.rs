@@ -16,7 +16,7 @@ pub mod key;
 mod progress;
 mod store;
 
-pub use config::{ConfigError, Secret, StorageConfig};
+pub use config::{AuthType, ConfigError, Secret, StorageConfig, StorageType};
 pub use progress::{Progress, ProgressSnapshot, ReporterGuard};
 pub use store::{
     ListedObject, ObjectRef, PART_SIZE, SINGLE_PUT_MAX, StorageError, Store, is_local_file,

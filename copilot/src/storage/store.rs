@@ -28,7 +28,7 @@ use tokio::{
 use url::Url;
 
 use super::{
-    Progress, StorageConfig,
+    AuthType, Progress, StorageConfig,
     key::{KeyError, child_url},
 };
 
@@ -484,11 +484,10 @@ impl Store {
         if let Some(region) = cfg.region.clone().or_else(|| self.stow("region")) {
             b = b.with_region(region);
         }
-        let auth = cfg
-            .auth_type
-            .clone()
-            .or_else(|| self.stow("auth_type"))
-            .unwrap_or_default();
+        let iam = match cfg.auth_type {
+            Some(auth) => auth == AuthType::Iam,
+            None => self.stow("auth_type").is_some_and(|a| a == "iam"),
+        };
         let access = cfg
             .access_key
             .as_ref()
@@ -499,9 +498,7 @@ impl Store {
             .as_ref()
             .map(|s| s.expose().to_owned())
             .or_else(|| self.stow("secret_key"));
-        if auth != "iam"
-            && let (Some(access), Some(secret)) = (access, secret)
-        {
+        if !iam && let (Some(access), Some(secret)) = (access, secret) {
             b = b.with_access_key_id(access).with_secret_access_key(secret);
         }
         b.build()

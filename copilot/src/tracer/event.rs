@@ -42,9 +42,10 @@ impl std::fmt::Display for ExitStatus {
     }
 }
 
-/// What happened, with the fields that belong to it.
+/// What happened to the process (exec, exit, chosen by the OOM killer), with the
+/// fields that belong to it; decoded from the raw `EventKind` and its flag bits.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Kind {
+pub enum EventDetail {
     Exec {
         filename: String,
         filename_truncated: bool,
@@ -59,7 +60,7 @@ pub enum Kind {
 /// One event from the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessEvent {
-    pub kind: Kind,
+    pub detail: EventDetail,
     /// Process and thread ids as the host's PID namespace sees them.
     pub tgid: u32,
     pub pid: u32,
@@ -81,19 +82,19 @@ pub struct ProcessEvent {
 impl ProcessEvent {
     /// Decodes a raw record; `None` for an unknown kind (a newer eBPF object).
     pub fn decode(ev: &Event) -> Option<Self> {
-        let kind = match EventKind::from_u32(ev.kind)? {
-            EventKind::Exec => Kind::Exec {
+        let detail = match EventKind::from_u32(ev.kind)? {
+            EventKind::Exec => EventDetail::Exec {
                 filename: c_string(&ev.filename),
                 filename_truncated: ev.flags & FLAG_FILENAME_TRUNCATED != 0,
             },
-            EventKind::Exit => Kind::Exit {
+            EventKind::Exit => EventDetail::Exit {
                 status: ExitStatus(ev.exit_status),
                 group_dead_derived: ev.flags & FLAG_GROUP_DEAD_DERIVED != 0,
             },
-            EventKind::OomVictim => Kind::OomVictim,
+            EventKind::OomVictim => EventDetail::OomVictim,
         };
         Some(Self {
-            kind,
+            detail,
             tgid: ev.tgid,
             pid: ev.pid,
             ns_tgid: ev.ns_tgid,
@@ -150,8 +151,8 @@ mod tests {
         ev.filename[..7].copy_from_slice(b"/bin/sh");
         let d = ProcessEvent::decode(&ev).unwrap();
         assert_eq!(
-            d.kind,
-            Kind::Exec {
+            d.detail,
+            EventDetail::Exec {
                 filename: "/bin/sh".into(),
                 filename_truncated: true
             }

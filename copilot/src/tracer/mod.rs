@@ -32,7 +32,7 @@ use copilot_common::{
     config::{Config, OOM_ARG_PID, OOM_ARG_TASK},
     event::{COMM_LEN, DEFAULT_RING_BYTES, Event, ExitRecord, MAX_POD_LEVEL, MainRecord},
 };
-pub use event::{ExitStatus, Kind, ProcessEvent};
+pub use event::{EventDetail, ExitStatus, ProcessEvent};
 use set::{DirLock, ProgramSet, SetKind};
 use tokio::io::{Interest, unix::AsyncFd};
 
