@@ -3,6 +3,7 @@
 use std::{path::Path, time::Duration};
 
 use anyhow::{Context as _, bail};
+use copilot::trace::{ContainerState, Line};
 use integration_test::{Container, ContainerOpts, Layout, PodCgroup};
 use serde_json::{Value, json};
 
@@ -56,7 +57,10 @@ pub fn run(
     let mut lines = Vec::new();
     if stall {
         lines = trace.collect_until(
-            |v| v["type"] == "exec" && v["container_id"] == id.as_str() && v["comm"] == "spawner",
+            |l| {
+                matches!(l, Line::Exec(e)
+                    if e.process.container_id.as_deref() == Some(&*id) && e.process.comm == "spawner")
+            },
             Duration::from_secs(30),
         )?;
         // SAFETY: signalling our own child.
@@ -67,10 +71,9 @@ pub fn run(
     }
     let rest = trace
         .collect_until(
-            |v| {
-                v["type"] == "container"
-                    && v["state"] == "exited"
-                    && v["container_id"] == id.as_str()
+            |l| {
+                matches!(l, Line::Container(c)
+                    if c.state == ContainerState::Exited && c.container_id.as_deref() == Some(&*id))
             },
             timeout,
         )
@@ -88,29 +91,31 @@ pub fn run(
         bail!("the storm container did not finish");
     }
 
-    let in_ctr = |v: &Value| v["container_id"] == id.as_str();
+    let in_ctr = |l: &Line| l.container_id() == Some(&*id);
     let execs = lines
         .iter()
-        .filter(|v| v["type"] == "exec" && in_ctr(v))
+        .filter(|l| matches!(l, Line::Exec(_)) && in_ctr(l))
         .count();
     let exits = lines
         .iter()
-        .filter(|v| v["type"] == "exit" && in_ctr(v))
+        .filter(|l| matches!(l, Line::Exit(_)) && in_ctr(l))
         .count();
     let lost: u64 = lines
         .iter()
-        .filter(|v| v["type"] == "lost")
-        .filter_map(|v| v["count"].as_u64())
+        .map(|l| match l {
+            Line::Lost { count } => *count,
+            _ => 0,
+        })
         .sum();
-    let exited = lines
-        .iter()
-        .find(|v| v["type"] == "container" && v["state"] == "exited" && in_ctr(v))
-        .cloned()
-        .unwrap_or_default();
+    let exited = lines.iter().find_map(|l| match l {
+        Line::Container(c) if c.state == ContainerState::Exited && in_ctr(l) => Some(c),
+        _ => None,
+    });
+    let main_exit_code = exited.and_then(|c| c.exit_code);
     let times: Vec<u64> = lines
         .iter()
-        .filter(|v| v["type"] == "exec" && in_ctr(v))
-        .filter_map(|v| v["time_ns"].as_u64())
+        .filter(|l| matches!(l, Line::Exec(_)) && in_ctr(l))
+        .filter_map(Line::time_ns)
         .collect();
     let span_s = match (times.iter().min(), times.iter().max()) {
         (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e9,
@@ -162,8 +167,8 @@ pub fn run(
         "lost": lost,
         "execs_per_s": if span_s > 0.0 { times.len() as f64 / span_s } else { 0.0 },
         "main_exit": {
-            "exit_code": exited["exit_code"],
-            "source": exited["source"],
+            "exit_code": main_exit_code,
+            "source": exited.map(|c| c.source),
         },
         "stop_after_sigterm_ms": stop.as_secs_f64() * 1e3,
         // Each time the consumer sleeps again after a wake-up is a voluntary switch.
@@ -185,7 +190,7 @@ pub fn run(
                 "normal ring buffer: {execs} exec lines + {lost} lost for {expected} execs: {json}"
             );
         }
-        if lost == 0 && exited["exit_code"] != 5 {
+        if lost == 0 && main_exit_code != Some(5) {
             bail!("the main exit (code 5) was not reported with its status: {json}");
         }
     } else if lost == 0 {
