@@ -15,16 +15,16 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use bench_results::ExitLatency;
 use copilot::{
     lifecycle::Source,
     trace::{Container, ContainerState, Line},
 };
 use integration_test::{Layout, PodCgroup, random_hex};
-use serde_json::{Value, json};
 
 use crate::{tracer::Trace, util::summary};
 
-pub fn run(copilot: &Path, exits: usize) -> anyhow::Result<Value> {
+pub fn run(copilot: &Path, exits: usize) -> anyhow::Result<ExitLatency> {
     let pod = PodCgroup::new(Layout::Cgroupfs);
     let mut trace = Trace::start(copilot, pod.path(), None)?;
     let mut latencies_us = Vec::with_capacity(exits);
@@ -78,7 +78,7 @@ pub fn run(copilot: &Path, exits: usize) -> anyhow::Result<Value> {
             _ => {
                 by_cgroup += 1;
                 if examples.len() < 3 {
-                    examples.push(line.clone());
+                    examples.push(serde_json::to_value(&line)?);
                 }
             }
         }
@@ -95,10 +95,10 @@ pub fn run(copilot: &Path, exits: usize) -> anyhow::Result<Value> {
             latencies_us.len()
         );
     }
-    Ok(json!({
-        "latency_us": summary(&latencies_us),
-        "exits": exits,
-        "decided_from_cgroup_instead": by_cgroup,
-        "cgroup_decided_examples": examples,
-    }))
+    Ok(ExitLatency {
+        latency_us: summary(&latencies_us),
+        exits,
+        decided_from_cgroup_instead: by_cgroup,
+        cgroup_decided_examples: examples,
+    })
 }

@@ -3,15 +3,11 @@
 use std::{path::Path, time::Duration};
 
 use anyhow::{Context as _, bail};
+use bench_results::{MainExit, Storm, StormKernel, StormReference};
 use copilot::trace::{ContainerState, Line};
 use integration_test::{Container, ContainerOpts, Layout, PodCgroup};
-use serde_json::{Value, json};
 
 use crate::{bpf, tracer::Trace};
-
-pub struct Storm {
-    pub json: Value,
-}
 
 /// `spawners` × `per` execs of /bin/true in one container; `ring_bytes` None = default.
 /// `stall`: the consumer is stopped (SIGSTOP) for 300 ms once the storm runs, as a
@@ -139,7 +135,7 @@ pub fn run(
     let inside_runs = (execs as u64 + exits as u64 + lost).max(1) as f64;
     // The same estimate for the reference programs: their outside runs cost what the
     // filter-only program costs.
-    let mut reference = json!(null);
+    let mut reference = None;
     if let Some((_ring, progs, b)) = &refs {
         let d: Vec<bpf::Stats> = progs
             .iter()
@@ -151,37 +147,42 @@ pub fn run(
             let outside = s.run_cnt.saturating_sub(inside_runs as u64);
             (s.run_time_ns as f64 - outside as f64 * filter_mean) / inside_runs
         };
-        reference = json!({
-            "filter_only_ns": inside(d[0]),
-            "reserve_submit_no_wakeup_ns": inside(d[1]),
-            "reserve_fill_submit_no_wakeup_ns": inside(d[2]),
+        reference = Some(StormReference {
+            filter_only_ns: Some(inside(d[0])),
+            reserve_submit_no_wakeup_ns: Some(inside(d[1])),
+            reserve_fill_submit_no_wakeup_ns: Some(inside(d[2])),
         });
     }
-    let json = json!({
-        "ring_bytes": ring_bytes,
-        "consumer_stalled_ms": if stall { 300 } else { 0 },
-        "spawners": spawners,
-        "execs_started": expected,
-        "exec_lines": execs,
-        "exit_lines": exits,
-        "lost": lost,
-        "execs_per_s": if span_s > 0.0 { times.len() as f64 / span_s } else { 0.0 },
-        "main_exit": {
-            "exit_code": main_exit_code,
-            "source": exited.map(|c| c.source),
+    let storm = Storm {
+        ring_bytes,
+        consumer_stalled_ms: if stall { 300 } else { 0 },
+        spawners,
+        execs_started: expected,
+        exec_lines: execs,
+        exit_lines: exits,
+        lost,
+        execs_per_s: Some(if span_s > 0.0 {
+            times.len() as f64 / span_s
+        } else {
+            0.0
+        }),
+        main_exit: MainExit {
+            exit_code: main_exit_code,
+            source: exited.map(|c| c.source.as_str().to_owned()),
         },
-        "stop_after_sigterm_ms": stop.as_secs_f64() * 1e3,
+        stop_after_sigterm_ms: Some(stop.as_secs_f64() * 1e3),
         // Each time the consumer sleeps again after a wake-up is a voluntary switch.
-        "consumer": consumer.to_json(),
-        "kernel": {
-            "exec_mean_ns": exec.mean_ns(),
-            "exit_mean_ns": exit.mean_ns(),
-            "all_runs_mean_ns": exec.add(exit).mean_ns(),
-            "outside_runs": out_exec + out_exit,
-            "inside_mean_ns": inside_ns / inside_runs,
-            "reference_inside_ns": reference,
+        consumer: consumer.result(),
+        kernel: StormKernel {
+            exec_mean_ns: Some(exec.mean_ns()),
+            exit_mean_ns: Some(exit.mean_ns()),
+            all_runs_mean_ns: Some(exec.add(exit).mean_ns()),
+            outside_runs: out_exec + out_exit,
+            inside_mean_ns: Some(inside_ns / inside_runs),
+            reference_inside_ns: reference,
         },
-    });
+    };
+    let json = serde_json::to_string(&storm)?;
     if ring_bytes.is_none() {
         // Lost events are counted and reported (a missed target, not a broken bench);
         // events missing without being counted as lost are a failure.
@@ -198,5 +199,5 @@ pub fn run(
             "the tiny ring buffer with a stalled consumer lost nothing: drops not exercised: {json}"
         );
     }
-    Ok(Storm { json })
+    Ok(storm)
 }
