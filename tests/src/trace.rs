@@ -18,8 +18,8 @@ use copilot::{
 
 use crate::{cgroup::PodCgroup, env::copilot_bin};
 
-/// One line of `copilot trace` output, parsed; its accessors are [`Line`]'s, and it
-/// prints as the JSON it was read from (failure messages show every field).
+/// One line of `copilot trace` output, parsed; it has [`Line`]'s accessors, and it
+/// prints as JSON (failure messages show every field).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event(pub Line);
 
