@@ -15,12 +15,16 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use bench_results::ExitLatency;
+use copilot::{
+    lifecycle::Source,
+    trace::{Container, ContainerState, Line},
+};
 use integration_test::{Layout, PodCgroup, random_hex};
-use serde_json::{Value, json};
 
 use crate::{tracer::Trace, util::summary};
 
-pub fn run(copilot: &Path, exits: usize) -> anyhow::Result<Value> {
+pub fn run(copilot: &Path, exits: usize) -> anyhow::Result<ExitLatency> {
     let pod = PodCgroup::new(Layout::Cgroupfs);
     let mut trace = Trace::start(copilot, pod.path(), None)?;
     let mut latencies_us = Vec::with_capacity(exits);
@@ -54,22 +58,27 @@ pub fn run(copilot: &Path, exits: usize) -> anyhow::Result<Value> {
         drop(procs);
         let line = trace
             .next_matching(
-                |v| {
-                    v["type"] == "container"
-                        && v["state"] == "exited"
-                        && v["cgroup"].as_str().is_some_and(|c| c.ends_with(&name))
+                |l| {
+                    matches!(l, Line::Container(c)
+                        if c.state == ContainerState::Exited
+                            && c.cgroup.to_str().is_some_and(|c| c.ends_with(&name)))
                 },
                 Duration::from_secs(10),
             )
             .with_context(|| format!("exit {i}: no 'exited' line for container {name}"))?;
-        match (line["time_ns"].as_u64(), line["seen_ns"].as_u64()) {
-            (Some(t), Some(seen)) if line["source"] == "event" => {
-                latencies_us.push(seen.saturating_sub(t) as f64 / 1e3);
+        match &line {
+            Line::Container(Container {
+                time_ns: Some(t),
+                seen_ns,
+                source: Source::Event,
+                ..
+            }) => {
+                latencies_us.push(seen_ns.saturating_sub(*t) as f64 / 1e3);
             }
             _ => {
                 by_cgroup += 1;
                 if examples.len() < 3 {
-                    examples.push(line.clone());
+                    examples.push(serde_json::to_value(&line)?);
                 }
             }
         }
@@ -86,10 +95,10 @@ pub fn run(copilot: &Path, exits: usize) -> anyhow::Result<Value> {
             latencies_us.len()
         );
     }
-    Ok(json!({
-        "latency_us": summary(&latencies_us),
-        "exits": exits,
-        "decided_from_cgroup_instead": by_cgroup,
-        "cgroup_decided_examples": examples,
-    }))
+    Ok(ExitLatency {
+        latency_us: summary(&latencies_us),
+        exits,
+        decided_from_cgroup_instead: by_cgroup,
+        cgroup_decided_examples: examples,
+    })
 }

@@ -4,8 +4,8 @@
 use std::{path::Path, process::Command, time::Instant};
 
 use anyhow::{Context as _, bail};
+use bench_results::{AttachOrder, Outside, Pods, PodsMeasured, PodsPoint, ProgStats};
 use integration_test::{Layout, PodCgroup, rootfs};
-use serde_json::{Value, json};
 
 use crate::{
     bpf::{self, Prog, RefProg, Stats},
@@ -38,8 +38,12 @@ fn sum(progs: &[Prog], role: Option<&str>) -> anyhow::Result<Stats> {
     Ok(s)
 }
 
-fn stats_json(s: Stats) -> Value {
-    json!({"mean_ns": s.mean_ns(), "runs": s.run_cnt, "run_time_ns": s.run_time_ns})
+fn prog_stats(s: Stats) -> ProgStats {
+    ProgStats {
+        mean_ns: Some(s.mean_ns()),
+        runs: s.run_cnt,
+        run_time_ns: s.run_time_ns,
+    }
 }
 
 /// One window of `execs` outside-the-pod execs: copilot's exec and exit programs and the
@@ -96,31 +100,29 @@ fn pass(copilot: &Path, execs: usize, refs_first: bool) -> anyhow::Result<Pass> 
 }
 
 /// Figure 4. Returns the JSON and copilot's mean ns per exec and per exit run.
-pub fn outside(copilot: &Path, execs: usize) -> anyhow::Result<(Value, f64, f64)> {
+pub fn outside(copilot: &Path, execs: usize) -> anyhow::Result<(Outside, f64, f64)> {
     let _stats = bpf::enable_stats()?;
     let a = pass(copilot, execs / 2, false)?;
     let b = pass(copilot, execs / 2, true)?;
-    let order = |p: &Pass| {
-        json!({
-            "copilot_mean_ns": p.exec.add(p.exit).mean_ns(),
-            "ref_cgroup_filter_ns": p.refs[1].mean_ns(),
-        })
+    let order = |p: &Pass| AttachOrder {
+        copilot_mean_ns: Some(p.exec.add(p.exit).mean_ns()),
+        ref_cgroup_filter_ns: Some(p.refs[1].mean_ns()),
     };
     let exec = a.exec.add(b.exec);
     let exit = a.exit.add(b.exit);
-    let r = |i: usize| stats_json(a.refs[i].add(b.refs[i]));
-    let v = json!({
-        "execs": execs,
-        "execs_per_s": (a.rate + b.rate) / 2.0,
-        "copilot_exec": stats_json(exec),
-        "copilot_exit": stats_json(exit),
-        "copilot_mean_ns": exec.add(exit).mean_ns(),
-        "ref_empty": r(0),
-        "ref_cgroup_filter": r(1),
-        "ref_cgroup_filter_rodata": r(2),
-        "copilot_attached_first": order(&a),
-        "refs_attached_first": order(&b),
-    });
+    let r = |i: usize| prog_stats(a.refs[i].add(b.refs[i]));
+    let v = Outside {
+        execs,
+        execs_per_s: Some((a.rate + b.rate) / 2.0),
+        copilot_exec: prog_stats(exec),
+        copilot_exit: prog_stats(exit),
+        copilot_mean_ns: Some(exec.add(exit).mean_ns()),
+        ref_empty: r(0),
+        ref_cgroup_filter: r(1),
+        ref_cgroup_filter_rodata: r(2),
+        copilot_attached_first: order(&a),
+        refs_attached_first: order(&b),
+    };
     Ok((v, exec.mean_ns(), exit.mean_ns()))
 }
 
@@ -129,18 +131,18 @@ pub fn outside(copilot: &Path, execs: usize) -> anyhow::Result<(Value, f64, f64)
 /// fork+exec loop there, for copilot's node-wide set and for one set per pod (the
 /// design before it, forced by a `--bpf-dir` that is not on bpffs); and what each pod
 /// costs in memory (its ring buffer in the kernel, the tracer's anonymous RSS).
-pub fn pods(copilot: &Path, counts: &[usize], execs: usize) -> anyhow::Result<Value> {
+pub fn pods(copilot: &Path, counts: &[usize], execs: usize) -> anyhow::Result<Pods> {
     let _stats = bpf::enable_stats()?;
     let bare = spawn_outside(execs)?;
     let node = curve(copilot, counts, execs, None, bare)?;
     let not_bpffs = tempfile::tempdir().context("a directory that is not on bpffs")?;
     let per_pod = curve(copilot, counts, execs, Some(not_bpffs.path()), bare)?;
-    Ok(json!({
-        "execs": execs,
-        "bare_execs_per_s": bare,
-        "node_set": node,
-        "set_per_pod": per_pod,
-    }))
+    Ok(Pods {
+        execs,
+        bare_execs_per_s: Some(bare),
+        node_set: node,
+        set_per_pod: per_pod,
+    })
 }
 
 /// One tracer per pod, added until each count in `counts` runs, measured at each.
@@ -150,7 +152,7 @@ fn curve(
     execs: usize,
     bpf_dir: Option<&Path>,
     bare_rate: f64,
-) -> anyhow::Result<Vec<Value>> {
+) -> anyhow::Result<Vec<PodsPoint>> {
     // An empty program on the same tracepoints: what any program costs per run at
     // this N (the machine's share of the figure, beside copilot's own work).
     let empty = RefProg::empty()?;
@@ -162,7 +164,11 @@ fn curve(
         let t = Instant::now();
         if let Some(why) = start_tracers(copilot, bpf_dir, n, &mut tracers, &mut progs)? {
             eprintln!("bench:   {why}");
-            out.push(json!({"pods": n, "started": tracers.len(), "error": why}));
+            out.push(PodsPoint::Failed {
+                pods: n,
+                started: tracers.len(),
+                error: why,
+            });
             break;
         }
         let started_s = t.elapsed().as_secs_f64();
@@ -196,21 +202,21 @@ fn curve(
             bare_rate / rate,
             ring_kib + anon_kib
         );
-        out.push(json!({
-            "pods": n,
-            "programs": ids.len(),
-            "node_execs": node_execs,
-            "added_ns_per_exec": added,
-            "added_ns_per_exec_rounds": rounds,
-            "empty_prog_ns_per_run": empty_ns,
-            "above_empty_ns_per_exec": above_empty,
-            "program_runs": program_runs,
-            "execs_per_s": rate,
-            "fork_exec_slowdown": bare_rate / rate,
-            "start_all_s": started_s,
-            "ring_kib_mean": ring_kib,
-            "tracer_anon_kib_mean": anon_kib,
-            "per_pod_kib": ring_kib + anon_kib,
+        out.push(PodsPoint::Measured(PodsMeasured {
+            pods: n,
+            programs: ids.len(),
+            node_execs,
+            added_ns_per_exec: Some(added),
+            added_ns_per_exec_rounds: rounds.into_iter().map(Some).collect(),
+            empty_prog_ns_per_run: Some(empty_ns),
+            above_empty_ns_per_exec: Some(above_empty),
+            program_runs,
+            execs_per_s: Some(rate),
+            fork_exec_slowdown: Some(bare_rate / rate),
+            start_all_s: Some(started_s),
+            ring_kib_mean: Some(ring_kib),
+            tracer_anon_kib_mean: Some(anon_kib),
+            per_pod_kib: Some(ring_kib + anon_kib),
         }));
     }
     for (_, trace) in tracers {

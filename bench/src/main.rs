@@ -26,7 +26,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use serde_json::{Value, json};
+use bench_results::{Figure, Figures, Machine, Mode, Results};
 
 /// Counts for one suite run.
 struct Sizes {
@@ -124,7 +124,29 @@ fn phase(arg: Option<&String>) -> anyhow::Result<Duration> {
     Ok(Duration::from_millis(ms))
 }
 
-fn machine() -> Value {
+/// A figure as the results file keeps it; a failure is logged and added to `failed`.
+fn record<T: serde::Serialize>(
+    key: &str,
+    r: anyhow::Result<T>,
+    failed: &mut Vec<String>,
+) -> Option<Figure<T>> {
+    match r {
+        Ok(v) => {
+            let json = serde_json::to_string(&v).unwrap_or_default();
+            eprintln!("bench: {key}: {json}");
+            Some(Figure::Done(v))
+        }
+        Err(e) => {
+            eprintln!("bench: {key} FAILED: {e:#}");
+            failed.push(key.to_owned());
+            Some(Figure::Failed {
+                error: format!("{e:#}"),
+            })
+        }
+    }
+}
+
+fn machine() -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
@@ -140,12 +162,12 @@ fn machine() -> Value {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    json!({
-        "cpu": cpu,
-        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "kernel": kernel.trim(),
-        "memory_gib": mem_kib as f64 / (1 << 20) as f64,
-    })
+    Machine {
+        cpu,
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel: kernel.trim().to_owned(),
+        memory_gib: mem_kib as f64 / (1 << 20) as f64,
+    }
 }
 
 fn run(
@@ -162,20 +184,9 @@ fn run(
     let sizes = if quick { &QUICK } else { &FULL };
     let started = Instant::now();
     let load_before = util::loadavg();
-    let mut figures = serde_json::Map::new();
+    let mut figures = Figures::default();
     let mut failed = Vec::new();
     let want = |n: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == n));
-    let mut record = |key: &str, r: anyhow::Result<Value>| match r {
-        Ok(v) => {
-            eprintln!("bench: {key}: {v}");
-            figures.insert(key.into(), v);
-        }
-        Err(e) => {
-            eprintln!("bench: {key} FAILED: {e:#}");
-            figures.insert(key.into(), json!({"error": format!("{e:#}")}));
-            failed.push(key.to_owned());
-        }
-    };
     let step = |name: &str| {
         eprintln!(
             "bench: == {name} ({:.0} s in)",
@@ -187,93 +198,67 @@ fn run(
     let mut outside = (0.0, 0.0);
     if want("4") || want("5") {
         step("4 kernel cost outside the pod");
-        record(
-            "4_outside",
-            kernel::outside(copilot, sizes.outside_execs).map(|(v, e, x)| {
-                outside = (e, x);
-                v
-            }),
-        );
+        let r = kernel::outside(copilot, sizes.outside_execs).map(|(v, e, x)| {
+            outside = (e, x);
+            v
+        });
+        figures.outside = record("4_outside", r, &mut failed);
     }
     if want("1") {
         step("1 exit-notification latency");
-        record("1_exit_latency", exit::run(copilot, sizes.exits));
+        let r = exit::run(copilot, sizes.exits);
+        figures.exit_latency = record("1_exit_latency", r, &mut failed);
     }
     if want("2") || want("3") || want("8") {
         step("2, 3, 8 sidecar runs beside the pollers");
-        record("2_3_8_sidecar", sidecar::runs(copilot, sizes.runs));
+        let r = sidecar::runs(copilot, sizes.runs);
+        figures.sidecar = record("2_3_8_sidecar", r, &mut failed);
     }
     if want("7") {
         step("7 idle cost");
-        record("7_idle", sidecar::idle(copilot, sizes.idle));
+        figures.idle = record("7_idle", sidecar::idle(copilot, sizes.idle), &mut failed);
     }
     if want("5") || want("10") {
+        let (spawners, per) = (sizes.storm_spawners, sizes.storm_per);
         step("5, 10 event storm, normal ring");
-        record(
-            "10_storm_normal",
-            storm::run(
-                copilot,
-                None,
-                sizes.storm_spawners,
-                sizes.storm_per,
-                false,
-                outside,
-            )
-            .map(|s| s.json),
-        );
+        let r = storm::run(copilot, None, spawners, per, false, outside);
+        figures.storm_normal = record("10_storm_normal", r, &mut failed);
         step("10 event storm, tiny ring");
-        record(
-            "10_storm_tiny",
-            storm::run(
-                copilot,
-                Some(4096),
-                sizes.storm_spawners,
-                sizes.storm_per,
-                true,
-                outside,
-            )
-            .map(|s| s.json),
-        );
+        let r = storm::run(copilot, Some(4096), spawners, per, true, outside);
+        figures.storm_tiny = record("10_storm_tiny", r, &mut failed);
     }
     if want("6") {
         step("6 pods per node");
-        record(
-            "6_pods",
-            kernel::pods(copilot, sizes.pods, sizes.pods_execs),
-        );
+        let r = kernel::pods(copilot, sizes.pods, sizes.pods_execs);
+        figures.pods = record("6_pods", r, &mut failed);
     }
     if want("9") {
         step("9 transfers");
-        record(
-            "9_transfers",
-            transfer::run(copilot, moto, sizes.big_bytes, sizes.small_files),
-        );
+        let r = transfer::run(copilot, moto, sizes.big_bytes, sizes.small_files);
+        figures.transfers = record("9_transfers", r, &mut failed);
     }
-
     if want("11") {
         step("11 whole task in the pod runner, eBPF beside the signal design");
-        record(
-            "11_pod",
-            pod::run(copilot, sizes.pod_runs, sizes.pod_big_bytes),
-        );
+        let r = pod::run(copilot, sizes.pod_runs, sizes.pod_big_bytes);
+        figures.pod = record("11_pod", r, &mut failed);
     }
 
-    let result = json!({
-        "mode": if quick { "quick" } else { "full" },
-        "machine": machine(),
-        "load_before": load_before,
-        "load_after": util::loadavg(),
-        "duration_s": started.elapsed().as_secs_f64(),
-        "figures": figures,
-        "failed": failed,
-    });
+    let result = Results {
+        mode: if quick { Mode::Quick } else { Mode::Full },
+        machine: machine(),
+        load_before,
+        load_after: util::loadavg(),
+        duration_s: started.elapsed().as_secs_f64(),
+        figures,
+        failed,
+    };
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(out, serde_json::to_vec_pretty(&result)?)
         .with_context(|| format!("writing {}", out.display()))?;
-    if !failed.is_empty() {
-        bail!("failed figures: {}", failed.join(", "));
+    if !result.failed.is_empty() {
+        bail!("failed figures: {}", result.failed.join(", "));
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
+use bench_results::{PodDesign, PodShape, PodTask};
 use copilot::sidecar::status::Outcome;
 use copilot::{
     literals::make,
@@ -22,7 +23,6 @@ use integration_test::{
     task_pod::{TestNode, UPLOADER, deploy_pod, init_container_mut},
 };
 use prost::Message as _;
-use serde_json::{Value, json};
 
 use crate::{arrival::Arrival, util::summary};
 
@@ -66,41 +66,48 @@ fn shapes(big_bytes: usize) -> [Shape; 2] {
 }
 
 /// Both designs, each shape, `runs` times.
-pub fn run(copilot: &Path, runs: usize, big_bytes: usize) -> anyhow::Result<Value> {
-    let mut out = serde_json::Map::new();
+pub fn run(copilot: &Path, runs: usize, big_bytes: usize) -> anyhow::Result<PodTask> {
+    let mut out = PodTask {
+        runs,
+        ..PodTask::default()
+    };
     for shape in shapes(big_bytes) {
-        let mut row = serde_json::Map::new();
-        for design in ["ebpf", "signal"] {
+        let design = |signal: bool| -> anyhow::Result<PodDesign> {
             let mut to_outputs = Vec::new();
             let mut to_done = Vec::new();
             for _ in 0..runs {
-                let (outputs, done) = one(copilot, &shape, design == "signal")
-                    .with_context(|| format!("{} task, {design} design", shape.name))?;
+                let (outputs, done) = one(copilot, &shape, signal).with_context(|| {
+                    let design = if signal { "signal" } else { "ebpf" };
+                    format!("{} task, {design} design", shape.name)
+                })?;
                 to_outputs.push(outputs);
                 to_done.push(done);
             }
-            row.insert(
-                design.into(),
-                json!({
-                    "exit_to_outputs_ms": summary(&to_outputs),
-                    "exit_to_pod_done_ms": summary(&to_done),
-                }),
-            );
+            Ok(PodDesign {
+                exit_to_outputs_ms: summary(&to_outputs),
+                exit_to_pod_done_ms: summary(&to_done),
+            })
+        };
+        let (ebpf, signal) = (design(false)?, design(true)?);
+        let over = |p50: fn(&PodDesign) -> Option<f64>| Some(p50(&signal)? / p50(&ebpf)?);
+        let row = PodShape {
+            bytes: if shape.name == "big" {
+                big_bytes as u64
+            } else {
+                0
+            },
+            exit_to_outputs_ms_signal_over_ebpf: over(|d| d.exit_to_outputs_ms.p50),
+            exit_to_pod_done_ms_signal_over_ebpf: over(|d| d.exit_to_pod_done_ms.p50),
+            ebpf,
+            signal,
+        };
+        if shape.name == "big" {
+            out.big = Some(row);
+        } else {
+            out.small = Some(row);
         }
-        for what in ["exit_to_outputs_ms", "exit_to_pod_done_ms"] {
-            let p50 = |design: &str| row[design][what]["p50"].as_f64();
-            if let (Some(s), Some(e)) = (p50("signal"), p50("ebpf")) {
-                row.insert(format!("{what}_signal_over_ebpf"), json!(s / e));
-            }
-        }
-        row.insert(
-            "bytes".into(),
-            json!(if shape.name == "big" { big_bytes } else { 0 }),
-        );
-        out.insert(shape.name.into(), Value::Object(row));
     }
-    out.insert("runs".into(), json!(runs));
-    Ok(Value::Object(out))
+    Ok(out)
 }
 
 /// One pod: (main exit → outputs.pb, main exit → pod done), in ms.

@@ -9,9 +9,9 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use bench_results::{Idle, Pollers, PollingDesign, SidecarRuns};
 use copilot::sidecar::status::Status;
 use integration_test::{Container, ContainerOpts, Gate, Layout, Mount, PodCgroup, random_hex};
-use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use crate::{
@@ -254,7 +254,7 @@ fn one_run(copilot: &Path, interface: &str) -> anyhow::Result<Run> {
 }
 
 /// Figures 2, 3 and 8 from the same `runs` tasks.
-pub fn runs(copilot: &Path, runs: usize) -> anyhow::Result<Value> {
+pub fn runs(copilot: &Path, runs: usize) -> anyhow::Result<SidecarRuns> {
     let interface = outputs_interface(&[
         ("n", Type::Integer),
         ("f", Type::Float),
@@ -284,29 +284,28 @@ pub fn runs(copilot: &Path, runs: usize) -> anyhow::Result<Value> {
             c.1 += life.as_secs_f64();
         }
     }
-    let pollers: serde_json::Map<String, Value> = lat
-        .iter()
-        .map(|(name, l)| {
+    let poller = |name: &str| {
+        lat.get(name).map(|l| {
             let (cpu_ms, secs) = cpu[name];
-            (
-                name.to_string(),
-                json!({
-                    "latency_ms": summary(l),
-                    "cpu_ms_per_minute": cpu_ms / secs * 60.0,
-                }),
-            )
+            PollingDesign {
+                latency_ms: summary(l),
+                cpu_ms_per_minute: Some(cpu_ms / secs * 60.0),
+            }
         })
-        .collect();
-    Ok(json!({
-        "runs": runs,
-        "startup_ms": summary(&startup),
-        "exit_to_outputs_ms": summary(&outputs),
-        "pollers": pollers,
-    }))
+    };
+    Ok(SidecarRuns {
+        runs,
+        startup_ms: summary(&startup),
+        exit_to_outputs_ms: summary(&outputs),
+        pollers: Pollers {
+            proc_2s: poller("proc_2s"),
+            file_1s: poller("file_1s"),
+        },
+    })
 }
 
 /// Figure 7: a sidecar waiting for a running main container, beside the 2 s poller.
-pub fn idle(copilot: &Path, window: Duration) -> anyhow::Result<Value> {
+pub fn idle(copilot: &Path, window: Duration) -> anyhow::Result<Idle> {
     let pod = PodCgroup::new(Layout::Cgroupfs);
     let dir = tempfile::Builder::new().prefix("bench-idle-").tempdir()?;
     let outputs = dir.path().join("outputs");
@@ -339,10 +338,10 @@ pub fn idle(copilot: &Path, window: Duration) -> anyhow::Result<Value> {
     ctr.kill(9);
     sidecar.wait(Duration::from_secs(30))?;
     drop(poller);
-    Ok(json!({
-        "window_s": window.as_secs_f64(),
-        "sidecar": s1.since(&s0).to_json(),
-        "sidecar_since_start": since_start.to_json(),
-        "poller_proc_2s": p1.since(&p0).to_json(),
-    }))
+    Ok(Idle {
+        window_s: window.as_secs_f64(),
+        sidecar: s1.since(&s0).result(),
+        sidecar_since_start: since_start.result(),
+        poller_proc_2s: p1.since(&p0).result(),
+    })
 }

@@ -3,14 +3,11 @@
 use std::{path::Path, time::Duration};
 
 use anyhow::{Context as _, bail};
+use bench_results::{MainExit, Storm, StormKernel, StormReference};
+use copilot::trace::{ContainerState, Line};
 use integration_test::{Container, ContainerOpts, Layout, PodCgroup};
-use serde_json::{Value, json};
 
 use crate::{bpf, tracer::Trace};
-
-pub struct Storm {
-    pub json: Value,
-}
 
 /// `spawners` × `per` execs of /bin/true in one container; `ring_bytes` None = default.
 /// `stall`: the consumer is stopped (SIGSTOP) for 300 ms once the storm runs, as a
@@ -56,7 +53,10 @@ pub fn run(
     let mut lines = Vec::new();
     if stall {
         lines = trace.collect_until(
-            |v| v["type"] == "exec" && v["container_id"] == id.as_str() && v["comm"] == "spawner",
+            |l| {
+                matches!(l, Line::Exec(e)
+                    if e.process.container_id.as_deref() == Some(&*id) && e.process.comm == "spawner")
+            },
             Duration::from_secs(30),
         )?;
         // SAFETY: signalling our own child.
@@ -67,10 +67,9 @@ pub fn run(
     }
     let rest = trace
         .collect_until(
-            |v| {
-                v["type"] == "container"
-                    && v["state"] == "exited"
-                    && v["container_id"] == id.as_str()
+            |l| {
+                matches!(l, Line::Container(c)
+                    if c.state == ContainerState::Exited && c.container_id.as_deref() == Some(&*id))
             },
             timeout,
         )
@@ -88,29 +87,31 @@ pub fn run(
         bail!("the storm container did not finish");
     }
 
-    let in_ctr = |v: &Value| v["container_id"] == id.as_str();
+    let in_ctr = |l: &Line| l.container_id() == Some(&*id);
     let execs = lines
         .iter()
-        .filter(|v| v["type"] == "exec" && in_ctr(v))
+        .filter(|l| matches!(l, Line::Exec(_)) && in_ctr(l))
         .count();
     let exits = lines
         .iter()
-        .filter(|v| v["type"] == "exit" && in_ctr(v))
+        .filter(|l| matches!(l, Line::Exit(_)) && in_ctr(l))
         .count();
     let lost: u64 = lines
         .iter()
-        .filter(|v| v["type"] == "lost")
-        .filter_map(|v| v["count"].as_u64())
+        .map(|l| match l {
+            Line::Lost { count } => *count,
+            _ => 0,
+        })
         .sum();
-    let exited = lines
-        .iter()
-        .find(|v| v["type"] == "container" && v["state"] == "exited" && in_ctr(v))
-        .cloned()
-        .unwrap_or_default();
+    let exited = lines.iter().find_map(|l| match l {
+        Line::Container(c) if c.state == ContainerState::Exited && in_ctr(l) => Some(c),
+        _ => None,
+    });
+    let main_exit_code = exited.and_then(|c| c.exit_code);
     let times: Vec<u64> = lines
         .iter()
-        .filter(|v| v["type"] == "exec" && in_ctr(v))
-        .filter_map(|v| v["time_ns"].as_u64())
+        .filter(|l| matches!(l, Line::Exec(_)) && in_ctr(l))
+        .filter_map(Line::time_ns)
         .collect();
     let span_s = match (times.iter().min(), times.iter().max()) {
         (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e9,
@@ -134,7 +135,7 @@ pub fn run(
     let inside_runs = (execs as u64 + exits as u64 + lost).max(1) as f64;
     // The same estimate for the reference programs: their outside runs cost what the
     // filter-only program costs.
-    let mut reference = json!(null);
+    let mut reference = None;
     if let Some((_ring, progs, b)) = &refs {
         let d: Vec<bpf::Stats> = progs
             .iter()
@@ -146,37 +147,42 @@ pub fn run(
             let outside = s.run_cnt.saturating_sub(inside_runs as u64);
             (s.run_time_ns as f64 - outside as f64 * filter_mean) / inside_runs
         };
-        reference = json!({
-            "filter_only_ns": inside(d[0]),
-            "reserve_submit_no_wakeup_ns": inside(d[1]),
-            "reserve_fill_submit_no_wakeup_ns": inside(d[2]),
+        reference = Some(StormReference {
+            filter_only_ns: Some(inside(d[0])),
+            reserve_submit_no_wakeup_ns: Some(inside(d[1])),
+            reserve_fill_submit_no_wakeup_ns: Some(inside(d[2])),
         });
     }
-    let json = json!({
-        "ring_bytes": ring_bytes,
-        "consumer_stalled_ms": if stall { 300 } else { 0 },
-        "spawners": spawners,
-        "execs_started": expected,
-        "exec_lines": execs,
-        "exit_lines": exits,
-        "lost": lost,
-        "execs_per_s": if span_s > 0.0 { times.len() as f64 / span_s } else { 0.0 },
-        "main_exit": {
-            "exit_code": exited["exit_code"],
-            "source": exited["source"],
+    let storm = Storm {
+        ring_bytes,
+        consumer_stalled_ms: if stall { 300 } else { 0 },
+        spawners,
+        execs_started: expected,
+        exec_lines: execs,
+        exit_lines: exits,
+        lost,
+        execs_per_s: Some(if span_s > 0.0 {
+            times.len() as f64 / span_s
+        } else {
+            0.0
+        }),
+        main_exit: MainExit {
+            exit_code: main_exit_code,
+            source: exited.map(|c| c.source.as_str().to_owned()),
         },
-        "stop_after_sigterm_ms": stop.as_secs_f64() * 1e3,
+        stop_after_sigterm_ms: Some(stop.as_secs_f64() * 1e3),
         // Each time the consumer sleeps again after a wake-up is a voluntary switch.
-        "consumer": consumer.to_json(),
-        "kernel": {
-            "exec_mean_ns": exec.mean_ns(),
-            "exit_mean_ns": exit.mean_ns(),
-            "all_runs_mean_ns": exec.add(exit).mean_ns(),
-            "outside_runs": out_exec + out_exit,
-            "inside_mean_ns": inside_ns / inside_runs,
-            "reference_inside_ns": reference,
+        consumer: consumer.result(),
+        kernel: StormKernel {
+            exec_mean_ns: Some(exec.mean_ns()),
+            exit_mean_ns: Some(exit.mean_ns()),
+            all_runs_mean_ns: Some(exec.add(exit).mean_ns()),
+            outside_runs: out_exec + out_exit,
+            inside_mean_ns: Some(inside_ns / inside_runs),
+            reference_inside_ns: reference,
         },
-    });
+    };
+    let json = serde_json::to_string(&storm)?;
     if ring_bytes.is_none() {
         // Lost events are counted and reported (a missed target, not a broken bench);
         // events missing without being counted as lost are a failure.
@@ -185,7 +191,7 @@ pub fn run(
                 "normal ring buffer: {execs} exec lines + {lost} lost for {expected} execs: {json}"
             );
         }
-        if lost == 0 && exited["exit_code"] != 5 {
+        if lost == 0 && main_exit_code != Some(5) {
             bail!("the main exit (code 5) was not reported with its status: {json}");
         }
     } else if lost == 0 {
@@ -193,5 +199,5 @@ pub fn run(
             "the tiny ring buffer with a stalled consumer lost nothing: drops not exercised: {json}"
         );
     }
-    Ok(Storm { json })
+    Ok(storm)
 }

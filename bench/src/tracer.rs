@@ -1,4 +1,5 @@
-//! `copilot trace` as a child process, its JSON lines read on a thread.
+//! `copilot trace` as a child process, its JSON lines read on a thread as
+//! [`Line`]s.
 use std::{
     io::BufRead as _,
     path::{Path, PathBuf},
@@ -12,11 +13,14 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use serde_json::Value;
+use copilot::{
+    trace::{Line, Ready},
+    tracer::SetUse,
+};
 
 pub struct Trace {
     child: Child,
-    lines: Receiver<Value>,
+    lines: Receiver<Line>,
     /// Its stderr, for the error message when it fails.
     stderr: tempfile::NamedTempFile,
     _stdout: tempfile::NamedTempFile,
@@ -93,7 +97,7 @@ impl Trace {
                     }
                     Ok(_) if line.ends_with('\n') => {
                         idle = Duration::from_millis(1);
-                        if let Ok(v) = serde_json::from_str::<Value>(&line)
+                        if let Ok(v) = serde_json::from_str::<Line>(&line)
                             && tx.send(v).is_err()
                         {
                             break;
@@ -113,10 +117,14 @@ impl Trace {
             set_dir: None,
         };
         let ready = t
-            .next_matching(|v| v["type"] == "ready", Duration::from_secs(30))
+            .next_matching(|l| matches!(l, Line::Ready(_)), Duration::from_secs(30))
             .context("copilot trace never printed its ready line")?;
-        if ready["programs"]["set"] == "node" {
-            t.set_dir = ready["programs"]["dir"].as_str().map(PathBuf::from);
+        if let Line::Ready(Ready {
+            programs: SetUse::Node { dir },
+            ..
+        }) = ready
+        {
+            t.set_dir = Some(dir);
         }
         Ok(t)
     }
@@ -136,9 +144,9 @@ impl Trace {
     /// exits first or nothing matches within `timeout`.
     pub fn next_matching(
         &mut self,
-        mut f: impl FnMut(&Value) -> bool,
+        mut f: impl FnMut(&Line) -> bool,
         timeout: Duration,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<Line> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -170,9 +178,9 @@ impl Trace {
     /// Every line until one satisfies `until` (included).
     pub fn collect_until(
         &mut self,
-        mut until: impl FnMut(&Value) -> bool,
+        mut until: impl FnMut(&Line) -> bool,
         timeout: Duration,
-    ) -> anyhow::Result<Vec<Value>> {
+    ) -> anyhow::Result<Vec<Line>> {
         let mut out = Vec::new();
         self.next_matching(
             |v| {
@@ -185,7 +193,7 @@ impl Trace {
     }
 
     /// Lines already printed, without waiting.
-    pub fn drain(&mut self) -> Vec<Value> {
+    pub fn drain(&mut self) -> Vec<Line> {
         self.lines.try_iter().collect()
     }
 

@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use serde_json::{Value, json};
+use bench_results::{LocalTransfer, RemoteTransfer, TransferShape, Transfers};
 
 use integration_test::{Moto, azurite::Azurite};
 
@@ -181,7 +181,7 @@ pub fn run(
     moto_bin: &Path,
     big_bytes: usize,
     small_files: usize,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<Transfers> {
     let work = tempfile::Builder::new()
         .prefix("bench-transfer-")
         .tempdir_in("/var/tmp")?;
@@ -202,28 +202,27 @@ pub fn run(
         az_sas,
     };
     timed(t.rclone().args(["mkdir", "moto:bench"]))?;
-    let mut shapes = serde_json::Map::new();
+    let mut shapes = Transfers::default();
     for (shape, multipart) in [("big", false), ("small", true)] {
         let local = src.join(shape);
         let want = tree_size(&local);
-        let mut figures = serde_json::Map::new();
-        figures.insert("bytes".into(), json!(want.0));
-        figures.insert("files".into(), json!(want.1));
-        let remotes = [
-            ("s3", Remote::S3, "s3://bench", "moto:bench"),
-            ("azure", Remote::Azure, "az://bench", "az:bench"),
-        ];
-        for (key, remote, url, rclone_base) in remotes {
-            let v = remote_figures(&t, w, shape, multipart, want, (remote, url, rclone_base))?;
-            figures.insert(key.into(), v);
+        let remote = |remote, url, rclone_base| {
+            remote_figures(&t, w, shape, multipart, want, (remote, url, rclone_base))
+        };
+        let figures = TransferShape {
+            bytes: want.0,
+            files: want.1,
+            s3: Some(remote(Remote::S3, "s3://bench", "moto:bench")?),
+            azure: Some(remote(Remote::Azure, "az://bench", "az:bench")?),
+            local: local_figures(&t, w, shape, multipart, want)?,
+        };
+        if shape == "big" {
+            shapes.big = Some(figures);
+        } else {
+            shapes.small = Some(figures);
         }
-        figures.insert(
-            "local".into(),
-            local_figures(&t, w, shape, multipart, want)?,
-        );
-        shapes.insert(shape.into(), Value::Object(figures));
     }
-    Ok(Value::Object(shapes))
+    Ok(shapes)
 }
 
 /// copilot to a server and back, then rclone to the same server and back.
@@ -234,7 +233,7 @@ fn remote_figures(
     multipart: bool,
     want: (u64, u64),
     (remote, url, rclone_base): (Remote, &str, &str),
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<RemoteTransfer> {
     let local = w.join("src").join(shape);
     let prefix = format!("{url}/copilot-{shape}");
     let c_up = t.upload(remote, &local, shape, multipart, &prefix)?;
@@ -259,16 +258,16 @@ fn remote_figures(
         let _ = std::fs::remove_dir_all(d);
     }
     let mib = want.0 as f64 / (1 << 20) as f64;
-    Ok(json!({
-        "copilot_upload_s": c_up,
-        "copilot_download_s": c_down,
-        "rclone_upload_s": r_up,
-        "rclone_download_s": r_down,
-        "upload_ratio_vs_rclone": r_up / c_up,
-        "download_ratio_vs_rclone": r_down / c_down,
-        "copilot_upload_mib_s": mib / c_up,
-        "copilot_download_mib_s": mib / c_down,
-    }))
+    Ok(RemoteTransfer {
+        copilot_upload_s: Some(c_up),
+        copilot_download_s: Some(c_down),
+        rclone_upload_s: Some(r_up),
+        rclone_download_s: Some(r_down),
+        upload_ratio_vs_rclone: Some(r_up / c_up),
+        download_ratio_vs_rclone: Some(r_down / c_down),
+        copilot_upload_mib_s: Some(mib / c_up),
+        copilot_download_mib_s: Some(mib / c_down),
+    })
 }
 
 /// copilot's local-file store, beside `cp -r`.
@@ -278,7 +277,7 @@ fn local_figures(
     shape: &str,
     multipart: bool,
     want: (u64, u64),
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<LocalTransfer> {
     let local = w.join("src").join(shape);
     let store = w.join(format!("store-{shape}"));
     let lp = format!("file://{}", store.display());
@@ -297,11 +296,11 @@ fn local_figures(
     for d in [&ldl, &cp_dst, &store] {
         let _ = std::fs::remove_dir_all(d);
     }
-    Ok(json!({
-        "copilot_upload_s": l_up,
-        "copilot_download_s": l_down,
-        "cp_r_s": cp,
-        "upload_ratio_vs_cp": cp / l_up,
-        "download_ratio_vs_cp": cp / l_down,
-    }))
+    Ok(LocalTransfer {
+        copilot_upload_s: Some(l_up),
+        copilot_download_s: Some(l_down),
+        cp_r_s: Some(cp),
+        upload_ratio_vs_cp: Some(cp / l_up),
+        download_ratio_vs_cp: Some(cp / l_down),
+    })
 }

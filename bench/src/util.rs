@@ -7,30 +7,14 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use serde_json::{Value, json};
+use bench_results::Summary;
 
 /// CLOCK_BOOTTIME in ns: the clock of the kernel's event timestamps.
 pub use copilot::tracer::boottime_ns;
 
-/// n, p50, p99, min, max, mean of `samples` (any unit), as JSON.
-pub fn summary(samples: &[f64]) -> Value {
-    if samples.is_empty() {
-        return json!({"n": 0});
-    }
-    let mut s = samples.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| {
-        let i = ((p / 100.0) * (s.len() - 1) as f64).round() as usize;
-        s[i.min(s.len() - 1)]
-    };
-    json!({
-        "n": s.len(),
-        "p50": pct(50.0),
-        "p99": pct(99.0),
-        "min": s[0],
-        "max": s[s.len() - 1],
-        "mean": s.iter().sum::<f64>() / s.len() as f64,
-    })
+/// n, p50, p99, min, max, mean of `samples` (any unit).
+pub fn summary(samples: &[f64]) -> Summary {
+    Summary::of(samples)
 }
 
 /// What the kernel accounts to a process, summed over its threads.
@@ -93,16 +77,17 @@ impl Usage {
         }
     }
 
-    pub fn to_json(self) -> Value {
-        json!({
-            "cpu_ms": self.cpu_ns as f64 / 1e6,
-            "voluntary_switches": self.voluntary_switches,
-            "involuntary_switches": self.involuntary_switches,
-            "switches": self.switches(),
-            "rss_mib": self.rss_kib as f64 / 1024.0,
-            "rss_anon_mib": self.rss_anon_kib as f64 / 1024.0,
-            "rss_file_mib": self.rss_file_kib as f64 / 1024.0,
-        })
+    /// As the results file has it.
+    pub fn result(self) -> bench_results::Usage {
+        bench_results::Usage {
+            cpu_ms: Some(self.cpu_ns as f64 / 1e6),
+            voluntary_switches: self.voluntary_switches,
+            involuntary_switches: self.involuntary_switches,
+            switches: self.switches(),
+            rss_mib: Some(self.rss_kib as f64 / 1024.0),
+            rss_anon_mib: Some(self.rss_anon_kib as f64 / 1024.0),
+            rss_file_mib: Some(self.rss_file_kib as f64 / 1024.0),
+        }
     }
 }
 

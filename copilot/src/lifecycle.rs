@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::tracer::{EventDetail, ExitStatus, ProcessEvent};
 
@@ -53,12 +53,23 @@ impl State {
 }
 
 /// Where a transition was learnt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     Event,
     Snapshot,
     Cgroup,
+}
+
+impl Source {
+    /// The name as JSON spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Event => "event",
+            Self::Snapshot => "snapshot",
+            Self::Cgroup => "cgroup",
+        }
+    }
 }
 
 /// One container cgroup of the pod.

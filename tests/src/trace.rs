@@ -11,83 +11,130 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
+use copilot::{
+    lifecycle::Source,
+    trace::{ContainerState, Line, Ready},
+};
 
 use crate::{cgroup::PodCgroup, env::copilot_bin};
 
-/// One line of `copilot trace` output.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Event(pub Value);
+/// One line of `copilot trace` output, parsed; it has [`Line`]'s accessors, and it
+/// prints as JSON (failure messages show every field).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event(pub Line);
+
+impl std::ops::Deref for Event {
+    type Target = Line;
+    fn deref(&self) -> &Line {
+        &self.0
+    }
+}
 
 impl Event {
-    /// `type`: ready, exec, exit, container, lost.
-    pub fn kind(&self) -> &str {
-        self.0["type"].as_str().unwrap_or("")
-    }
     pub fn is_exec(&self) -> bool {
-        self.kind() == "exec"
+        matches!(self.0, Line::Exec(_))
     }
     pub fn is_exit(&self) -> bool {
-        self.kind() == "exit"
+        matches!(self.0, Line::Exit(_))
     }
     pub fn is_container(&self) -> bool {
-        self.kind() == "container"
+        matches!(self.0, Line::Container(_))
     }
-    pub fn u64(&self, key: &str) -> Option<u64> {
-        self.0[key].as_u64()
-    }
-    pub fn i64(&self, key: &str) -> Option<i64> {
-        self.0[key].as_i64()
-    }
-    pub fn str(&self, key: &str) -> Option<&str> {
-        self.0[key].as_str()
-    }
-    pub fn bool(&self, key: &str) -> Option<bool> {
-        self.0[key].as_bool()
-    }
-    pub fn pid(&self) -> Option<u32> {
-        self.u64("pid").map(|p| p as u32)
-    }
+    /// `tid` of an exec or exit line.
     pub fn tid(&self) -> Option<u32> {
-        self.u64("tid").map(|p| p as u32)
+        self.0.process().map(|p| p.tid)
     }
-    pub fn container_id(&self) -> Option<&str> {
-        self.str("container_id")
-    }
-    /// `main`: the process is its container's main process (false when absent).
+    /// `main`: the process is its container's main process (false for other lines).
     pub fn is_main(&self) -> bool {
-        self.bool("main").unwrap_or(false)
+        self.0.process().is_some_and(|p| p.main)
     }
-    pub fn exit_code(&self) -> Option<i64> {
-        self.i64("exit_code")
+    /// `state` of a container line.
+    pub fn state(&self) -> Option<ContainerState> {
+        match &self.0 {
+            Line::Container(c) => Some(c.state),
+            _ => None,
+        }
     }
-    pub fn signal(&self) -> Option<i64> {
-        self.i64("signal")
+    /// `cgroup_id` of a ready, exec, exit or container line.
+    pub fn cgroup_id(&self) -> Option<u64> {
+        match &self.0 {
+            Line::Ready(r) => Some(r.cgroup_id),
+            Line::Container(c) => Some(c.cgroup_id),
+            l => l.process().map(|p| p.cgroup_id),
+        }
     }
-    pub fn oom_killed(&self) -> Option<bool> {
-        self.bool("oom_killed")
+    /// `comm` of an exec or exit line.
+    pub fn comm(&self) -> Option<&str> {
+        self.0.process().map(|p| p.comm.as_str())
     }
-    /// `state` of a container line: created, started, exited.
-    pub fn state(&self) -> Option<&str> {
-        self.str("state")
+    /// `filename` of an exec line.
+    pub fn filename(&self) -> Option<&str> {
+        match &self.0 {
+            Line::Exec(e) => Some(&e.filename),
+            _ => None,
+        }
     }
-    pub fn source(&self) -> Option<&str> {
-        self.str("source")
+    /// The raw wait `status` of an exit line.
+    pub fn status(&self) -> Option<u32> {
+        match &self.0 {
+            Line::Exit(e) => Some(e.status),
+            _ => None,
+        }
     }
-    pub fn time_ns(&self) -> Option<u64> {
-        self.u64("time_ns")
+    /// `core_dumped` of an exit line.
+    pub fn core_dumped(&self) -> Option<bool> {
+        match &self.0 {
+            Line::Exit(e) => Some(e.core_dumped),
+            _ => None,
+        }
+    }
+    /// `cgroup` of a container line.
+    pub fn cgroup(&self) -> Option<&std::path::Path> {
+        match &self.0 {
+            Line::Container(c) => Some(&c.cgroup),
+            _ => None,
+        }
+    }
+    /// The `ready` line's fields.
+    pub fn ready(&self) -> Option<&Ready> {
+        match &self.0 {
+            Line::Ready(r) => Some(r),
+            _ => None,
+        }
+    }
+    /// `source` of a container line.
+    pub fn source(&self) -> Option<Source> {
+        match &self.0 {
+            Line::Container(c) => Some(c.source),
+            _ => None,
+        }
     }
 }
 
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
+        match self.0.to_json() {
+            Ok(json) => f.write_str(&json),
+            Err(_) => write!(f, "{:?}", self.0),
+        }
+    }
+}
+
+/// Parses one stdout line of `copilot trace`.
+fn parse(line: &str) -> Result<Event, String> {
+    match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(v) if v.is_object() => serde_json::from_value(v).map(Event).map_err(|e| {
+            format!("copilot trace printed a JSON object that is not a trace line ({e}): {line:?}")
+        }),
+        _ => Err(format!(
+            "copilot trace printed a non-JSON-object line: {line:?}"
+        )),
     }
 }
 
 /// `$COPILOT_BIN trace --pod-cgroup <pod>` running for the life of this value.
 ///
-/// Every stdout line must be a JSON object (a line that is not fails the test); stderr
+/// Every stdout line must be a [`Line`] (a line that is not fails the test); stderr
 /// is collected and echoed (prefixed `copilot:`) so a failing test shows the logs.
 /// Events are kept in order: `pending` holds those not consumed by
 /// [`Trace::next_matching`] yet, [`Trace::history`] all of them.
@@ -201,12 +248,7 @@ impl Trace {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let msg = match line {
-                    Ok(line) => match serde_json::from_str::<Value>(&line) {
-                        Ok(v) if v.is_object() => Ok(Event(v)),
-                        _ => Err(format!(
-                            "copilot trace printed a non-JSON-object line: {line:?}"
-                        )),
-                    },
+                    Ok(line) => parse(&line),
                     Err(e) => Err(format!("reading copilot's stdout: {e}")),
                 };
                 if tx.send(msg).is_err() {
@@ -283,7 +325,11 @@ impl Trace {
     pub fn wait_ready(&mut self, timeout: Duration) -> Event {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(i) = self.pending.iter().position(|e| e.kind() == "ready") {
+            if let Some(i) = self
+                .pending
+                .iter()
+                .position(|e| matches!(e.0, Line::Ready(_)))
+            {
                 return self.pending.remove(i).expect("index in range");
             }
             if !self.pump(deadline) {

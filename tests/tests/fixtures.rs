@@ -6,6 +6,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use copilot::{
+    lifecycle::Source,
+    trace::{self, ContainerState, Exec, Exit, GroupDead, Line, Process, Ready},
+    tracer::SetUse,
+};
 use integration_test::{
     Container, ContainerOpts, Gate, HELPERS, Layout, Mount, PodCgroup, Trace, cgroup2_mount,
     rootfs, v1_mounts,
@@ -299,16 +304,70 @@ fn dropping_the_pod_kills_containers_and_removes_v1_and_v2_dirs() {
     drop(ctr); // runc delete of an already-removed container must not panic
 }
 
+/// A started container, `ready`, an exec and an exit of pid 5 with code 0.
+fn fake_lines() -> [Line; 4] {
+    let process = Process {
+        time_ns: 1,
+        pid: 5,
+        tid: 5,
+        ns_pid: 1,
+        ns_tid: 1,
+        ppid: 4,
+        comm: "sh".into(),
+        cgroup_id: 3,
+        container_id: Some("c".into()),
+        main: true,
+    };
+    [
+        Line::Container(trace::Container {
+            container_id: Some("c".into()),
+            cgroup: "/sys/fs/cgroup/p/c".into(),
+            cgroup_id: 3,
+            state: ContainerState::Started,
+            pid: Some(5),
+            exit_code: None,
+            signal: None,
+            oom_killed: false,
+            time_ns: Some(1),
+            seen_ns: 2,
+            source: Source::Event,
+        }),
+        Line::Ready(Ready {
+            pod_cgroup: "/sys/fs/cgroup/p".into(),
+            cgroup_id: 2,
+            programs: SetUse::Private {
+                reason: "a fixture".into(),
+            },
+        }),
+        Line::Exec(Exec {
+            process: process.clone(),
+            filename: "/bin/sh".into(),
+            filename_truncated: false,
+        }),
+        Line::Exit(Exit {
+            process,
+            status: 0,
+            exit_code: Some(0),
+            signal: None,
+            core_dumped: false,
+            oom_killed: false,
+            group_dead: GroupDead::Tracepoint,
+        }),
+    ]
+}
+
 #[test]
 fn trace_fixture_reads_json_lines_in_order() {
-    let script = r#"echo '{"type":"container","state":"started"}'; echo '{"type":"ready"}';
-        echo '{"type":"exec","pid":5}'; echo '{"type":"exit","pid":5,"exit_code":0}';
-        trap 'exit 0' TERM; while :; do sleep 0.05; done"#;
-    let mut trace = Trace::spawn_program(Path::new("/bin/sh"), &["-c", script]);
+    let lines = fake_lines()
+        .iter()
+        .map(|l| format!("echo '{}'; ", l.to_json().expect("encodes")))
+        .collect::<String>();
+    let script = format!("{lines}trap 'exit 0' TERM; while :; do sleep 0.05; done");
+    let mut trace = Trace::spawn_program(Path::new("/bin/sh"), &["-c", &script]);
     trace.wait_ready(T);
     // Lines before `ready` stay pending.
     let c = trace.next_matching(|e| e.is_container(), T);
-    assert_eq!(c.state(), Some("started"));
+    assert_eq!(c.state(), Some(ContainerState::Started));
     let upto = trace.collect_until(|e| e.is_exit(), T);
     assert_eq!(upto.len(), 2);
     assert_eq!(upto[1].exit_code(), Some(0));
@@ -324,13 +383,9 @@ fn trace_fixture_reads_json_lines_in_order() {
 #[test]
 #[should_panic(expected = "did not exit within 5 s of SIGTERM")]
 fn trace_fixture_fails_on_a_tracer_that_ignores_sigterm() {
-    let mut trace = Trace::spawn_program(
-        Path::new("/bin/sh"),
-        &[
-            "-c",
-            "trap '' TERM; echo '{\"type\":\"ready\"}'; while :; do sleep 0.05; done",
-        ],
-    );
+    let ready = fake_lines()[1].to_json().expect("encodes");
+    let script = format!("trap '' TERM; echo '{ready}'; while :; do sleep 0.05; done");
+    let mut trace = Trace::spawn_program(Path::new("/bin/sh"), &["-c", &script]);
     trace.wait_ready(T);
 }
 
@@ -338,5 +393,15 @@ fn trace_fixture_fails_on_a_tracer_that_ignores_sigterm() {
 #[should_panic(expected = "non-JSON-object line")]
 fn trace_fixture_fails_on_a_non_json_line() {
     let mut trace = Trace::spawn_program(Path::new("/bin/sh"), &["-c", "echo hello; exit 0"]);
+    trace.wait_ready(T);
+}
+
+#[test]
+#[should_panic(expected = "not a trace line")]
+fn trace_fixture_fails_on_a_json_object_that_is_not_a_trace_line() {
+    let mut trace = Trace::spawn_program(
+        Path::new("/bin/sh"),
+        &["-c", "echo '{\"type\":\"ready\"}'; exit 0"],
+    );
     trace.wait_ready(T);
 }

@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use copilot::{lifecycle::Source, trace::ContainerState, tracer::SetUse};
 use integration_test::{
     Bpffs, Container, ContainerOpts, Event, Gate, Layout, PodCgroup, Trace, join_at_exec, wait_comm,
 };
@@ -29,7 +30,10 @@ fn inode(path: &Path) -> u64 {
 fn ready(trace: &mut Trace, set: &str) -> Event {
     let ready = trace.wait_ready(T);
     assert_eq!(
-        ready.0["programs"]["set"].as_str(),
+        ready.ready().map(|r| match r.programs {
+            SetUse::Node { .. } => "node",
+            SetUse::Private { .. } => "private",
+        }),
         Some(set),
         "{ready}\nstderr:\n{}",
         trace.stderr()
@@ -42,9 +46,9 @@ fn ready(trace: &mut Trace, set: &str) -> Event {
 fn ready_private(trace: &mut Trace, why: &str) {
     let r = ready(trace, "private");
     assert!(
-        r.0["programs"]["reason"]
-            .as_str()
-            .is_some_and(|s| s.contains(why)),
+        r.ready().is_some_and(
+            |r| matches!(&r.programs, SetUse::Private { reason } if reason.contains(why))
+        ),
         "{r}"
     );
 }
@@ -73,7 +77,7 @@ fn assert_only_own(trace: &Trace, container: u64) {
     for e in trace.history() {
         if e.is_exec() || e.is_exit() {
             assert_eq!(
-                e.u64("cgroup_id"),
+                e.cgroup_id(),
                 Some(container),
                 "an event of another cgroup reached this pod's ring: {e}"
             );
@@ -139,7 +143,7 @@ fn pods_at_two_levels_share_one_set_and_see_only_their_own() {
             .iter()
             .find(|e| e.is_exec() && e.pid() == Some(ctr.pid()))
             .unwrap_or_else(|| panic!("no exec of {}", ctr.pid()));
-        assert_eq!(exec.u64("ns_pid"), Some(1), "{exec}");
+        assert_eq!(exec.process().map(|p| p.ns_pid), Some(1), "{exec}");
         assert_ne!(
             exec.pid(),
             Some(1),
@@ -232,7 +236,7 @@ fn two_hundred_fifty_pods_on_one_node() {
     }
     for (i, (trace, child)) in traces.iter_mut().zip(&children).enumerate() {
         let exit = main_exit(trace, child.id());
-        assert_eq!(exit.exit_code(), Some((i % 256) as i64), "pod {i}: {exit}");
+        assert_eq!(exit.exit_code(), Some((i % 256) as u8), "pod {i}: {exit}");
         assert_only_own(trace, inode(&dirs[i]));
     }
 }
@@ -296,7 +300,10 @@ fn an_exit_while_the_pods_copilot_was_down_keeps_its_status() {
     main.wait().expect("waiting for main");
 
     let mut second = Trace::start_in(&pod, &bpffs.node_dir());
-    let exited = second.next_matching(|e| e.is_container() && e.state() == Some("exited"), T);
+    let exited = second.next_matching(
+        |e| e.is_container() && e.state() == Some(ContainerState::Exited),
+        T,
+    );
     assert_eq!(exited.exit_code(), Some(7), "{exited}");
     assert_eq!(exited.pid(), Some(main.id()), "{exited}");
     ready(&mut second, "node");
@@ -344,14 +351,14 @@ fn running_pod(gate: &Gate) -> (PodCgroup, Container, Container) {
     (pod, sandbox, main)
 }
 
-fn container_line<'a>(trace: &'a Trace, ctr: &Container, state: &str) -> &'a Event {
+fn container_line<'a>(trace: &'a Trace, ctr: &Container, state: ContainerState) -> &'a Event {
     trace
         .history()
         .iter()
         .find(|e| {
             e.is_container() && e.container_id() == Some(ctr.id()) && e.state() == Some(state)
         })
-        .unwrap_or_else(|| panic!("no `{state}` line for {}", ctr.id()))
+        .unwrap_or_else(|| panic!("no `{}` line for {}", state.as_str(), ctr.id()))
 }
 
 /// No hostPID: the pod's copilot runs in the pod, as pid 1 of its own PID namespace,
@@ -370,14 +377,14 @@ fn without_hostpid_a_main_that_started_first_keeps_its_exact_status() {
 
     let (mut t, own) = Trace::start_in_pod(&pod, &bpffs.node_dir());
     ready(&mut t, "node");
-    let started = container_line(&t, &main, "started");
+    let started = container_line(&t, &main, ContainerState::Started);
     assert_eq!(
         started.pid(),
         Some(main.pid()),
         "from the kernel's record: {started}"
     );
-    assert_eq!(started.source(), Some("snapshot"), "{started}");
-    let paused = container_line(&t, &sandbox, "started");
+    assert_eq!(started.source(), Some(Source::Snapshot), "{started}");
+    let paused = container_line(&t, &sandbox, ContainerState::Started);
     assert_eq!(paused.pid(), Some(sandbox.pid()), "{paused}");
     // Its own container: its own host pid (its exec was the container's first),
     // never the pid 1 its own /proc shows for itself.
@@ -389,13 +396,17 @@ fn without_hostpid_a_main_that_started_first_keeps_its_exact_status() {
     let itself = t
         .history()
         .iter()
-        .find(|e| e.str("cgroup") == Some(&*own.to_string_lossy()) && e.state() == Some("started"))
+        .find(|e| e.cgroup() == Some(own.as_path()) && e.state() == Some(ContainerState::Started))
         .unwrap_or_else(|| panic!("no `started` line for its own container"));
     assert_eq!(itself.pid(), Some(copilot_pid), "{itself}");
 
     gate.open();
     let exited = t.next_matching(
-        |e| e.is_container() && e.container_id() == Some(main.id()) && e.state() == Some("exited"),
+        |e| {
+            e.is_container()
+                && e.container_id() == Some(main.id())
+                && e.state() == Some(ContainerState::Exited)
+        },
         T,
     );
     assert_eq!(exited.exit_code(), Some(3), "{exited}");
@@ -412,12 +423,16 @@ fn without_hostpid_on_a_fresh_node_the_exit_of_a_main_that_started_first_is_seen
     let (pod, _sandbox, main) = running_pod(&gate);
     let (mut t, _own) = Trace::start_in_pod(&pod, &bpffs.node_dir());
     ready(&mut t, "node");
-    let started = container_line(&t, &main, "started");
+    let started = container_line(&t, &main, ContainerState::Started);
     assert_eq!(started.pid(), None, "nothing can name it: {started}");
 
     gate.open();
     let exited = t.next_matching(
-        |e| e.is_container() && e.container_id() == Some(main.id()) && e.state() == Some("exited"),
+        |e| {
+            e.is_container()
+                && e.container_id() == Some(main.id())
+                && e.state() == Some(ContainerState::Exited)
+        },
         T,
     );
     assert_eq!(exited.exit_code(), Some(3), "{exited}");

@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use copilot::{lifecycle::Source, trace::ContainerState};
 use integration_test::{
     Container, ContainerOpts, Event, Gate, Layout, PodCgroup, Trace, cgroup2_mount, copilot_bin,
     random_hex, v1_mounts, wait_comm,
@@ -50,11 +51,11 @@ fn trace(pod: &PodCgroup) -> Trace {
     let mut trace = Trace::in_pod(pod);
     let ready = trace.wait_ready(T);
     assert_eq!(
-        ready.str("pod_cgroup"),
-        Some(&*pod.path().to_string_lossy()),
+        ready.ready().map(|r| r.pod_cgroup.as_path()),
+        Some(pod.path()),
         "{ready}"
     );
-    assert_eq!(ready.u64("cgroup_id"), Some(pod.id()), "{ready}");
+    assert_eq!(ready.cgroup_id(), Some(pod.id()), "{ready}");
     trace
 }
 
@@ -68,7 +69,7 @@ fn inode(path: &Path) -> u64 {
 /// copilot prints it relative to the pod cgroup, and an absolute path is as good.
 fn assert_cgroup(line: &Event, pod: &PodCgroup, ctr: &Container) {
     let cgroup = line
-        .str("cgroup")
+        .cgroup()
         .unwrap_or_else(|| panic!("no `cgroup`: {line}"));
     assert_eq!(pod.path().join(cgroup), ctr.cgroup_path(), "{line}");
 }
@@ -76,14 +77,10 @@ fn assert_cgroup(line: &Event, pod: &PodCgroup, ctr: &Container) {
 /// The main process's exec line: the entrypoint, exec'd by the pid runc reports.
 fn expect_main_exec(trace: &mut Trace, ctr: &Container, filename: &str, comm: &str) -> Event {
     let exec = trace.next_matching(|e| e.is_exec() && e.pid() == Some(ctr.pid()), T);
-    assert_eq!(exec.str("filename"), Some(filename), "{exec}");
-    assert_eq!(exec.str("comm"), Some(comm), "{exec}");
+    assert_eq!(exec.filename(), Some(filename), "{exec}");
+    assert_eq!(exec.comm(), Some(comm), "{exec}");
     assert_eq!(exec.container_id(), Some(ctr.id()), "{exec}");
-    assert_eq!(
-        exec.u64("cgroup_id"),
-        Some(inode(ctr.cgroup_path())),
-        "{exec}"
-    );
+    assert_eq!(exec.cgroup_id(), Some(inode(ctr.cgroup_path())), "{exec}");
     assert!(
         exec.is_main(),
         "the entrypoint's exec is not marked main: {exec}"
@@ -107,7 +104,11 @@ fn expect_main_exit(trace: &mut Trace, ctr: &Container) -> Event {
 fn expect_container_exited(trace: &mut Trace, ctr: &Container) -> Event {
     let id = ctr.id().to_string();
     trace.next_matching(
-        |e| e.is_container() && e.container_id() == Some(&id) && e.state() == Some("exited"),
+        |e| {
+            e.is_container()
+                && e.container_id() == Some(&id)
+                && e.state() == Some(ContainerState::Exited)
+        },
         T,
     )
 }
@@ -129,12 +130,12 @@ fn assert_only_main_is_main(trace: &Trace, ctr: &Container) {
         .history()
         .iter()
         .filter(|e| e.is_container() && e.container_id() == Some(ctr.id()))
-        .filter(|e| e.state() == Some("exited"))
+        .filter(|e| e.state() == Some(ContainerState::Exited))
         .count();
     assert_eq!(exited, 1, "container reported exited {exited} times");
 }
 
-fn exit_with_code(layout: Layout, args: &[&str], filename: &str, comm: &str, code: i64) {
+fn exit_with_code(layout: Layout, args: &[&str], filename: &str, comm: &str, code: u8) {
     let pod = PodCgroup::new(layout);
     let mut trace = trace(&pod);
     let ctr = Container::run(&pod, args, ContainerOpts::default());
@@ -142,9 +143,9 @@ fn exit_with_code(layout: Layout, args: &[&str], filename: &str, comm: &str, cod
     let exit = expect_main_exit(&mut trace, &ctr);
     assert_eq!(exit.exit_code(), Some(code), "{exit}");
     assert_eq!(exit.signal(), None, "{exit}");
-    assert_eq!(exit.i64("status"), Some(code << 8), "{exit}");
+    assert_eq!(exit.status(), Some(u32::from(code) << 8), "{exit}");
     assert_eq!(exit.oom_killed(), Some(false), "{exit}");
-    assert_eq!(exit.bool("core_dumped"), Some(false), "{exit}");
+    assert_eq!(exit.core_dumped(), Some(false), "{exit}");
     assert!(
         exit.time_ns() >= exec.time_ns(),
         "exit before exec: {exec} {exit}"
@@ -157,12 +158,14 @@ fn exit_with_code(layout: Layout, args: &[&str], filename: &str, comm: &str, cod
         .history()
         .iter()
         .find(|e| {
-            e.is_container() && e.container_id() == Some(ctr.id()) && e.state() == Some("started")
+            e.is_container()
+                && e.container_id() == Some(ctr.id())
+                && e.state() == Some(ContainerState::Started)
         })
         .unwrap_or_else(|| panic!("no `started` line for {}", ctr.id()));
     assert_eq!(started.pid(), Some(ctr.pid()), "{started}");
     assert_cgroup(started, &pod, &ctr);
-    assert_eq!(started.source(), Some("event"), "{started}");
+    assert_eq!(started.source(), Some(Source::Event), "{started}");
     assert_only_main_is_main(&trace, &ctr);
 }
 
@@ -193,10 +196,14 @@ fn running_before_attach(layout: Layout) {
     let mut trace = trace(&pod);
     let id = ctr.id().to_string();
     let started = trace.next_matching(
-        |e| e.is_container() && e.container_id() == Some(&id) && e.state() == Some("started"),
+        |e| {
+            e.is_container()
+                && e.container_id() == Some(&id)
+                && e.state() == Some(ContainerState::Started)
+        },
         T,
     );
-    assert_eq!(started.source(), Some("snapshot"), "{started}");
+    assert_eq!(started.source(), Some(Source::Snapshot), "{started}");
     assert_eq!(started.pid(), Some(ctr.pid()), "{started}");
     gate.open();
     let exit = expect_main_exit(&mut trace, &ctr);
@@ -218,7 +225,7 @@ fn finished_before_attach(layout: Layout) {
     let state = expect_container_exited(&mut trace, &ctr);
     let after = ready_at.elapsed();
     assert!(
-        matches!(state.source(), Some("snapshot" | "cgroup")),
+        matches!(state.source(), Some(Source::Snapshot | Source::Cgroup)),
         "exited container not reported from the snapshot/cgroup: {state}"
     );
     assert_cgroup(&state, &pod, &ctr);
@@ -243,7 +250,7 @@ fn sigkill(layout: Layout) {
     let exit = expect_main_exit(&mut trace, &ctr);
     assert_eq!(exit.signal(), Some(9), "{exit}");
     assert_eq!(exit.exit_code(), None, "{exit}");
-    assert_eq!(exit.i64("status"), Some(9), "{exit}");
+    assert_eq!(exit.status(), Some(9), "{exit}");
     assert_eq!(
         exit.oom_killed(),
         Some(false),
@@ -354,7 +361,7 @@ fn execs_in_other_cgroups_never_reach_userspace(layout: Layout) {
     let n = trace
         .history()
         .iter()
-        .filter(|e| e.is_exec() && !e.str("filename").is_some_and(|f| f.starts_with("/dev/fd/")))
+        .filter(|e| e.is_exec() && !e.filename().is_some_and(|f| f.starts_with("/dev/fd/")))
         .count();
     assert!(
         n <= 1,
@@ -375,19 +382,19 @@ fn children_are_not_the_main_process(layout: Layout) {
     assert_eq!(main_exit.exit_code(), Some(5), "{main_exit}");
     let children: Vec<&Event> = upto
         .iter()
-        .filter(|e| e.is_exit() && e.str("comm") == Some("true"))
+        .filter(|e| e.is_exit() && e.comm() == Some("true"))
         .collect();
     assert_eq!(children.len(), 200, "child exits before main's");
     for c in &children {
         assert!(!c.is_main(), "a child is marked main: {c}");
         assert_eq!(c.exit_code(), Some(0), "{c}");
         assert_eq!(c.container_id(), Some(ctr.id()), "{c}");
-        assert_eq!(c.u64("ppid"), Some(u64::from(ctr.pid())), "{c}");
+        assert_eq!(c.process().map(|p| p.ppid), Some(ctr.pid()), "{c}");
         assert_ne!(c.pid(), Some(ctr.pid()), "{c}");
     }
     let child_execs = upto
         .iter()
-        .filter(|e| e.is_exec() && e.str("filename") == Some("/bin/true"))
+        .filter(|e| e.is_exec() && e.filename() == Some("/bin/true"))
         .count();
     assert_eq!(child_execs, 200, "child exec lines");
     assert!(!upto.iter().any(|e| e.kind() == "lost"), "events lost");

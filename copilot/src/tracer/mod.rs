@@ -196,7 +196,7 @@ pub struct KernelPaths {
 }
 
 /// Whether this tracer uses the node's shared set, and if not why.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "set", rename_all = "snake_case")]
 pub enum SetUse {
     /// Registered in the node's pinned set at `dir`.

@@ -3,8 +3,9 @@
 //! Builds copilot (release) and the measuring binary `copilot-bench` (crate `bench/`),
 //! runs it as root — it drives real eBPF, runc containers, a loopback moto S3 server and
 //! rclone — then prints the table of figures and ratios with the machine it ran on,
-//! keeps the JSON in `target/bench/results.json`, and (full mode) rewrites the results
-//! section of README.md between `<!-- bench:begin -->` and `<!-- bench:end -->`.
+//! keeps the JSON (a `bench_results::Results`) in `target/bench/results.json`, and (full
+//! mode) rewrites the results section of README.md between `<!-- bench:begin -->` and
+//! `<!-- bench:end -->`.
 //!
 //! Benchmarks compare; they do not assert timing targets. They fail when something does
 //! not work (events missing, a lost event with the normal ring, a hang, a failed copy).
@@ -17,6 +18,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use bench_results::{Figure, Mode, Results};
 
 use crate::{cmd, setup};
 
@@ -75,12 +77,18 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
 fn render(results: &Path, root: &Path, opts: &Options) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(results)
         .with_context(|| format!("reading {}", results.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text).context("parsing results.json")?;
+    let v: Results = serde_json::from_str(&text).context("parsing results.json")?;
     let table = report::markdown(&v);
     println!("\n{table}");
-    if let Some(svg) = plot::fig6(&v["figures"]["6_pods"]) {
+    if let Some(svg) = v
+        .figures
+        .pods
+        .as_ref()
+        .and_then(Figure::done)
+        .and_then(plot::fig6)
+    {
         let mut paths = vec![results.with_file_name("fig6-pods.svg")];
-        if v["mode"] == "full" {
+        if v.mode == Mode::Full {
             paths.push(root.join("bench/fig6-pods.svg"));
         }
         for p in paths {
@@ -89,9 +97,7 @@ fn render(results: &Path, root: &Path, opts: &Options) -> anyhow::Result<()> {
         }
     }
     println!("results: {}", results.display());
-    let full = v["mode"] == "full"
-        && opts.only.is_empty()
-        && v["failed"].as_array().is_some_and(|f| f.is_empty());
+    let full = v.mode == Mode::Full && opts.only.is_empty() && v.failed.is_empty();
     if full {
         let readme = root.join("README.md");
         report::update_readme(&readme, &table)?;

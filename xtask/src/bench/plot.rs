@@ -1,6 +1,6 @@
 //! Figure 6 as an SVG line plot: kernel ns added per exec against the number of
 //! pods, copilot's node set beside one program set per pod.
-use serde_json::Value;
+use bench_results::{Pods, PodsPoint};
 
 const W: f64 = 640.0;
 const H: f64 = 360.0;
@@ -10,24 +10,23 @@ const TOP: f64 = 30.0;
 const RIGHT: f64 = 160.0;
 
 /// `(pods, ns)` points of one curve of `6_pods`, failed points left out.
-fn points(curve: &Value) -> Vec<(f64, f64)> {
+fn points(curve: &[PodsPoint]) -> Vec<(f64, f64)> {
     curve
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| Some((c["pods"].as_f64()?, c["added_ns_per_exec"].as_f64()?)))
+        .iter()
+        .filter_map(PodsPoint::measured)
+        .filter_map(|c| Some((c.pods as f64, c.added_ns_per_exec?)))
         .collect()
 }
 
 /// The SVG, or `None` when the figure has no points.
-pub fn fig6(fig: &Value) -> Option<String> {
+pub fn fig6(fig: &Pods) -> Option<String> {
     let series = [
         (
             "copilot: one set per node",
             "#1f77b4",
-            points(&fig["node_set"]),
+            points(&fig.node_set),
         ),
-        ("one set per pod", "#d62728", points(&fig["set_per_pod"])),
+        ("one set per pod", "#d62728", points(&fig.set_per_pod)),
     ];
     let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.2.iter().copied()).collect();
     let x_max = all.iter().map(|p| p.0).fold(0.0, f64::max);
@@ -111,10 +110,11 @@ mod tests {
             "node_set": [{"pods": 1, "added_ns_per_exec": 100.0}, {"pods": 250, "added_ns_per_exec": 110.0}],
             "set_per_pod": [{"pods": 1, "added_ns_per_exec": 100.0}, {"pods": 10, "error": "E2BIG"}],
         });
+        let fig = serde_json::from_value(fig).expect("a figure 6");
         let svg = super::fig6(&fig).expect("points");
         assert_eq!(svg.matches("<polyline").count(), 2);
         assert_eq!(svg.matches("<circle").count(), 3);
         assert!(svg.contains(">250<"));
-        assert!(super::fig6(&json!({})).is_none());
+        assert!(super::fig6(&serde_json::from_value(json!({})).expect("a figure 6")).is_none());
     }
 }

@@ -187,6 +187,7 @@ probe() {
 	sh -c "echo \$\$ >$pod/$B/cgroup.procs && exec $HELPERS_DIR/memhog"
 	say "PROBE-RC memhog $?"
 	i=0
+	# The keys of a copilot::trace::Line come in alphabetical order (its to_json).
 	while ! grep -q "\"container_id\":\"$B\".*\"state\":\"exited\"" /tmp/probe.jsonl && [ $i -lt 300 ]; do
 		sleep 0.1
 		i=$((i + 1))

@@ -362,6 +362,10 @@ impl Report {
 
     /// Checks one run of the init script's probe (see `init.sh`): container A runs
     /// leader_exit (only in `full`), container B memhog under a 32 MiB limit.
+    ///
+    /// The lines are `copilot::trace::Line`s, read here by key: xtask does not link
+    /// copilot (aya, tokio, object_store: minutes of build for every `cargo xtask`),
+    /// and these few keys are pinned byte for byte by that type's round-trip test.
     fn check_probe(&mut self, console: &[String], label: &str, want: &str, mark_victim: bool) {
         let prefix = format!("COPILOT-VM-PROBE-{label} ");
         let probe: Vec<Value> = console
