@@ -94,11 +94,14 @@ fn deploy_pod_runs_a_whole_task_flytekit_reads_back() {
     assert_eq!(status.container(DOWNLOADER).exit_code, 0);
     assert_eq!(status.container("main").exit_code, 0);
     let log = uploader_log(&status);
-    assert!(log.contains("main container found"), "{log}");
-    // Uploaded before the kubelet could notice main's exit (its next relist, 1 s).
     let result = node
         .status()
         .unwrap_or_else(|| panic!("no status file: {log}"));
+    assert!(
+        result.main.is_some(),
+        "main container found: {result:?}\n{log}"
+    );
+    // Uploaded before the kubelet could notice main's exit (its next relist, 1 s).
     let since_exit = result
         .since_exit_ms
         .unwrap_or_else(|| panic!("no since_exit_ms in {result:?}: {log}"));
@@ -218,7 +221,13 @@ fn a_proxy_sidecar_started_first_does_not_stop_the_task() {
     );
     assert!(node.error(&prefix).is_none(), "no errors.pb");
     let log = uploader_log(&status);
-    assert!(log.contains("main container found"), "{log}");
+    let result = node
+        .status()
+        .unwrap_or_else(|| panic!("no status file: {log}"));
+    assert!(
+        result.main.is_some(),
+        "main container found: {result:?}\n{log}"
+    );
     assert_eq!(status.container("istio-proxy").exit_code, 0);
 }
 

@@ -14,7 +14,7 @@ use std::{
 };
 
 use base64::Engine as _;
-use copilot::sidecar::status::{Outcome, Status};
+use copilot::sidecar::status::{Main, Outcome, Status};
 use copilot::{
     literals::make,
     proto::core::{
@@ -248,6 +248,27 @@ impl Task {
             .unwrap_or_else(|e| panic!("{}: {e}", self.status_file().display()))
     }
 
+    /// How the main container ended, as the status file says; panics (with the log)
+    /// if the sidecar saw no exit.
+    fn main_seen(&self) -> Main {
+        let status = self.status();
+        status.main.unwrap_or_else(|| {
+            panic!(
+                "no main container exit in the status file ({:?}):\n{}",
+                status.outcome,
+                self.logs()
+            )
+        })
+    }
+
+    /// The sidecar's log so far (for failure messages).
+    fn logs(&self) -> String {
+        self.sidecar
+            .as_ref()
+            .map(Copilot::stderr)
+            .unwrap_or_default()
+    }
+
     fn sidecar(&mut self) -> &mut Copilot {
         self.sidecar.as_mut().expect("the sidecar was started")
     }
@@ -469,28 +490,31 @@ fn check_mixed(task: &Task, outputs: &LiteralMap) {
     );
 }
 
-/// The exit the sidecar acted on is the main process's (runc's `pid`), not one of runc's
-/// own short-lived processes in the container cgroup.
-fn assert_main_pid(task: &Task, logs: &str) {
+/// The exit the sidecar acted on (its status file) is the main process's (runc's
+/// `pid`), not one of runc's own short-lived processes in the container cgroup.
+fn assert_main_pid(task: &Task) {
     let pid = task.main.as_ref().expect("main").pid();
-    let exited = log_line(logs, "main container exited");
-    assert!(
-        exited.contains(&format!(" pid={pid} ")),
-        "the sidecar took another process's exit for main's (main pid {pid}): {exited}"
+    let seen = task.main_seen();
+    assert_eq!(
+        seen.pid,
+        Some(pid),
+        "the sidecar took another process's exit for main's (main pid {pid}): {seen:?}"
     );
 }
 
-/// The sidecar picked the task's main container and saw it exit 0 with its pid.
-fn assert_main_found_and_exited_0(task: &Task, logs: &str) {
+/// The sidecar picked the task's main container and saw it exit 0 with its pid (its
+/// status file).
+fn assert_main_found_and_exited_0(task: &Task) {
     let main_id = task.main.as_ref().expect("main").id();
-    let found = log_line(logs, "main container found");
+    let seen = task.main_seen();
     assert!(
-        found.contains(main_id),
-        "picked the wrong container: {found}"
+        seen.container
+            .as_deref()
+            .is_some_and(|c| c.contains(main_id)),
+        "picked the wrong container: {seen:?}"
     );
-    let exited = log_line(logs, "main container exited");
-    assert!(exited.contains("status=exit code 0"), "{exited}");
-    assert_main_pid(task, logs);
+    assert_eq!(seen.exit_code, Some(0), "{seen:?}");
+    assert_main_pid(task);
 }
 
 fn log_line<'a>(logs: &'a str, needle: &str) -> &'a str {
@@ -516,7 +540,7 @@ fn success_mixed_outputs_sibling_rule() {
     task.start_main(MIXED_SCRIPT, ContainerOpts::default());
     task.wait_main();
     let logs = task.sidecar_exits_0();
-    assert_main_found_and_exited_0(&task, &logs);
+    assert_main_found_and_exited_0(&task);
     assert!(
         log_line(&logs, "attached to the pod").contains(&*task.pod.path().to_string_lossy()),
         "pod inferred from the own cgroup"
@@ -541,8 +565,8 @@ fn success_systemd_layout_pod_uid() {
     task.start_sidecar(PodArgs::Uid, &[]);
     task.start_main(MIXED_SCRIPT, ContainerOpts::default());
     task.wait_main();
-    let logs = task.sidecar_exits_0();
-    assert_main_pid(&task, &logs);
+    task.sidecar_exits_0();
+    assert_main_pid(&task);
     let outputs = task.outputs();
     check_mixed(&task, &outputs);
     let status = task.status();
@@ -566,9 +590,10 @@ fn success_without_hostpid_in_its_own_namespaces() {
     task.start_sidecar(PodArgs::UidInPod, &[]);
     task.start_main(MIXED_SCRIPT, ContainerOpts::default());
     task.wait_main();
-    let logs = task.sidecar_exits_0();
-    assert!(!logs.contains("falling back"), "{logs}");
-    assert_main_found_and_exited_0(&task, &logs);
+    task.sidecar_exits_0();
+    // The exit in the status file: seen in the kernel, not by a fallback to the signal
+    // watcher (which sees none).
+    assert_main_found_and_exited_0(&task);
     check_mixed(&task, &task.outputs());
 }
 
@@ -684,8 +709,8 @@ fn main_that_exited_before_the_sidecar_is_never_a_success() {
         started.elapsed() < Duration::from_secs(10),
         "handled at once, not by a timeout"
     );
-    let exited = log_line(&logs, "main container exited");
-    assert!(exited.contains("status=unknown"), "{exited}");
+    let seen = task.main_seen();
+    assert!(!seen.status_known, "{seen:?}\n{logs}");
     assert!(
         task.outputs_pb().is_none(),
         "no outputs.pb for an unknown status"
@@ -716,8 +741,8 @@ fn main_that_exited_before_the_sidecar_keeps_its_status_on_a_node_with_copilot()
         &["--bpf-dir", &bpf_dir.to_string_lossy()],
     );
     let logs = task.sidecar_exits_0();
-    let exited = log_line(&logs, "main container exited");
-    assert!(exited.contains("status=exit code 3"), "{exited}");
+    let seen = task.main_seen();
+    assert_eq!(seen.exit_code, Some(3), "{seen:?}\n{logs}");
     assert!(task.outputs_pb().is_none(), "exit 3 is not a success");
     let (code, _, kind, origin) = task.error();
     assert_eq!(code, "NonZeroExitCode");
@@ -876,7 +901,8 @@ fn signal_watcher_uploads_on_sigterm() {
     assert!(task.outputs_pb().is_none(), "uploaded before SIGTERM");
     task.sidecar().signal(libc::SIGTERM);
     let logs = task.sidecar_exits_0();
-    assert!(logs.contains("outputs written"), "{logs}");
+    let status = task.status();
+    assert_eq!(status.outcome, Outcome::Outputs, "{status:?}\n{logs}");
     let outputs = task.outputs();
     check_mixed(&task, &outputs);
 }
@@ -982,10 +1008,7 @@ fn least_privilege_root_with_only_bpf_and_perfmon() {
     task.start_main(MIXED_SCRIPT, ContainerOpts::default());
     task.wait_main();
     let logs = task.sidecar_exits_0();
-    assert!(
-        log_line(&logs, "main container exited").contains("status=exit code 0"),
-        "{logs}"
-    );
+    assert_eq!(task.main_seen().exit_code, Some(0), "{logs}");
     let outputs = task.outputs();
     check_mixed(&task, &outputs);
 }
@@ -1039,10 +1062,7 @@ fn non_root_with_only_bpf_and_perfmon_and_no_tracefs() {
     task.start_main(MIXED_SCRIPT, ContainerOpts::default());
     task.wait_main();
     let logs = task.sidecar_exits_0();
-    assert!(
-        log_line(&logs, "main container exited").contains("status=exit code 0"),
-        "{logs}"
-    );
+    assert_eq!(task.main_seen().exit_code, Some(0), "{logs}");
     let outputs = task.outputs();
     check_mixed(&task, &outputs);
 }
@@ -1075,10 +1095,12 @@ fn an_existing_error_document_is_kept() {
     let (code, message, ..) = task.error();
     assert_eq!(code, "InputDownloadFailed");
     assert_eq!(message, "inputs.pb: not found");
-    assert!(
-        task.sidecar().stderr().contains("nothing to do"),
-        "{}",
-        task.sidecar().stderr()
+    let status = task.status();
+    assert_eq!(
+        status.outcome,
+        Outcome::AlreadyDone,
+        "{status:?}\n{}",
+        task.logs()
     );
 }
 
@@ -1161,6 +1183,7 @@ fn a_restart_after_the_upload_writes_nothing() {
     task.sidecar_exits_0();
     let first = task.outputs();
     let _ = std::fs::remove_file(task.ready_file());
+    std::fs::remove_file(task.status_file()).expect("the first run's status file");
     task.start_sidecar(PodArgs::UidInPod, &["--after-upload", "wait-for-sigterm"]);
     assert!(
         task.sidecar().wait(Duration::from_millis(300)).is_none(),
@@ -1168,7 +1191,8 @@ fn a_restart_after_the_upload_writes_nothing() {
     );
     task.sidecar().signal(libc::SIGTERM);
     let logs = task.sidecar_exits_0();
-    assert!(logs.contains("nothing to do"), "{logs}");
+    let status = task.status();
+    assert_eq!(status.outcome, Outcome::AlreadyDone, "{status:?}\n{logs}");
     assert_eq!(task.outputs(), first, "outputs.pb changed");
 }
 
