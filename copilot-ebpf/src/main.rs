@@ -4,11 +4,11 @@
 //! per-tracepoint limit of 64 programs). One loaded set serves every pod on the
 //! node: a pod's sidecar registers its own ring buffer in `PODS` under its pod
 //! cgroup's id, and the programs find a task's pod by its cgroup ancestors at the
-//! registered levels (`LEVELS`). A gate comes first: a process whose top cgroup
-//! holds no pod (`TOPS`: the kubelet's `kubepods*` and the tops of registered
-//! pods) costs one ancestor lookup and one lookup in a hash of a few entries,
-//! whatever the number of pods; only the processes under a top go on to the
-//! pod lookups.
+//! registered levels (`GATE`). A gate comes first: a process whose top cgroup
+//! holds no pod (the kubelet's `kubepods*` and the tops of registered pods,
+//! copied into `GATE` from `TOPS`) costs one ancestor lookup and one cache
+//! line, whatever the number of pods; only the processes under a top go on to
+//! the pod lookups.
 //! Their arguments are the tracepoints' `TP_PROTO`s, read as the running kernel's
 //! BTF describes them:
 //!
@@ -52,8 +52,8 @@ use copilot_common::{
     event::{
         COMM_LEN, DEFAULT_RING_BYTES, Event, EventKind, ExitRecord, FILENAME_LEN,
         FLAG_FILENAME_TRUNCATED, FLAG_GROUP_DEAD_DERIVED, FLAG_GROUP_DEAD_FIELD, FLAG_MAIN,
-        FLAG_WAKEUP, KUBEPODS_LEVEL, LEVELS_UNGATED, MAX_POD_LEVEL, MAX_PODS, MainRecord,
-        NODE_ENTRIES, TOP_KUBELET,
+        FLAG_WAKEUP, GATE_TOPS, KUBEPODS_LEVEL, LEVELS_UNGATED, MAX_POD_LEVEL, MAX_PODS,
+        MainRecord, NODE_ENTRIES, NodeGate, TOP_KUBELET,
     },
 };
 
@@ -66,7 +66,7 @@ type PodRing = RingBuf<Event, { DEFAULT_RING_BYTES as usize }>;
 static PODS: HashOfMaps<u64, PodRing, { MAX_PODS as usize }> = HashOfMaps::new();
 
 #[map]
-static LEVELS: Array<u32> = Array::with_max_entries(1, 0);
+static GATE: Array<NodeGate> = Array::with_max_entries(1, 0);
 
 #[map]
 static DROPS: PerCpuHashMap<u64, u64> = PerCpuHashMap::with_max_entries(MAX_PODS, 0);
@@ -99,7 +99,7 @@ macro_rules! config {
 
 /// The gate, the first thing every program asks: the kind of the current
 /// task's top cgroup (`TOP_KUBELET`, `TOP_PODS`, or 0 for a top unknown to
-/// `TOPS` while the gate is off) and the `LEVELS` bits; `None` (all most
+/// the gate while it is off) and the `levels` bits; `None` (all most
 /// processes pay for) when its top holds no pod. Scalars only: an aggregate
 /// holding an `Option<Pod>` is spilled with its pointer unset on the `None`
 /// path, which the verifier refuses ("R2 !read_ok").
@@ -111,10 +111,18 @@ fn gate() -> Option<(u8, u32)> {
         // A task of the root cgroup.
         return None;
     }
-    // SAFETY: the value is a plain u8, copied out at once.
-    let kind = TOPS.get_ptr(top).map_or(0, |p| unsafe { *p });
-    // SAFETY: the value is a plain u32, copied out at once.
-    let levels = *LEVELS.get(0)?;
+    let gate = GATE.get(0)?;
+    let mut kind = 0;
+    for i in 0..GATE_TOPS {
+        if gate.tops[i] == top {
+            kind = gate.kinds[i];
+        }
+    }
+    if kind == 0 && gate.spilled != 0 {
+        // SAFETY: the value is a plain u8, copied out at once.
+        kind = TOPS.get_ptr(top).map_or(0, |p| unsafe { *p });
+    }
+    let levels = gate.levels;
     if kind == 0 && levels & LEVELS_UNGATED == 0 {
         return None;
     }

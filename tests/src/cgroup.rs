@@ -81,9 +81,10 @@ pub enum Layout {
     /// `kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid_with_underscores>.slice/cri-containerd-<id>.scope`.
     Systemd,
     /// A pod cgroup outside the kubelet's top cgroups, as a hand-made one would
-    /// be: `copilot-pods/pod<uid>/<64-hex id>` (the programs' gate must admit its
-    /// top once a copilot registers it). Not in [`Layout::ALL`].
-    Outside,
+    /// be: `copilot-pods/pod<uid>/<64-hex id>`, or `copilot-pods-<n>/…` for
+    /// `Outside(n)` with n > 0 (the programs' gate must admit its top once a
+    /// copilot registers it). Not in [`Layout::ALL`].
+    Outside(u8),
 }
 
 impl Layout {
@@ -124,7 +125,8 @@ impl PodCgroup {
         let rel = match layout {
             Layout::Cgroupfs => PathBuf::from(format!("/kubepods/besteffort/pod{uid}")),
             Layout::Guaranteed => PathBuf::from(format!("/kubepods/pod{uid}")),
-            Layout::Outside => PathBuf::from(format!("/copilot-pods/pod{uid}")),
+            Layout::Outside(0) => PathBuf::from(format!("/copilot-pods/pod{uid}")),
+            Layout::Outside(n) => PathBuf::from(format!("/copilot-pods-{n}/pod{uid}")),
             Layout::Systemd => PathBuf::from(format!(
                 "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice",
                 uid.replace('-', "_")
@@ -189,7 +191,7 @@ impl PodCgroup {
     /// Directory name of a container cgroup with container id `id` in this layout.
     pub fn container_dir_name(&self, id: &str) -> String {
         match self.layout {
-            Layout::Cgroupfs | Layout::Guaranteed | Layout::Outside => id.to_string(),
+            Layout::Cgroupfs | Layout::Guaranteed | Layout::Outside(_) => id.to_string(),
             Layout::Systemd => format!("cri-containerd-{id}.scope"),
         }
     }

@@ -98,7 +98,7 @@ fn pod_cgroup_layouts_are_created_and_removed() {
                 );
                 assert_eq!(pod.container_dir_name("ab"), "cri-containerd-ab.scope");
             }
-            Layout::Outside => unreachable!("not in Layout::ALL"),
+            Layout::Outside(_) => unreachable!("not in Layout::ALL"),
         }
         assert_eq!(pod.uid().len(), 36);
         assert!(pod.id() > 1);

@@ -170,7 +170,7 @@ fn pods_at_two_levels_share_one_set_and_see_only_their_own() {
 fn a_pod_outside_the_kubelets_cgroups_passes_the_gate() {
     let bpffs = Bpffs::new();
     let kubelet = PodCgroup::new(Layout::Guaranteed);
-    let outside = PodCgroup::new(Layout::Outside);
+    let outside = PodCgroup::new(Layout::Outside(0));
     let mut a = Trace::start_in(&kubelet, &bpffs.node_dir());
     ready(&mut a, "node");
     let mut b = Trace::start_in(&outside, &bpffs.node_dir());
@@ -184,6 +184,39 @@ fn a_pod_outside_the_kubelets_cgroups_passes_the_gate() {
     assert_eq!(exit_a.exit_code(), Some(6), "{exit_a}");
     assert_only_own(&a, inode(ca.cgroup_path()));
     assert_only_own(&b, inode(cb.cgroup_path()));
+}
+
+/// More top cgroups than the gate's value has slots (`GATE_TOPS`, 6; with the
+/// kubelet's two here, eight hand-made tops make ten): the tops that find no slot
+/// are looked up in `TOPS`, and every pod still sees its own main exit.
+#[test]
+fn tops_past_the_gates_slots_still_pass_it() {
+    const TOPS: u8 = 8;
+    let bpffs = Bpffs::new();
+    let pods: Vec<PodCgroup> = (1..=TOPS)
+        .map(|n| PodCgroup::new(Layout::Outside(n)))
+        .collect();
+    let mut traces: Vec<Trace> = pods
+        .iter()
+        .map(|p| {
+            let mut t = Trace::start_in(p, &bpffs.node_dir());
+            ready(&mut t, "node");
+            t
+        })
+        .collect();
+    let containers: Vec<Container> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let script = format!("exit {}", 10 + i);
+            Container::run(p, &["sh", "-c", &script], ContainerOpts::default())
+        })
+        .collect();
+    for (i, (t, c)) in traces.iter_mut().zip(&containers).enumerate() {
+        let exit = main_exit(t, c.pid());
+        assert_eq!(exit.exit_code(), Some(10 + i as u8), "pod {i}: {exit}");
+        assert_only_own(t, inode(c.cgroup_path()));
+    }
 }
 
 /// 250 pods (Kubernetes' maximum per node), each with its own copilot: the first 50

@@ -280,9 +280,7 @@ impl Tracer {
                 level: opts.pod_cgroup_level,
             });
         }
-        let (mut set, set_use) = open_set(opts)?;
-        set.maps
-            .add_kubelet_tops(&opts.cgroup_mount, opts.cgroup_root_level)?;
+        let (set, set_use) = open_set(opts)?;
         let obj = aya_obj::Map::new_from_params(BPF_MAP_TYPE_RINGBUF, 0, 0, opts.ring_bytes, 0);
         let ring_err = |source| Error::Ring {
             bytes: opts.ring_bytes,
@@ -492,7 +490,9 @@ impl Drop for Tracer {
 fn open_set(opts: &Options) -> Result<(ProgramSet, SetUse), Error> {
     let private = |reason: String| -> Result<(ProgramSet, SetUse), Error> {
         let (config, paths) = resolve(opts.without_oom_tracepoint)?;
-        let set = ProgramSet::private(&config, paths)?;
+        let mut set = ProgramSet::private(&config, paths)?;
+        set.maps
+            .add_kubelet_tops(&opts.cgroup_mount, opts.cgroup_root_level)?;
         Ok((set, SetUse::Private { reason }))
     };
     let Some(base) = &opts.node_dir else {
@@ -508,7 +508,7 @@ fn open_set(opts: &Options) -> Result<(ProgramSet, SetUse), Error> {
         return private(format!("{} is not on a bpffs", base.display()));
     }
     let _lock = DirLock::wait(base)?;
-    let set = match ProgramSet::node(base, || resolve(false)) {
+    let mut set = match ProgramSet::node(base, || resolve(false)) {
         Ok(set) => set,
         Err(e) => {
             let e = crate::error_chain(&e);
@@ -527,6 +527,8 @@ fn open_set(opts: &Options) -> Result<(ProgramSet, SetUse), Error> {
     let set_use = SetUse::Node {
         dir: dir.set.clone(),
     };
+    set.maps
+        .add_kubelet_tops(&opts.cgroup_mount, opts.cgroup_root_level)?;
     Ok((set, set_use))
 }
 

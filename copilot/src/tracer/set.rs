@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! <dir>/<object hash>/            one set per build of the eBPF object
-//!     PODS LEVELS DROPS MAINS CONTAINERS EXITS    maps
+//!     PODS GATE TOPS DROPS MAINS CONTAINERS EXITS    maps
 //!     link_exec link_exit[_gd] link_oom           attached raw tracepoints
 //!     pod_<cgroup id>/            one per registered pod, flock'ed by its owner
 //! <dir>/<object hash>_staging/    built here, renamed into place when whole
@@ -14,7 +14,7 @@
 //! Everything that creates or changes the node set (the first load, a pod's
 //! registration, the collection of dead pods) holds an `flock` on `<dir>`, so
 //! dozens of sidecars starting at once neither load twice nor race on the
-//! `LEVELS` bits. bpffs refuses names with a dot, hence `_staging`.
+//! gate (`GATE`, written whole). bpffs refuses names with a dot, hence `_staging`.
 
 use std::{
     collections::HashSet,
@@ -34,8 +34,8 @@ use copilot_common::{
     config::{CONFIG_GLOBAL, Config},
     event::{
         CONTAINERS_MAP, DROPS_MAP, EXEC_PROGRAM, EXIT_GROUP_DEAD_PROGRAM, EXIT_PROGRAM, EXITS_MAP,
-        ExitRecord, LEVELS_MAP, LEVELS_UNGATED, MAINS_MAP, MAX_POD_LEVEL, MainRecord, OOM_PROGRAM,
-        PODS_MAP, TOP_KUBELET, TOP_PODS, TOPS_MAP,
+        ExitRecord, GATE_MAP, GATE_TOPS, LEVELS_UNGATED, MAINS_MAP, MAX_POD_LEVEL, MainRecord,
+        NodeGate, OOM_PROGRAM, PODS_MAP, TOP_KUBELET, TOP_PODS, TOPS_MAP,
     },
 };
 use rustix::fs::{FlockOperation, flock};
@@ -56,7 +56,7 @@ const LINK_OOM: &str = "link_oom";
 /// The maps every tracer uses, however the programs were loaded.
 pub(super) struct Maps {
     pub pods: HashOfMaps<MapData, u64, RingBuf<MapData>>,
-    pub levels: Array<MapData, u32>,
+    pub gate: Array<MapData, NodeGate>,
     pub drops: PerCpuHashMap<MapData, u64, u64>,
     pub mains: HashMap<MapData, u32, u64>,
     pub containers: HashMap<MapData, u64, MainRecord>,
@@ -198,7 +198,7 @@ fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
 /// Every map of the object, by name: what a node set pins.
 const MAP_NAMES: [&str; 7] = [
     PODS_MAP,
-    LEVELS_MAP,
+    GATE_MAP,
     DROPS_MAP,
     MAINS_MAP,
     CONTAINERS_MAP,
@@ -211,7 +211,7 @@ impl Maps {
     fn from_source(mut get: impl FnMut(&'static str) -> Result<Map, Error>) -> Result<Self, Error> {
         Ok(Self {
             pods: typed(get(PODS_MAP)?, PODS_MAP)?,
-            levels: typed(get(LEVELS_MAP)?, LEVELS_MAP)?,
+            gate: typed(get(GATE_MAP)?, GATE_MAP)?,
             drops: typed(get(DROPS_MAP)?, DROPS_MAP)?,
             mains: typed(get(MAINS_MAP)?, MAINS_MAP)?,
             containers: typed(get(CONTAINERS_MAP)?, CONTAINERS_MAP)?,
@@ -236,10 +236,9 @@ impl Maps {
 
     /// Adds the kubelet's top cgroups (`kubepods*` right under the root of the
     /// cgroup v2 `mount`) to `TOPS`, so the programs keep the node-wide record
-    /// of their containers, and drops the tops that are gone; idempotent, and
-    /// safe without the node lock (each value follows from the name alone). A
-    /// mount that is not the hierarchy's root (a cgroup namespace's view) shows
-    /// none of them.
+    /// of their containers, and drops the tops that are gone; idempotent.
+    /// Callers hold the node lock (the gate is rewritten). A mount that is not
+    /// the hierarchy's root (a cgroup namespace's view) shows none of them.
     pub fn add_kubelet_tops(&mut self, mount: &Path, root_level: u32) -> Result<(), Error> {
         use std::os::unix::fs::MetadataExt as _;
         if root_level != 0 {
@@ -278,7 +277,7 @@ impl Maps {
                     source,
                 })?;
         }
-        Ok(())
+        self.sync_gate(|_| {})
     }
 
     /// Opens the gate for a pod under top cgroup `top`: adds it to `TOPS` unless
@@ -286,43 +285,49 @@ impl Maps {
     /// turns the gate off (callers hold the node lock, as for [`Self::add_level`]).
     pub fn add_pod_top(&mut self, top: Option<u64>) -> Result<(), Error> {
         let Some(id) = top else {
-            return self.set_level_bits(LEVELS_UNGATED);
+            return self.sync_gate(|g| g.levels |= LEVELS_UNGATED);
         };
         match self.tops.insert(id, TOP_PODS, BPF_NOEXIST) {
             Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::EEXIST) =>
-            {
-                Ok(())
-            }
+                if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
             r => r.map_err(|source| Error::Map {
                 name: TOPS_MAP,
                 source,
-            }),
+            })?,
         }
+        self.sync_gate(|_| {})
     }
 
-    /// Sets bit `level` of `LEVELS` (callers hold the node lock: read, or, write).
+    /// Sets bit `level` of the gate's levels (callers hold the node lock).
     pub fn add_level(&mut self, level: u32) -> Result<(), Error> {
         if !(1..=MAX_POD_LEVEL).contains(&level) {
             return Err(Error::PodLevel { level });
         }
-        self.set_level_bits(1 << level)
+        self.sync_gate(|g| g.levels |= 1 << level)
     }
 
-    fn set_level_bits(&mut self, bits: u32) -> Result<(), Error> {
-        let map_err = |source| Error::Map {
-            name: LEVELS_MAP,
+    /// Rewrites the gate from `TOPS`, after `change`, if that changes it
+    /// (callers hold the node lock). See [`NodeGate`] for what a reader that
+    /// sees the write half done may rely on.
+    fn sync_gate(&mut self, change: impl FnOnce(&mut NodeGate)) -> Result<(), Error> {
+        let old = self.gate.get(&0, 0).map_err(|source| Error::Map {
+            name: GATE_MAP,
             source,
-        };
-        let old = self.levels.get(&0, 0).map_err(map_err)?;
-        if old & bits != bits {
-            self.levels.set(0, old | bits, 0).map_err(map_err)?;
+        })?;
+        let tops: Vec<(u64, u8)> = self.tops.iter().filter_map(Result::ok).collect();
+        let mut new = fill_gate(old, &tops);
+        change(&mut new);
+        if new != old {
+            self.gate.set(0, new, 0).map_err(|source| Error::Map {
+                name: GATE_MAP,
+                source,
+            })?;
         }
         Ok(())
     }
 
     pub fn levels(&self) -> u32 {
-        self.levels.get(&0, 0).unwrap_or(0)
+        self.gate.get(&0, 0).map_or(0, |g| g.levels)
     }
 
     /// Adds `ring` as pod `id`'s ring buffer, with a zeroed lost-event counter.
@@ -468,6 +473,35 @@ pub(super) fn orphans(set: &Path) -> Vec<(u64, DirLock)> {
         .collect()
 }
 
+/// `old` with its slots matched to `tops` (id, kind): a slot whose top is gone is
+/// emptied, a new top takes an empty slot, and the rest stay where they are (a
+/// reader must never see a live top move). Tops that find no slot set `spilled`,
+/// for good.
+fn fill_gate(old: NodeGate, tops: &[(u64, u8)]) -> NodeGate {
+    let mut gate = old;
+    for slot in 0..GATE_TOPS {
+        if gate.tops[slot] != 0 && !tops.iter().any(|&(id, _)| id == gate.tops[slot]) {
+            gate.tops[slot] = 0;
+            gate.kinds[slot] = 0;
+        }
+    }
+    let mut spilled = false;
+    for &(id, kind) in tops {
+        if let Some(slot) = gate.tops.iter().position(|&t| t == id) {
+            gate.kinds[slot] = kind;
+        } else if let Some(slot) = gate.tops.iter().position(|&t| t == 0) {
+            gate.tops[slot] = id;
+            gate.kinds[slot] = kind;
+        } else {
+            spilled = true;
+        }
+    }
+    // Never cleared: a reader that saw it cleared before the slot it made room
+    // for was written would miss that top.
+    gate.spilled |= u32::from(spilled);
+    gate
+}
+
 /// Ids of the cgroups at the levels set in `levels`, below a cgroup v2 mount
 /// whose root is level `root_level`; `None` when the tree cannot be read whole.
 pub(super) fn cgroup_ids(mount: &Path, root_level: u32, levels: u32) -> Option<HashSet<u64>> {
@@ -501,4 +535,67 @@ pub(super) fn cgroup_ids(mount: &Path, root_level: u32, levels: u32) -> Option<H
         frontier = next;
     }
     Some(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(tops: [(u64, u8); GATE_TOPS]) -> NodeGate {
+        let mut g = NodeGate::default();
+        for (slot, (id, kind)) in tops.into_iter().enumerate() {
+            g.tops[slot] = id;
+            g.kinds[slot] = kind;
+        }
+        g
+    }
+
+    #[test]
+    fn a_new_top_takes_the_first_empty_slot_and_live_ones_stay_put() {
+        let old = gate([
+            (7, TOP_KUBELET),
+            (0, 0),
+            (9, TOP_PODS),
+            (0, 0),
+            (0, 0),
+            (0, 0),
+        ]);
+        let new = fill_gate(old, &[(9, TOP_PODS), (11, TOP_PODS), (7, TOP_KUBELET)]);
+        assert_eq!(new.tops, [7, 11, 9, 0, 0, 0]);
+        assert_eq!(new.kinds[..3], [TOP_KUBELET, TOP_PODS, TOP_PODS]);
+        assert_eq!(new.spilled, 0);
+    }
+
+    #[test]
+    fn a_gone_top_frees_its_slot_without_moving_the_others() {
+        let old = gate([
+            (7, TOP_KUBELET),
+            (8, TOP_PODS),
+            (9, TOP_PODS),
+            (0, 0),
+            (0, 0),
+            (0, 0),
+        ]);
+        let new = fill_gate(old, &[(7, TOP_KUBELET), (9, TOP_PODS)]);
+        assert_eq!(new.tops, [7, 0, 9, 0, 0, 0]);
+        assert_eq!(new.kinds[1], 0);
+    }
+
+    #[test]
+    fn tops_past_the_slots_spill_for_good_and_levels_are_kept() {
+        let mut old = NodeGate {
+            levels: 1 << 3,
+            ..NodeGate::default()
+        };
+        old.tops = [1, 2, 3, 4, 5, 6];
+        old.kinds = [TOP_PODS; 8];
+        let all: Vec<(u64, u8)> = (1..=7).map(|id| (id, TOP_PODS)).collect();
+        let spilled = fill_gate(old, &all);
+        assert_eq!(spilled.spilled, 1);
+        assert_eq!(spilled.levels, 1 << 3);
+        // Room again: the flag stays, since a reader may still rely on it.
+        let fewer = fill_gate(spilled, &all[..3]);
+        assert_eq!(fewer.tops, [1, 2, 3, 0, 0, 0]);
+        assert_eq!(fewer.spilled, 1);
+    }
 }
