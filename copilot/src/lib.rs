@@ -3,7 +3,7 @@
 //! Dependencies point one way: [`cli`] (the only user of clap's definitions)
 //! → the commands ([`trace`], [`download`], [`sidecar`]) → [`monitor`] →
 //! ([`cgroup`], [`tracer`], [`lifecycle`]) and [`literals`] → [`storage`];
-//! [`duration`] and [`proto`] are leaves. `tests/tidy.rs` holds the command
+//! [`duration`] and [`proto`] are leaves. `tests/it/tidy.rs` holds the command
 //! line to this, and no library function may grow past 80 lines.
 #![warn(clippy::too_many_lines)]
 

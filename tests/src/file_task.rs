@@ -1,6 +1,6 @@
 //! A `file://` store holding one `inputs.pb`, and the folders of one
 //! `copilot download` from it (`$COPILOT_BIN`): this crate's twin of copilot's own
-//! test fixture (`copilot/tests/support/task.rs`), which needs its crate's binary.
+//! test fixture (`copilot/tests/it/support/task.rs`), which needs its crate's binary.
 use std::{path::PathBuf, process::Command};
 
 use copilot::proto::core::{ErrorDocument, LiteralMap};

@@ -6,8 +6,6 @@
 //! a body shorter than its Content-Length, a certificate no trusted CA signed,
 //! broken CA settings; and the S3 client (object_store) against moto serving
 //! https with a certificate of the same kind, trusted the same way.
-mod support;
-
 use std::{
     ffi::OsString,
     path::Path,
@@ -16,7 +14,8 @@ use std::{
 };
 
 use copilot::literals::make;
-use support::{
+
+use crate::support::{
     Task,
     https::{HttpsServer, TestCa, ok, redirect, short, status},
 };
@@ -299,7 +298,7 @@ fn s3_over_https_trusts_ssl_cert_file_too() {
     let ca = TestCa::new("copilot test CA (s3)");
     let certs = tempfile::tempdir().expect("tempdir");
     let (cert, key) = ca.write_leaf(certs.path());
-    let Some(moto) = support::moto::start_moto_tls(&cert, &key) else {
+    let Some(moto) = crate::support::moto::start_moto_tls(&cert, &key) else {
         return;
     };
     let body = payload();

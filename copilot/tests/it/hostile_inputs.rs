@@ -4,8 +4,6 @@
 //! mid-transfer, and secrets echoed in error messages. The store is a real
 //! `file://` folder or the in-memory store; slow transfers come from a real HTTP
 //! server on loopback that sends a little and then stalls.
-mod support;
-
 use std::{
     io::Read as _,
     os::unix::fs::PermissionsExt as _,
@@ -23,7 +21,8 @@ use copilot::{
     proto::core::{ErrorDocument, LiteralMap, Schema, StructuredDataset, scalar},
     storage::{Progress, StorageConfig, Store},
 };
-use support::Task;
+
+use crate::support::Task;
 
 fn store() -> Store {
     Store::new(StorageConfig::default())
@@ -244,7 +243,7 @@ fn message(doc: &ErrorDocument) -> (String, String) {
 
 #[test]
 fn a_signal_mid_download_removes_the_staging_folder_and_writes_errors_pb() {
-    let server = support::StallingServer::start();
+    let server = crate::support::StallingServer::start();
     for (signal, name, code) in [
         (libc::SIGTERM, "SIGTERM", 143),
         (libc::SIGINT, "SIGINT", 130),
@@ -299,7 +298,7 @@ fn a_stale_staging_folder_is_removed_by_the_next_download() {
 
 #[test]
 fn the_timeout_stops_stalled_and_long_transfers() {
-    let server = support::StallingServer::start();
+    let server = crate::support::StallingServer::start();
     // A 16 GiB sparse file: one copy call would write it all before the timeout
     // could act; chunked, the download stops within one chunk.
     let src = tempfile::tempdir().expect("tempdir");

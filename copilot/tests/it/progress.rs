@@ -2,12 +2,11 @@
 //! progress bar (bytes, files, rate, time left) on stderr; with stderr on a
 //! pipe (a pod's log) it draws none. The terminal is a real pty made by
 //! util-linux `script`; the transfer is a body that stalls after 64 KiB.
-mod support;
-
 use std::process::Command;
 
 use copilot::literals::make;
-use support::Task;
+
+use crate::support::Task;
 
 /// `copilot download … --timeout 2s` of the task as words of a command line.
 fn download_line(task: &Task) -> Vec<String> {
@@ -22,7 +21,7 @@ fn has_bar(text: &str) -> bool {
 
 #[test]
 fn a_terminal_gets_a_progress_bar_and_a_pipe_does_not() {
-    let server = support::StallingServer::start();
+    let server = crate::support::StallingServer::start();
     let task = Task::new(&make::literal_map([(
         "big",
         make::blob(server.url(), "", false),

@@ -11,7 +11,7 @@ use copilot::{
 use prost::Message;
 
 fn golden(name: &str) -> Vec<u8> {
-    let path = format!("{}/tests/golden/{name}.pb", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/tests/it/golden/{name}.pb", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("read {path}: {e}"))
 }
 

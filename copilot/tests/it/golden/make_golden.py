@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the golden FlyteIDL messages used by copilot/tests/golden.rs.
+"""Writes the golden FlyteIDL messages used by copilot/tests/it/golden.rs.
 
 The bytes come from an encoder independent of copilot: the `flyteidl`
 package from PyPI (Google's protobuf runtime), with deterministic
@@ -7,7 +7,7 @@ serialization (map entries sorted by key, as copilot's BTreeMap maps are).
 
     python3 -m venv /tmp/venv-flyteidl
     /tmp/venv-flyteidl/bin/pip install flyteidl==1.16.8
-    /tmp/venv-flyteidl/bin/python copilot/tests/golden/make_golden.py
+    /tmp/venv-flyteidl/bin/python copilot/tests/it/golden/make_golden.py
 """
 import os
 

@@ -2,11 +2,6 @@
 //! ([`Task`]), a real S3-compatible server (moto) serving https ([`moto`]), an HTTPS
 //! server with a test CA ([`https`]), an HTTP server whose body stalls
 //! ([`StallingServer`]).
-#![allow(
-    dead_code,
-    unused_imports,
-    reason = "each test binary uses a different part"
-)]
 pub mod https;
 pub mod moto;
 mod stalling;
