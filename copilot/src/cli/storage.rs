@@ -55,7 +55,8 @@ pub struct StorageArgs {
     /// flytestdlib config file (YAML); its `storage:` section is read.
     #[arg(long = "config", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Storage type (accepted for compatibility: each URL's scheme picks the backend).
+    /// Storage type (accepted for compatibility: each URL's scheme picks the backend;
+    /// `redis`, which flyte-copilot accepts, is refused once parsed: copilot has no redis store).
     #[arg(long = "storage.type", global = true, value_parser = blank_or::<StorageType>())]
     pub kind: Option<Blankable<StorageType>>,
     /// Default bucket/container (used for references without one).
@@ -115,6 +116,12 @@ impl StorageArgs {
         };
         let mut stow_config = file.stow.config;
         config::parse_stow_pairs(&self.stow_config, &mut stow_config)?;
+        // Checked here, so that a bad value fails at start, not at the first s3 access.
+        config::stow_auth_type(&stow_config)?;
+        let kind = self.kind.unwrap_or(file.kind);
+        if kind == Some(StorageType::Redis) {
+            return Err(ConfigError::RedisUnsupported);
+        }
         let retry_timeout = crate::duration::parse_std(&self.retry_timeout).map_err(|source| {
             ConfigError::Duration {
                 flag: "--storage.retry-timeout",
@@ -122,7 +129,7 @@ impl StorageArgs {
             }
         })?;
         Ok(StorageConfig {
-            kind: self.kind.unwrap_or(file.kind),
+            kind,
             container: self.container.clone().or(file.container),
             endpoint: self
                 .endpoint
@@ -319,6 +326,42 @@ mod tests {
         assert_eq!((blank.kind, blank.auth_type), (None, None));
         let err = config("storage:\n  type: gcs\n").expect_err("unknown type");
         assert!(err.to_string().contains("gcs"), "{err}");
+    }
+
+    #[test]
+    fn redis_parses_then_is_refused_naming_the_flag() {
+        let cli = Cli::try_parse_from(["copilot", "--storage.type=redis"])
+            .expect("redis parses, as flytestdlib accepts it");
+        assert_eq!(cli.storage.kind, Some(Some(StorageType::Redis)));
+        let err = cli.storage.to_config().expect_err("no redis store");
+        let text = err.to_string();
+        assert!(text.contains("--storage.type redis"), "{text}");
+        assert!(text.contains("no redis store"), "{text}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("config.yaml");
+        std::fs::write(&file, "storage:\n  type: redis\n").expect("write config");
+        let path = file.to_str().expect("utf-8 path");
+        let cli = Cli::try_parse_from(["copilot", "--config", path]).expect("parse");
+        let err = cli.storage.to_config().expect_err("no redis store");
+        assert!(matches!(err, ConfigError::RedisUnsupported), "{err}");
+    }
+
+    #[test]
+    fn stow_auth_type_takes_the_same_spellings_as_the_flag() {
+        let config = |pair: &str| {
+            Cli::try_parse_from(["copilot", "--storage.stow.config", pair])
+                .expect("parse")
+                .storage
+                .to_config()
+        };
+        for ok in ["auth_type=iam", "auth_type=accesskey", "auth_type="] {
+            config(ok).expect(ok);
+        }
+        for bad in ["auth_type=IAM", "auth_type=access-key", "auth_type=sts"] {
+            let err = config(bad).expect_err(bad).to_string();
+            assert!(err.contains("--storage.stow.config auth_type"), "{err}");
+            assert!(err.contains("`iam` or `accesskey`"), "{err}");
+        }
     }
 
     #[test]

@@ -27,6 +27,17 @@ pub enum ConfigError {
         "--storage.stow.config expects key=value pairs; item {item} has no '=' (not shown: it may be a secret)"
     )]
     StowConfig { item: usize },
+    #[error(
+        "--storage.type redis (or `type: redis` in the --config file's storage section): \
+         flyte-copilot accepts it for Flyte 2's redis store, but copilot has no redis store; \
+         use s3, minio, stow, azure, local or mem"
+    )]
+    RedisUnsupported,
+    #[error(
+        "--storage.stow.config auth_type must be `iam` or `accesskey`, as for \
+         --storage.connection.auth-type (the value is not shown: it may be a secret)"
+    )]
+    StowAuthType,
     #[error("invalid duration for {flag}: {source}")]
     Duration {
         flag: &'static str,
@@ -86,6 +97,9 @@ pub enum StorageType {
     /// Azure Blob Storage: copilot's own spelling (flytestdlib reaches Azure
     /// through `stow`), which copilot's own tests and benches use.
     Azure,
+    /// Flyte 2's redis store: accepted at parse time, as flytestdlib accepts
+    /// it, then refused when the store is set up ([`ConfigError::RedisUnsupported`]).
+    Redis,
 }
 
 /// `--storage.connection.auth-type`, spelled as `flyte-copilot` accepts it.
@@ -189,6 +203,26 @@ pub(crate) struct FileStow {
     pub(crate) kind: Option<String>,
     #[serde(default)]
     pub(crate) config: BTreeMap<String, Secret>,
+}
+
+/// The `auth_type` of the stow config map, read with [`AuthType`]'s spellings
+/// so that it and `--storage.connection.auth-type` agree; empty or absent is unset.
+///
+/// Before, `auth_type` was compared with `"iam"` and any other text meant the
+/// access keys: the only spellings that meant something were `iam` and
+/// `accesskey`, which [`AuthType`] takes, so none is lost. Another value
+/// (`IAM`, `access-key`) now fails, as stow's s3 client (flyte-copilot's)
+/// refuses an `auth_type` other than those two, instead of silently meaning
+/// the access keys.
+pub(crate) fn stow_auth_type(
+    stow_config: &BTreeMap<String, Secret>,
+) -> Result<Option<AuthType>, ConfigError> {
+    match stow_config.get("auth_type").map(Secret::expose) {
+        None | Some("") => Ok(None),
+        Some(text) => <AuthType as clap::ValueEnum>::from_str(text, false)
+            .map(Some)
+            .map_err(|_| ConfigError::StowAuthType),
+    }
 }
 
 pub(crate) fn parse_stow_pairs(
@@ -340,6 +374,26 @@ mod config_file_tests {
         assert!(text.contains("us-east-1"), "{text}");
         let err = read_config_files(&dir.path().join("*.json")).expect_err("no match");
         assert!(err.to_string().contains("no file matches"), "{err}");
+    }
+
+    #[test]
+    fn stow_auth_type_takes_the_flags_spellings() {
+        let map = |value: &str| BTreeMap::from([("auth_type".to_owned(), Secret::new(value))]);
+        assert_eq!(stow_auth_type(&BTreeMap::new()).expect("absent"), None);
+        assert_eq!(stow_auth_type(&map("")).expect("empty"), None);
+        assert_eq!(
+            stow_auth_type(&map("iam")).expect("iam"),
+            Some(AuthType::Iam)
+        );
+        assert_eq!(
+            stow_auth_type(&map("accesskey")).expect("accesskey"),
+            Some(AuthType::AccessKey)
+        );
+        for bad in ["IAM", "access-key", "hunter2"] {
+            let err = stow_auth_type(&map(bad)).expect_err(bad).to_string();
+            assert!(err.contains("auth_type") && err.contains("iam"), "{err}");
+            assert!(!err.contains(bad), "the value is not echoed: {err}");
+        }
     }
 
     #[test]

@@ -484,10 +484,13 @@ impl Store {
         if let Some(region) = cfg.region.clone().or_else(|| self.stow("region")) {
             b = b.with_region(region);
         }
-        let iam = match cfg.auth_type {
-            Some(auth) => auth == AuthType::Iam,
-            None => self.stow("auth_type").is_some_and(|a| a == "iam"),
-        };
+        let stow_auth = super::config::stow_auth_type(&cfg.stow_config).map_err(|e| {
+            object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(e),
+            }
+        })?;
+        let iam = cfg.auth_type.or(stow_auth) == Some(AuthType::Iam);
         let access = cfg
             .access_key
             .as_ref()
