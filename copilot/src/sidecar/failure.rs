@@ -16,7 +16,8 @@ use crate::{
 
 use super::{
     Error, Options,
-    status::{Outcome, Status},
+    run::Done,
+    status::{Main, Outcome, Status},
     wait::{self, MainExit},
 };
 
@@ -57,23 +58,37 @@ impl Failure {
     }
 }
 
-/// The error document to write, if any; the status says which.
+/// The status of a run that waited for the main container (`main`, when its exit
+/// was seen), and the error document to write, if any. Every result names its
+/// outcome here: there is no default one to fall back on.
 pub(super) fn outcome(
-    result: Result<Option<ErrorDocument>, Failure>,
-    status: &mut Status,
-) -> Option<ErrorDocument> {
+    result: Result<Done, Failure>,
+    main: Option<Main>,
+) -> (Status, Option<ErrorDocument>) {
+    let status = |outcome, since_exit_ms, url| Status {
+        outcome,
+        error_code: None,
+        main,
+        since_exit_ms,
+        url,
+    };
     let doc = match result {
-        Ok(doc) => doc,
+        Ok(Done::Outputs { url, since_exit_ms }) => {
+            return (status(Outcome::Outputs, since_exit_ms, Some(url)), None);
+        }
+        Ok(Done::NoOutputs) => return (status(Outcome::NoOutputs, None, None), None),
+        Ok(Done::Document(doc)) => doc,
         Err(f) => {
             tracing::error!(code = %f.code, "{}", f.message);
-            Some(error_document(f.code, &f.message))
+            error_document(f.code, &f.message)
         }
     };
-    if let Some(error) = doc.as_ref().and_then(|d| d.error.as_ref()) {
-        status.outcome = Outcome::Error;
-        status.error_code = Some(error.code.clone());
-    }
-    doc
+    let error_code = doc.error.as_ref().map(|error| error.code.clone());
+    let status = Status {
+        error_code,
+        ..status(Outcome::Error, None, None)
+    };
+    (status, Some(doc))
 }
 
 /// Writes the error document at `url`, unless one is already there.
@@ -213,5 +228,31 @@ mod tests {
         )));
         assert_eq!(f.code, ErrorCode::ContainerNotStarted);
         assert!(f.message.contains("--start-timeout"), "{}", f.message);
+    }
+
+    #[test]
+    fn every_result_names_its_outcome_and_none_is_already_done() {
+        let main = Some(Main::from(&exit(Some(0), false)));
+        let outputs = Done::Outputs {
+            url: "s3://b/out/outputs.pb".into(),
+            since_exit_ms: Some(2.0),
+        };
+        let (status, doc) = outcome(Ok(outputs), main.clone());
+        assert_eq!(
+            (status.outcome, status.url.as_deref(), status.since_exit_ms),
+            (Outcome::Outputs, Some("s3://b/out/outputs.pb"), Some(2.0))
+        );
+        assert!(doc.is_none() && status.main == main);
+        let (status, doc) = outcome(Ok(Done::NoOutputs), None);
+        assert_eq!((status.outcome, status.url), (Outcome::NoOutputs, None));
+        assert!(doc.is_none());
+        let task_doc = error_document(ErrorCode::UploadCutShort, "the task's own");
+        let (status, doc) = outcome(Ok(Done::Document(task_doc)), None);
+        assert_eq!(status.outcome, Outcome::Error);
+        assert_eq!(status.error_code, doc.and_then(|d| d.error).map(|e| e.code));
+        let failed = Failure::upload("writing s3://b/out/outputs.pb: refused");
+        let (status, doc) = outcome(Err(failed), main);
+        assert_eq!(status.outcome, Outcome::Error);
+        assert!(status.error_code.is_some() && doc.is_some());
     }
 }

@@ -35,25 +35,33 @@ pub async fn run(store: &Store, args: Options) -> Result<ExitCode, Error> {
             name: args.err_output_name.clone(),
             source,
         })?;
-    let mut status = Status::default();
-    if let Some(url) = finished_before(store, &args, &errors_url).await {
+    let status = if let Some(url) = finished_before(store, &args, &errors_url).await {
         // A restarted native sidecar (the kubelet restarts one that exits while the
         // pod runs): the work is done, and writing anything now could only undo it.
         tracing::info!(%url, "a document is already at the output prefix; nothing to do");
-        status.url = Some(url);
         if let Some(path) = &args.ready_file {
             write_ready(path).map_err(|source| Error::Ready {
                 path: path.clone(),
                 source,
             })?;
         }
+        Status {
+            outcome: Outcome::AlreadyDone,
+            error_code: None,
+            main: None,
+            since_exit_ms: None,
+            url: Some(url),
+        }
     } else {
-        let result = sidecar(store, &args, &mut term, &mut status).await;
-        if let Some(doc) = failure::outcome(result, &mut status) {
+        let mut main = None;
+        let result = sidecar(store, &args, &mut term, &mut main).await;
+        let (mut status, doc) = failure::outcome(result, main);
+        if let Some(doc) = doc {
             failure::write_document(store, &args, &errors_url, &doc).await?;
             status.url = Some(errors_url.clone());
         }
-    }
+        status
+    };
     if let Some(path) = &args.status_file {
         status.write(path).map_err(|source| Error::Status {
             path: path.clone(),
@@ -80,13 +88,27 @@ async fn finished_before(store: &Store, args: &Options, errors_url: &str) -> Opt
     None
 }
 
-/// Waits and uploads; `Ok(Some(doc))` is an error document to write (the task's own).
+/// What a sidecar run that did not fail ends with.
+#[derive(Debug)]
+pub(super) enum Done {
+    /// outputs.pb written at `url`.
+    Outputs {
+        url: String,
+        since_exit_ms: Option<f64>,
+    },
+    /// The interface has no outputs: nothing written.
+    NoOutputs,
+    /// An error document to write (the task's own).
+    Document(ErrorDocument),
+}
+
+/// Waits and uploads; sets `main` once the main container's exit is known.
 async fn sidecar(
     store: &Store,
     args: &Options,
     term: &mut Term,
-    status: &mut Status,
-) -> Result<Option<ErrorDocument>, Failure> {
+    main: &mut Option<Main>,
+) -> Result<Done, Failure> {
     let interface = check_options(args)?;
     let mut args = args.clone();
     let bpf_dir = args.bpf_dir.clone();
@@ -98,7 +120,7 @@ async fn sidecar(
         })?;
     }
     let exit = watchers::main_exit(ebpf.as_mut(), args, term).await?;
-    status.main = exit.as_ref().map(Main::from);
+    *main = exit.as_ref().map(Main::from);
 
     let limits = UploadLimits::default();
     // The task's own `_ERROR` explains a failure better than an exit code, and
@@ -109,7 +131,7 @@ async fn sidecar(
         .and_then(failure::main_failure)
         .map(|f| f.message);
     if let Some(doc) = error_file.document(exit_note.as_deref()) {
-        return Ok(Some(doc));
+        return Ok(Done::Document(doc));
     }
     if let Some(f) = exit.as_ref().and_then(failure::main_failure) {
         return Err(f);
@@ -120,12 +142,10 @@ async fn sidecar(
         .is_none_or(|o| o.variables.is_empty());
     if outputs_empty {
         tracing::info!("the interface has no outputs: nothing to upload");
-        status.outcome = Outcome::NoOutputs;
-        return Ok(None);
+        return Ok(Done::NoOutputs);
     }
     let map = upload(store, args, &interface, &limits, term).await?;
-    write_outputs(store, args, &map, exit.as_ref(), status).await?;
-    Ok(None)
+    write_outputs(store, args, &map, exit.as_ref()).await
 }
 
 /// The interface, once the options Go checks after start are checked (a bad
@@ -174,8 +194,7 @@ async fn write_outputs(
     args: &Options,
     map: &LiteralMap,
     exit: Option<&MainExit>,
-    status: &mut Status,
-) -> Result<(), Failure> {
+) -> Result<Done, Failure> {
     let url = store
         .child(&args.to_output_prefix, &[&args.meta_output_name])
         .map_err(|e| Failure::upload(format!("--meta-output-name: {}", chain(&e))))?;
@@ -188,13 +207,7 @@ async fn write_outputs(
         .and_then(|t| crate::tracer::boottime_ns().checked_sub(t));
     let since_exit_ms = since_exit.map(|ns| ns as f64 / 1e6);
     tracing::info!(%url, outputs = map.literals.len(), since_exit_ms, "outputs written");
-    *status = Status {
-        outcome: Outcome::Outputs,
-        since_exit_ms,
-        url: Some(url),
-        ..status.clone()
-    };
-    Ok(())
+    Ok(Done::Outputs { url, since_exit_ms })
 }
 
 /// Collects and uploads the outputs within `--timeout`.

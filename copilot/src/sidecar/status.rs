@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::wait::MainExit;
 
-/// What the sidecar did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// What the sidecar did. No default: every path that ends a run names its outcome,
+/// so one that forgot could not pass for any of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// outputs.pb written.
@@ -19,7 +20,6 @@ pub enum Outcome {
     /// An error document written (or one already there was kept).
     Error,
     /// A document was already at the output prefix (a restarted sidecar): nothing done.
-    #[default]
     AlreadyDone,
 }
 
@@ -51,7 +51,7 @@ impl From<&MainExit> for Main {
 }
 
 /// The document `--status-file` holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     pub outcome: Outcome,
     /// The error document's code, for [`Outcome::Error`].
@@ -101,7 +101,8 @@ mod tests {
                 time_ns: None,
             })),
             since_exit_ms: Some(1.5),
-            ..Status::default()
+            error_code: None,
+            url: None,
         };
         status.write(&path).expect("write");
         let text = std::fs::read_to_string(&path).expect("read");
