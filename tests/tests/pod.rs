@@ -169,9 +169,10 @@ fn a_pod_deleted_while_main_runs_keeps_mains_kill() {
     );
 }
 
-/// The pod propeller v1.16.8 builds, unchanged but for the store
+/// The pod propeller v1.16.8 builds, unchanged but for the store and the uploader's
+/// status folder (`TestNode::prepare`: a `hostPath` volume and `--status-file`)
 /// (`tests/pods/propeller-stock.yaml`, each field with its source line): no
-/// capabilities, no host mounts, no env, no probe. copilot cannot load eBPF there, says
+/// capabilities, no other host mounts, no env, no probe. copilot cannot load eBPF there, says
 /// so once, and does what the Go binary's `signal` watcher does: it uploads when the
 /// kubelet's SIGTERM comes, once main has ended.
 #[test]

@@ -516,7 +516,7 @@ fn fig11_rows(v: &Results, rows: &mut Vec<Row>) {
         type Pick = fn(&PodShape) -> (Summary, Summary, Option<f64>);
         let rows_of: [(&str, Pick, &'static str); 2] = [
             (
-                "main exit → outputs.pb in the store",
+                "main exit → the sidecar's status file lands (just after outputs.pb)",
                 |s| {
                     (
                         s.ebpf.exit_to_outputs_ms,
