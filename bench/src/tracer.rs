@@ -17,6 +17,7 @@ use copilot::{
     trace::{Line, Ready},
     tracer::SetUse,
 };
+use integration_test::Bpffs;
 
 pub struct Trace {
     child: Child,
@@ -28,12 +29,21 @@ pub struct Trace {
     done: Arc<AtomicBool>,
     /// The node's pinned program set it registered in (`None`: programs of its own).
     pub set_dir: Option<PathBuf>,
+    /// The bpffs [`Trace::start`] pins its set in, unmounted (the programs
+    /// detached) after the tracer is gone.
+    bpffs: Option<Bpffs>,
 }
 
 impl Trace {
-    /// Starts `copilot trace --pod-cgroup POD` and waits for its `ready` line.
+    /// Starts `copilot trace --pod-cgroup POD` and waits for its `ready` line, with
+    /// its node set in a bpffs of its own: a set left pinned in the default
+    /// directory would stay attached, run first and unmeasured in every later
+    /// figure.
     pub fn start(copilot: &Path, pod: &Path, ring_bytes: Option<u32>) -> anyhow::Result<Self> {
-        Self::start_with(copilot, pod, ring_bytes, None)
+        let bpffs = Bpffs::new();
+        let mut t = Self::start_with(copilot, pod, ring_bytes, Some(&bpffs.node_dir()))?;
+        t.bpffs = Some(bpffs);
+        Ok(t)
     }
 
     /// [`Trace::start`] with the node set pinned under `bpf_dir` (`--bpf-dir`); a
@@ -115,6 +125,7 @@ impl Trace {
             _stdout: out,
             done,
             set_dir: None,
+            bpffs: None,
         };
         let ready = t
             .next_matching(|l| matches!(l, Line::Ready(_)), Duration::from_secs(30))

@@ -14,7 +14,7 @@ use super::{
     ready::write_ready,
     status::{Main, Outcome, Status},
     term::Term,
-    wait::MainExit,
+    wait::{EbpfWatcher, MainExit},
     watchers,
 };
 use crate::{
@@ -35,6 +35,7 @@ pub async fn run(store: &Store, args: Options) -> Result<ExitCode, Error> {
             name: args.err_output_name.clone(),
             source,
         })?;
+    let mut ebpf = None;
     let status = if let Some(url) = finished_before(store, &args, &errors_url).await {
         // A restarted native sidecar (the kubelet restarts one that exits while the
         // pod runs): the work is done, and writing anything now could only undo it.
@@ -54,7 +55,7 @@ pub async fn run(store: &Store, args: Options) -> Result<ExitCode, Error> {
         }
     } else {
         let mut main = None;
-        let result = sidecar(store, &args, &mut term, &mut main).await;
+        let result = sidecar(store, &args, &mut term, &mut main, &mut ebpf).await;
         let (mut status, doc) = failure::outcome(result, main);
         if let Some(doc) = doc {
             failure::write_document(store, &args, &errors_url, &doc).await?;
@@ -68,6 +69,9 @@ pub async fn run(store: &Store, args: Options) -> Result<ExitCode, Error> {
             source,
         })?;
     }
+    // Only now: unregistering the pod deletes from a hash of maps, which waits for
+    // an RCU grace period (~15 ms here), and the result must not wait for it.
+    drop(ebpf);
     if args.after_upload == AfterUpload::WaitForSigterm {
         tracing::info!("done; idle until SIGTERM");
         term.wait().await;
@@ -102,17 +106,19 @@ pub(super) enum Done {
     Document(ErrorDocument),
 }
 
-/// Waits and uploads; sets `main` once the main container's exit is known.
+/// Waits and uploads; sets `main` once the main container's exit is known, and
+/// leaves the eBPF watcher in `ebpf` for the caller to drop after the result.
 async fn sidecar(
     store: &Store,
     args: &Options,
     term: &mut Term,
     main: &mut Option<Main>,
+    ebpf: &mut Option<EbpfWatcher>,
 ) -> Result<Done, Failure> {
     let interface = check_options(args)?;
     let mut args = args.clone();
     let bpf_dir = args.bpf_dir.clone();
-    let mut ebpf = watchers::start_ebpf(&mut args, &bpf_dir);
+    *ebpf = watchers::start_ebpf(&mut args, &bpf_dir);
     let args = &args;
     if let Some(path) = &args.ready_file {
         write_ready(path).map_err(|e| {
