@@ -1,11 +1,7 @@
 //! Figures 4 and 6: what copilot's programs cost every other process on the node,
 //! measured with the kernel's own BPF run-time statistics, beside an empty program
 //! and a program that only does copilot's pod check, attached in the same window.
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    time::Instant,
-};
+use std::{path::Path, process::Command, time::Instant};
 
 use anyhow::{Context as _, bail};
 use bench_results::{AttachOrder, Outside, Pods, PodsMeasured, PodsPoint, ProgStats};
@@ -16,16 +12,38 @@ use crate::{
     tracer::Trace,
 };
 
-/// Runs `spawner N 0` outside every pod: N fork+exec+exit of /bin/true, in a cgroup
-/// where a node's system services run (`system.slice/<unit>.service`). Not in the
-/// root cgroup: the gate stops a root-cgroup task before its `TOPS` lookup, so a
-/// spawner there would measure less than any real process outside the pods pays.
-fn spawn_outside(n: usize) -> anyhow::Result<f64> {
+/// Where outside the pods an exec loop runs.
+#[derive(Clone, Copy)]
+pub enum Place {
+    /// `system.slice/<unit>.service` (level 2), where a node's services run: the
+    /// kubelet, the container runtime and its shims, sshd, journald.
+    Service,
+    /// `user.slice/user-0.slice/<x>.scope` (level 3), a login session: as deep as
+    /// a pod's containers, so the gate looks up its top cgroup.
+    Session,
+}
+
+impl Place {
+    fn cgroup(self) -> &'static str {
+        match self {
+            Self::Service => "system.slice/copilot-bench.service",
+            Self::Session => "user.slice/user-0.slice/copilot-bench.scope",
+        }
+    }
+}
+
+/// Runs `spawner N 0` outside every pod: N fork+exec+exit of /bin/true, in `place`
+/// (made if missing and left in place: an empty cgroup costs nothing, and a node
+/// has its `system.slice` and `user.slice`). Not in the root cgroup: the gate
+/// stops a root-cgroup task first of all, so a spawner there would measure less
+/// than any real process outside the pods pays.
+pub fn spawn_outside(place: Place, n: usize) -> anyhow::Result<f64> {
     let spawner = rootfs().join("bin/spawner");
-    let service = service_cgroup()?;
+    let dir = cgroup2_mount().join(place.cgroup());
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut cmd = Command::new(&spawner);
     cmd.args([&n.to_string(), "0"]);
-    join_at_exec(&mut cmd, &service);
+    join_at_exec(&mut cmd, &dir);
     let t = Instant::now();
     let status = cmd
         .status()
@@ -34,14 +52,6 @@ fn spawn_outside(n: usize) -> anyhow::Result<f64> {
         bail!("{} {n} 0 failed: {status}", spawner.display());
     }
     Ok(n as f64 / t.elapsed().as_secs_f64())
-}
-
-/// `<cgroup v2>/system.slice/copilot-bench.service`, made if missing and left in
-/// place (an empty cgroup costs nothing, and a node has its `system.slice`).
-fn service_cgroup() -> anyhow::Result<PathBuf> {
-    let dir = cgroup2_mount().join("system.slice/copilot-bench.service");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
 }
 
 fn level(pod: &PodCgroup) -> u32 {
@@ -97,7 +107,7 @@ fn pass(copilot: &Path, execs: usize, refs_first: bool) -> anyhow::Result<Pass> 
     let b_exec = sum(&progs, Some("exec"))?;
     let b_exit = sum(&progs, Some("exit"))?;
     let b_refs: Vec<Stats> = refs.iter().map(|r| r.stats()).collect::<Result<_, _>>()?;
-    let rate = spawn_outside(execs)?;
+    let rate = spawn_outside(Place::Service, execs)?;
     let exec = sum(&progs, Some("exec"))?.since(b_exec);
     let exit = sum(&progs, Some("exit"))?.since(b_exit);
     let mut d = [Stats::default(); 3];
@@ -151,9 +161,17 @@ pub fn outside(copilot: &Path, execs: usize) -> anyhow::Result<(Outside, f64, f6
 /// fork+exec loop there, for copilot's node-wide set and for one set per pod (the
 /// design before it, forced by a `--bpf-dir` that is not on bpffs); and what each pod
 /// costs in memory (its ring buffer in the kernel, the tracer's anonymous RSS).
+///
+/// Figure 6c is measured first, while the statistics are still off.
 pub fn pods(copilot: &Path, counts: &[usize], execs: usize) -> anyhow::Result<Pods> {
+    let stats_cost = crate::stats_cost::run(1_000_000, 5)?;
+    eprintln!(
+        "bench:   the run-time statistics add {:.1} ns a run, and count {:.1} of it",
+        stats_cost.stats_ns_per_run.unwrap_or(f64::NAN),
+        stats_cost.counted_ns_per_run.unwrap_or(f64::NAN),
+    );
     let _stats = bpf::enable_stats()?;
-    let bare = spawn_outside(execs)?;
+    let bare = spawn_outside(Place::Service, execs)?;
     // A bpffs of its own: the node set is loaded by the first tracer of the curve,
     // never left pinned by an earlier run (which would change the attach order).
     // Its links are unpinned when it is dropped, before the next curve: left
@@ -164,7 +182,7 @@ pub fn pods(copilot: &Path, counts: &[usize], execs: usize) -> anyhow::Result<Po
             copilot,
             counts,
             execs,
-            (&bpffs.node_dir(), "node set"),
+            (&bpffs.node_dir(), "node set", true),
             bare,
         )?
     };
@@ -173,7 +191,7 @@ pub fn pods(copilot: &Path, counts: &[usize], execs: usize) -> anyhow::Result<Po
         copilot,
         counts,
         execs,
-        (not_bpffs.path(), "set per pod"),
+        (not_bpffs.path(), "set per pod", false),
         bare,
     )?;
     Ok(Pods {
@@ -181,15 +199,17 @@ pub fn pods(copilot: &Path, counts: &[usize], execs: usize) -> anyhow::Result<Po
         bare_execs_per_s: Some(bare),
         node_set: node,
         set_per_pod: per_pod,
+        stats_cost: Some(stats_cost),
     })
 }
 
-/// One tracer per pod, added until each count in `counts` runs, measured at each.
+/// One tracer per pod, added until each count in `counts` runs, measured at each
+/// (and in a login session too when `session`).
 fn curve(
     copilot: &Path,
     counts: &[usize],
     execs: usize,
-    (bpf_dir, label): (&Path, &str),
+    (bpf_dir, label, session): (&Path, &str, bool),
     bare_rate: f64,
 ) -> anyhow::Result<Vec<PodsPoint>> {
     let mut tracers: Vec<(PodCgroup, Trace)> = Vec::new();
@@ -221,7 +241,7 @@ fn curve(
         // count is measured in ROUNDS windows, and the median is the figure.
         let mut windows = Vec::with_capacity(ROUNDS);
         for _ in 0..ROUNDS {
-            windows.push(window(&progs, &empty, execs)?);
+            windows.push(window(&progs, &empty, execs, session)?);
         }
         let median = |key: fn(&Window) -> f64| {
             let mut v: Vec<f64> = windows.iter().map(key).collect();
@@ -232,13 +252,15 @@ fn curve(
         let empty_ns = median(|w| w.empty_ns);
         let above_empty = median(|w| w.added_ns - 2.0 * w.empty_ns);
         let rate = median(|w| w.rate);
+        let session_added = session.then(|| median(|w| w.session_added_ns.unwrap_or(0.0)));
         let rounds: Vec<f64> = windows.iter().map(|w| w.added_ns).collect();
         let node_execs: u64 = windows.iter().map(|w| w.node_execs).sum();
         let program_runs: u64 = windows.iter().map(|w| w.runs).sum();
         let ids: Vec<u32> = progs.keys().copied().collect();
         let (ring_kib, anon_kib) = pod_memory(&tracers);
         eprintln!(
-            "bench:   {n} pods ({label}): {added:.0} ns per exec ({above_empty:.0} above two empty-program runs of {empty_ns:.0}), {:.2}× fork+exec time, {:.0} KiB per pod",
+            "bench:   {n} pods ({label}): {added:.0} ns per exec ({above_empty:.0} above two empty-program runs of {empty_ns:.0}; in a login session {}), {:.2}× fork+exec time, {:.0} KiB per pod",
+            session_added.map_or("-".into(), |v| format!("{v:.0}")),
             bare_rate / rate,
             ring_kib + anon_kib
         );
@@ -250,6 +272,7 @@ fn curve(
             added_ns_per_exec_rounds: rounds.into_iter().map(Some).collect(),
             empty_prog_ns_per_run: Some(empty_ns),
             above_empty_ns_per_exec: Some(above_empty),
+            session_added_ns_per_exec: session_added,
             program_runs,
             execs_per_s: Some(rate),
             fork_exec_slowdown: Some(bare_rate / rate),
@@ -272,6 +295,8 @@ const ROUNDS: usize = 3;
 /// outside the pods, and how many execs and program runs the window saw.
 struct Window {
     added_ns: f64,
+    /// The same, for as many execs in a login session (node set only).
+    session_added_ns: Option<f64>,
     /// The empty reference program's mean ns per run.
     empty_ns: f64,
     rate: f64,
@@ -283,33 +308,47 @@ fn window(
     progs: &std::collections::BTreeMap<u32, Prog>,
     empty: &RefProg,
     execs: usize,
+    session: bool,
 ) -> anyhow::Result<Window> {
-    let ids: Vec<u32> = progs.keys().copied().collect();
     let exec_id = *progs
         .iter()
         .find(|(_, p)| p.role == "exec")
         .context("an exec program")?
         .0;
-    let before: Vec<Stats> = ids
-        .iter()
-        .map(|i| progs[i].stats())
-        .collect::<Result<_, _>>()?;
+    let before = all_stats(progs)?;
     let b_exec = progs[&exec_id].stats()?;
     let b_empty = empty.stats()?;
-    let rate = spawn_outside(execs)?;
+    let rate = spawn_outside(Place::Service, execs)?;
     let empty_ns = empty.stats()?.since(b_empty).mean_ns();
-    let mut total = Stats::default();
-    for (i, b) in ids.iter().zip(&before) {
-        total = total.add(progs[i].stats()?.since(*b));
-    }
+    let total = all_stats(progs)?.since(before);
     let node_execs = progs[&exec_id].stats()?.since(b_exec).run_cnt.max(1);
+    let session_added_ns = if session {
+        let before = all_stats(progs)?;
+        let b_exec = progs[&exec_id].stats()?;
+        spawn_outside(Place::Session, execs)?;
+        let total = all_stats(progs)?.since(before);
+        let execs = progs[&exec_id].stats()?.since(b_exec).run_cnt.max(1);
+        Some(total.run_time_ns as f64 / execs as f64)
+    } else {
+        None
+    };
     Ok(Window {
         added_ns: total.run_time_ns as f64 / node_execs as f64,
+        session_added_ns,
         empty_ns,
         rate,
         node_execs,
         runs: total.run_cnt,
     })
+}
+
+/// The sum of the statistics of `progs`.
+fn all_stats(progs: &std::collections::BTreeMap<u32, Prog>) -> anyhow::Result<Stats> {
+    let mut total = Stats::default();
+    for p in progs.values() {
+        total = total.add(p.stats()?);
+    }
+    Ok(total)
 }
 
 /// Starts tracers until `n` run; `Some(reason)` when the node refuses one (a limit

@@ -15,6 +15,7 @@ mod pod;
 mod pollers;
 mod proto;
 mod sidecar;
+mod stats_cost;
 mod storm;
 mod tracer;
 mod transfer;

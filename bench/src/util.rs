@@ -238,3 +238,12 @@ pub fn tree_size(dir: &Path) -> (u64, u64) {
     }
     (bytes, files)
 }
+
+/// The median of `v` (sorted in place); NaN when empty.
+pub fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}

@@ -15,6 +15,16 @@ pub const MAX_PODS: u32 = 1024;
 pub const GATE_MAP: &str = "GATE";
 /// The deepest pod cgroup level the programs look at.
 pub const MAX_POD_LEVEL: u32 = 15;
+/// The shallowest pod cgroup level copilot follows: a pod's containers sit at
+/// least one level below it, at [`MIN_TASK_LEVEL`] or deeper. The kubelet's pods
+/// are at level 2 (`kubepods/pod<uid>`) or 3 (`kubepods/<qos>/pod<uid>`), and the
+/// systemd driver's likewise.
+pub const MIN_POD_LEVEL: u32 = 2;
+/// The shallowest level of a task the programs look at. A task above it (the
+/// root cgroup, a node's services in `system.slice/<unit>.service`) is in no
+/// pod's container, and the gate stops it after reading its own cgroup's level,
+/// before any ancestor's id or the gate's cache line.
+pub const MIN_TASK_LEVEL: u32 = MIN_POD_LEVEL + 1;
 /// Per-CPU hash `u64 pod cgroup id -> u64`: that pod's ring-buffer reserves that
 /// failed (events lost). Userspace creates the entry when it registers.
 pub const DROPS_MAP: &str = "DROPS";
@@ -65,7 +75,7 @@ pub const GATE_TOPS: usize = 6;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NodeGate {
     /// Bit `L` set when some pod cgroup at level `L` of the v2 hierarchy is
-    /// registered (levels 1 to [`MAX_POD_LEVEL`]), and bit 0
+    /// registered (levels [`MIN_POD_LEVEL`] to [`MAX_POD_LEVEL`]), and bit 0
     /// ([`LEVELS_UNGATED`]) when the gate is off.
     pub levels: u32,
     /// Non-zero when [`TOPS_MAP`] holds more tops than `tops` has slots: the

@@ -4,11 +4,13 @@
 //! per-tracepoint limit of 64 programs). One loaded set serves every pod on the
 //! node: a pod's sidecar registers its own ring buffer in `PODS` under its pod
 //! cgroup's id, and the programs find a task's pod by its cgroup ancestors at the
-//! registered levels (`GATE`). A gate comes first: a process whose top cgroup
-//! holds no pod (the kubelet's `kubepods*` and the tops of registered pods,
-//! copied into `GATE` from `TOPS`) costs one ancestor lookup and one cache
-//! line, whatever the number of pods; only the processes under a top go on to
-//! the pod lookups.
+//! registered levels (`GATE`). A gate comes first, whatever the number of pods:
+//! a process above every pod's containers (the root cgroup, a node's services
+//! in `system.slice/<unit>.service`) costs one read of its cgroup's level; a
+//! deeper one whose top cgroup holds no pod (the kubelet's `kubepods*` and the
+//! tops of registered pods, copied into `GATE` from `TOPS`) two ancestor
+//! lookups and one cache line; only the processes under a top go on to the pod
+//! lookups.
 //! Their arguments are the tracepoints' `TP_PROTO`s, read as the running kernel's
 //! BTF describes them:
 //!
@@ -53,7 +55,7 @@ use copilot_common::{
         COMM_LEN, DEFAULT_RING_BYTES, Event, EventKind, ExitRecord, FILENAME_LEN,
         FLAG_FILENAME_TRUNCATED, FLAG_GROUP_DEAD_DERIVED, FLAG_GROUP_DEAD_FIELD, FLAG_MAIN,
         FLAG_WAKEUP, GATE_TOPS, KUBEPODS_LEVEL, LEVELS_UNGATED, MAX_POD_LEVEL, MAX_PODS,
-        MainRecord, NODE_ENTRIES, NodeGate, TOP_KUBELET,
+        MIN_POD_LEVEL, MIN_TASK_LEVEL, MainRecord, NODE_ENTRIES, NodeGate, TOP_KUBELET,
     },
 };
 
@@ -105,10 +107,17 @@ macro_rules! config {
 /// path, which the verifier refuses ("R2 !read_ok").
 #[inline(always)]
 fn gate() -> Option<(u8, u32)> {
+    // The helper returns 0 for an ancestor level deeper than the task's own,
+    // after reading only that level; any other answer reads the ancestor's
+    // kernfs node, a cache line no other code on the exec path touches.
     // SAFETY: a helper call without pointer arguments.
+    if unsafe { bpf_get_current_ancestor_cgroup_id(MIN_TASK_LEVEL as i32) } == 0 {
+        // Above every pod's containers: the root cgroup, a node's services.
+        return None;
+    }
+    // SAFETY: as above.
     let top = unsafe { bpf_get_current_ancestor_cgroup_id(KUBEPODS_LEVEL as i32) };
     if top == 0 {
-        // A task of the root cgroup.
         return None;
     }
     let gate = GATE.get(0)?;
@@ -140,7 +149,7 @@ struct Pod {
 
 #[inline(always)]
 fn current_pod(levels: u32) -> Option<Pod> {
-    let mut level = 1;
+    let mut level = MIN_POD_LEVEL;
     while level <= MAX_POD_LEVEL {
         if levels & (1 << level) != 0 {
             // SAFETY: a helper call without pointer arguments.

@@ -22,6 +22,12 @@ pub enum Error {
     Cgroup(#[from] cgroup::Error),
     #[error(transparent)]
     Tracer(#[from] tracer::Error),
+    #[error("loading copilot's eBPF programs for pod cgroup {}", path.display())]
+    Load {
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<tracer::Error>,
+    },
 }
 
 /// Something to report.
@@ -92,7 +98,10 @@ impl Monitor {
         }
         opts.without_oom_tracepoint = tuning.without_oom_tracepoint;
         opts.node_dir.clone_from(&tuning.node_dir);
-        let mut tracer = Tracer::load(&opts)?;
+        let mut tracer = Tracer::load(&opts).map_err(|source| Error::Load {
+            path: pod_cgroup.path.clone(),
+            source: Box::new(source),
+        })?;
         match tracer.set_use() {
             tracer::SetUse::Node { dir } => {
                 tracing::debug!(dir = %dir.display(), "using the node's eBPF program set");

@@ -12,7 +12,7 @@ use std::{
 use bytes::Bytes;
 use copilot::{
     literals::make,
-    proto::core::{ErrorDocument, LiteralMap, container_error},
+    proto::core::{ContainerError, ErrorDocument, LiteralMap, container_error},
 };
 use integration_test::{Moto, copilot_bin};
 use prost::Message as _;
@@ -153,6 +153,36 @@ fn error_document(moto: &Moto, url: &str) -> ErrorDocument {
     ErrorDocument::decode(bytes.as_slice()).expect("decode error document")
 }
 
+/// Runs `copilot download` of `inputs` into `dir` with `extra` flags, expects it to
+/// fail, and returns the error of the document it wrote under `out` (`errors.pb`).
+fn failed_download(
+    moto: &Moto,
+    (inputs, out): (&str, &str),
+    dir: &Path,
+    extra: &[&str],
+) -> ContainerError {
+    let dir = dir.to_str().expect("utf-8");
+    let mut args = vec![
+        "download",
+        "-f",
+        inputs,
+        "--to-output-prefix",
+        out,
+        "-o",
+        dir,
+    ];
+    args.extend_from_slice(extra);
+    let run = copilot(moto, &args);
+    assert!(
+        !run.status.success(),
+        "downloading {inputs} succeeded: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    error_document(moto, &format!("{out}/errors.pb"))
+        .error
+        .expect("error")
+}
+
 #[test]
 fn missing_object_and_garbage_inputs_write_an_error_document() {
     let moto = Moto::start();
@@ -212,22 +242,12 @@ fn missing_object_and_garbage_inputs_write_an_error_document() {
         "s3://flyte/b/inputs.pb",
         Bytes::from(bytes[..bytes.len() / 2].to_vec()),
     );
-    let out = copilot(
+    let e = failed_download(
         &moto,
-        &[
-            "download",
-            "-f",
-            "s3://flyte/b/inputs.pb",
-            "--to-output-prefix",
-            "s3://flyte/b/out",
-            "-o",
-            dir.path().to_str().expect("utf-8"),
-        ],
+        ("s3://flyte/b/inputs.pb", "s3://flyte/b/out"),
+        dir.path(),
+        &[],
     );
-    assert!(!out.status.success());
-    let e = error_document(&moto, "s3://flyte/b/out/errors.pb")
-        .error
-        .expect("error");
     assert!(
         e.message
             .contains("not a serialized flyteidl.core.LiteralMap"),
@@ -241,22 +261,12 @@ fn missing_object_and_garbage_inputs_write_an_error_document() {
         "s3://flyte/c/inputs.pb",
         Bytes::from(inputs.encode_to_vec()),
     );
-    let out = copilot(
+    let e = failed_download(
         &moto,
-        &[
-            "download",
-            "-f",
-            "s3://flyte/c/inputs.pb",
-            "--to-output-prefix",
-            "s3://flyte/c/out",
-            "-o",
-            dir.path().to_str().expect("utf-8"),
-        ],
+        ("s3://flyte/c/inputs.pb", "s3://flyte/c/out"),
+        dir.path(),
+        &[],
     );
-    assert!(!out.status.success());
-    let e = error_document(&moto, "s3://flyte/c/out/errors.pb")
-        .error
-        .expect("error");
     assert!(
         e.message.contains("unsupported storage URL scheme \"ftp\""),
         "{}",
@@ -277,24 +287,12 @@ fn missing_object_and_garbage_inputs_write_an_error_document() {
         .collect(),
     };
     let b64 = base64::engine::general_purpose::STANDARD.encode(iface.encode_to_vec());
-    let out = copilot(
+    let e = failed_download(
         &moto,
-        &[
-            "download",
-            "-f",
-            "s3://flyte/a/inputs.pb",
-            "--to-output-prefix",
-            "s3://flyte/d/out",
-            "-o",
-            dir.path().to_str().expect("utf-8"),
-            "-i",
-            &b64,
-        ],
+        ("s3://flyte/a/inputs.pb", "s3://flyte/d/out"),
+        dir.path(),
+        &["-i", &b64],
     );
-    assert!(!out.status.success());
-    let e = error_document(&moto, "s3://flyte/d/out/errors.pb")
-        .error
-        .expect("error");
     assert!(
         e.message
             .contains("input ok: expected integer, found a single blob"),

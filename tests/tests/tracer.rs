@@ -463,6 +463,30 @@ fn bad_input_pod_cgroup_leading_out_of_the_mount() {
     );
 }
 
+/// Removes an empty directory when dropped, the test passed or not.
+struct Rmdir<'a>(&'a Path);
+
+impl Drop for Rmdir<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(self.0);
+    }
+}
+
+/// A pod's containers sit below it, and the programs stop every task above level 3
+/// before any lookup (a node's services): a cgroup right under the root is no pod.
+#[test]
+fn bad_input_pod_cgroup_at_level_one() {
+    let dir = cgroup2_mount().join(format!("copilot-test-{}", random_hex(8)));
+    std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+    let _guard = Rmdir(&dir);
+    let stderr = bad_pod_cgroup(&dir);
+    assert!(
+        stderr.contains("at level 1 of the cgroup v2 hierarchy")
+            && stderr.contains("levels 2 to 15"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn bad_input_pod_cgroup_is_a_regular_file() {
     let file = tempfile::NamedTempFile::new().expect("temp file");
@@ -478,12 +502,6 @@ fn bad_input_pod_cgroup_in_a_cgroup_v1_hierarchy() {
     // A real v1 cgroup directory, not just the mount point.
     let dir = memory.join(format!("copilot-test-{}", random_hex(8)));
     std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-    struct Rmdir<'a>(&'a Path);
-    impl Drop for Rmdir<'_> {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir(self.0);
-        }
-    }
     let _guard = Rmdir(&dir);
     assert!(
         dir.join("memory.limit_in_bytes").is_file(),

@@ -312,6 +312,24 @@ pub struct Pods {
     pub node_set: Vec<PodsPoint>,
     /// One program set per pod (the design before it).
     pub set_per_pod: Vec<PodsPoint>,
+    /// What the run-time statistics add to each run they measure (figure 6c).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats_cost: Option<StatsCost>,
+}
+
+/// Figure 6c: an empty program run in the kernel's test loop with the run-time
+/// statistics off and on (medians of `rounds` windows of `runs` runs each).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StatsCost {
+    pub runs: u32,
+    pub rounds: usize,
+    pub off_ns_per_run: Option<f64>,
+    pub on_ns_per_run: Option<f64>,
+    /// on − off: all the statistics add to a run.
+    pub stats_ns_per_run: Option<f64>,
+    /// What the statistics themselves count for the program, a run.
+    pub counted_ns_per_run: Option<f64>,
 }
 
 /// One pod count of figure 6.
@@ -339,6 +357,10 @@ pub struct PodsMeasured {
     pub added_ns_per_exec_rounds: Vec<Option<f64>>,
     pub empty_prog_ns_per_run: Option<f64>,
     pub above_empty_ns_per_exec: Option<f64>,
+    /// As `added_ns_per_exec`, for execs in a login session (level 3) instead of
+    /// a service (level 2); node set only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_added_ns_per_exec: Option<f64>,
     pub program_runs: u64,
     pub execs_per_s: Option<f64>,
     pub fork_exec_slowdown: Option<f64>,

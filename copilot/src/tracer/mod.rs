@@ -30,7 +30,9 @@ use std::{io, path::PathBuf};
 use aya::maps::{MapData, RingBuf};
 use copilot_common::{
     config::{Config, OOM_ARG_PID, OOM_ARG_TASK},
-    event::{COMM_LEN, DEFAULT_RING_BYTES, Event, ExitRecord, MAX_POD_LEVEL, MainRecord},
+    event::{
+        COMM_LEN, DEFAULT_RING_BYTES, Event, ExitRecord, MAX_POD_LEVEL, MIN_POD_LEVEL, MainRecord,
+    },
 };
 pub use event::{EventDetail, ExitStatus, ProcessEvent};
 use set::{DirLock, ProgramSet, SetKind};
@@ -108,7 +110,7 @@ pub enum Error {
         source: aya::maps::MapError,
     },
     #[error(
-        "the pod cgroup is at level {level} of the cgroup v2 hierarchy; copilot follows pods at levels 1 to {MAX_POD_LEVEL}"
+        "the pod cgroup is at level {level} of the cgroup v2 hierarchy; copilot follows pods at levels {MIN_POD_LEVEL} to {MAX_POD_LEVEL} (a kubelet's are at 2 or 3)"
     )]
     PodLevel { level: u32 },
     #[error("counting the possible CPUs")]
@@ -174,9 +176,6 @@ fn top_id(hierarchy: &crate::cgroup::Hierarchy, pod: &crate::cgroup::Cgroup) -> 
     use std::os::unix::fs::MetadataExt as _;
     if hierarchy.root_level != 0 {
         return None;
-    }
-    if pod.level == 1 {
-        return Some(pod.id);
     }
     let first = pod
         .rel
@@ -275,7 +274,7 @@ impl Tracer {
         if OBJECT.is_empty() {
             return Err(Error::NoObject);
         }
-        if !(1..=MAX_POD_LEVEL).contains(&opts.pod_cgroup_level) {
+        if !(MIN_POD_LEVEL..=MAX_POD_LEVEL).contains(&opts.pod_cgroup_level) {
             return Err(Error::PodLevel {
                 level: opts.pod_cgroup_level,
             });

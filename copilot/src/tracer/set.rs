@@ -34,8 +34,8 @@ use copilot_common::{
     config::{CONFIG_GLOBAL, Config},
     event::{
         CONTAINERS_MAP, DROPS_MAP, EXEC_PROGRAM, EXIT_GROUP_DEAD_PROGRAM, EXIT_PROGRAM, EXITS_MAP,
-        ExitRecord, GATE_MAP, GATE_TOPS, LEVELS_UNGATED, MAINS_MAP, MAX_POD_LEVEL, MainRecord,
-        NodeGate, OOM_PROGRAM, PODS_MAP, TOP_KUBELET, TOP_PODS, TOPS_MAP,
+        ExitRecord, GATE_MAP, GATE_TOPS, LEVELS_UNGATED, MAINS_MAP, MAX_POD_LEVEL, MIN_POD_LEVEL,
+        MainRecord, NodeGate, OOM_PROGRAM, PODS_MAP, TOP_KUBELET, TOP_PODS, TOPS_MAP,
     },
 };
 use rustix::fs::{FlockOperation, flock};
@@ -300,7 +300,7 @@ impl Maps {
 
     /// Sets bit `level` of the gate's levels (callers hold the node lock).
     pub fn add_level(&mut self, level: u32) -> Result<(), Error> {
-        if !(1..=MAX_POD_LEVEL).contains(&level) {
+        if !(MIN_POD_LEVEL..=MAX_POD_LEVEL).contains(&level) {
             return Err(Error::PodLevel { level });
         }
         self.sync_gate(|g| g.levels |= 1 << level)
