@@ -60,13 +60,20 @@ run_step() {
 	say "STEP $name $res rc=$rc start=$start end=$(uptime_s)"
 }
 
+# The pods of these steps: copilot follows pod cgroups at level 2 or deeper (a kubelet's
+# are at 2 or 3), so they go one level below the root. The probe delegates the memory
+# controller to it, once the cgroup v1 memory test is done (a controller enabled on v2
+# can no longer be mounted on v1).
+PODS=/sys/fs/cgroup/copilot-vm
+mkdir -p $PODS
+
 # clear_error NAME PATTERN: `copilot trace` on a pod cgroup must fail at once with an
 # error matching PATTERN: exit status 1..123 (124 is busybox timeout's, > 128 a signal,
 # i.e. a crash), no `ready` line, no panic.
 clear_error() {
 	label=$1
 	pattern=$2
-	pod=/sys/fs/cgroup/copilot-missing
+	pod=$PODS/missing
 	mkdir -p $pod
 	timeout 60 "$COPILOT_BIN" trace --pod-cgroup $pod >/tmp/missing.out 2>/tmp/missing.err
 	rc=$?
@@ -164,7 +171,9 @@ probe() {
 	label=$1
 	# A pod of its own per run: a cgroup that already ran something is, rightly, reported
 	# as exited by copilot's snapshot.
-	pod=/sys/fs/cgroup/copilot-probe-$label
+	pod=$PODS/probe-$label
+	echo "+memory" >/sys/fs/cgroup/cgroup.subtree_control || return 2
+	echo "+memory" >$PODS/cgroup.subtree_control || return 2
 	mkdir -p "$pod/$A" "$pod/$B" || return 2
 	echo "+memory" >"$pod/cgroup.subtree_control" || return 2
 	echo $((32 << 20)) >"$pod/$B/memory.max" || return 2
