@@ -3,7 +3,7 @@ use std::{fmt::Display, path::Path};
 
 use anyhow::Context as _;
 use bench_results::{
-    Direction, Figure, Mode, PodShape, PodsMeasured, PodsPoint, Results, Summary, Usage,
+    Direction, Figure, Mode, PodShape, PodsMeasured, PodsPoint, Results, StatsCost, Summary, Usage,
 };
 
 const BEGIN: &str = "<!-- bench:begin -->";
@@ -455,59 +455,7 @@ fn fig6_rows(v: &Results, rows: &mut Vec<Row>) {
                 && own.is_some_and(|o| o <= 150.0)
         })),
     });
-    if node.iter().any(|c| {
-        c.measured()
-            .is_some_and(|m| m.above_empty_ns_per_exec.is_some())
-    }) {
-        rows.push(Row {
-            fig: "6e",
-            what: "figure 6 less what an empty program reads at the same N (two runs per exec): copilot's own work, without the statistics' clock (row 6c)".into(),
-            copilot: curve_text(node, |m| m.above_empty_ns_per_exec),
-            reference: format!(
-                "empty program per run: {}",
-                curve_text(node, |m| m.empty_prog_ns_per_run)
-            ),
-            ratio: "—".into(),
-            target: "report",
-            met: "—",
-        });
-    }
-    if node.iter().any(|c| {
-        c.measured()
-            .is_some_and(|m| m.session_added_ns_per_exec.is_some())
-    }) {
-        rows.push(Row {
-            fig: "6s",
-            what: "figure 6 for execs in a login session (`user.slice/user-0.slice/x.scope`, level 3, as deep as a pod's containers: the gate looks up the top cgroup)".into(),
-            copilot: curve_text(node, |m| m.session_added_ns_per_exec),
-            reference: format!("in a service (figure 6): {}", curve_text(node, added)),
-            ratio: "—".into(),
-            target: "report",
-            met: "—",
-        });
-    }
-    if let Some(c) = done(fig).and_then(|p| p.stats_cost.as_ref()) {
-        rows.push(Row {
-            fig: "6c",
-            what: format!(
-                "what the run-time statistics that figures 4 to 6 read add to each program run: an empty program in the kernel's test loop ({} runs), off vs on (median of {})",
-                c.runs, c.rounds
-            ),
-            copilot: format!(
-                "{} ns a run ({} → {})",
-                n(c.stats_ns_per_run),
-                n(c.off_ns_per_run),
-                n(c.on_ns_per_run)
-            ),
-            reference: format!(
-                "of which they count, as the program's own time: {} ns",
-                n(c.counted_ns_per_run)
-            ),
-            ratio: "—".into(),
-            target: "report",
-            met: "—",
-        });
-    }
+    fig6_read_rows(node, done(fig).and_then(|p| p.stats_cost.as_ref()), rows);
     let slow = |m: &PodsMeasured| m.fork_exec_slowdown;
     rows.push(Row {
         fig: "6w",
@@ -537,6 +485,68 @@ fn fig6_rows(v: &Results, rows: &mut Vec<Row>) {
         target: "≤ 2 MiB per pod",
         met: met(at(last, kib).map(|k| k <= 2048.0)),
     });
+}
+
+/// A row that reports a figure, with no target of its own.
+fn report_row(fig: &'static str, what: String, copilot: String, reference: String) -> Row {
+    Row {
+        fig,
+        what,
+        copilot,
+        reference,
+        ratio: "—".into(),
+        target: "report",
+        met: "—",
+    }
+}
+
+/// Rows 6e, 6s and 6c, which say how to read figure 6, where the results have them.
+fn fig6_read_rows(node: &[PodsPoint], stats: Option<&StatsCost>, rows: &mut Vec<Row>) {
+    let has = |key: fn(&PodsMeasured) -> Option<f64>| {
+        node.iter()
+            .any(|c| c.measured().is_some_and(|m| key(m).is_some()))
+    };
+    if has(|m| m.above_empty_ns_per_exec) {
+        rows.push(report_row(
+            "6e",
+            "figure 6 less what an empty program reads at the same N (two runs per exec): copilot's own work, without the statistics' clock (row 6c)".into(),
+            curve_text(node, |m| m.above_empty_ns_per_exec),
+            format!(
+                "empty program per run: {}",
+                curve_text(node, |m| m.empty_prog_ns_per_run)
+            ),
+        ));
+    }
+    if has(|m| m.session_added_ns_per_exec) {
+        rows.push(report_row(
+            "6s",
+            "figure 6 for execs in a login session (`user.slice/user-0.slice/x.scope`, level 3, as deep as a pod's containers: the gate looks up the top cgroup)".into(),
+            curve_text(node, |m| m.session_added_ns_per_exec),
+            format!(
+                "in a service (figure 6): {}",
+                curve_text(node, |m| m.added_ns_per_exec)
+            ),
+        ));
+    }
+    if let Some(c) = stats {
+        rows.push(report_row(
+            "6c",
+            format!(
+                "what the run-time statistics that figures 4 to 6 read add to each program run: an empty program in the kernel's test loop ({} runs), off vs on (median of {})",
+                c.runs, c.rounds
+            ),
+            format!(
+                "{} ns a run ({} → {})",
+                n(c.stats_ns_per_run),
+                n(c.off_ns_per_run),
+                n(c.on_ns_per_run)
+            ),
+            format!(
+                "of which they count, as the program's own time: {} ns",
+                n(c.counted_ns_per_run)
+            ),
+        ));
+    }
 }
 
 /// Figure 11: a whole task in the pod runner, copilot's eBPF watcher beside the
